@@ -1,0 +1,19 @@
+# The project's single entry point. `make demo` sets up and runs the main job; `make test` runs the tests.
+PY := .venv/bin/python
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m crawler.demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/crawl.py
+
+clean:
+	rm -rf output/images output/originals output/catalog.db* output/last-crawl.log

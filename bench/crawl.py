@@ -1,0 +1,185 @@
+"""Benchmark: the Scrapy crawl against a naive serial `requests` loop doing the same work.
+
+Both crawl the bundled Pixiv-style site (throttling off, the site adds --latency-ms to every
+response): search page → detail → pages / ugoira_meta → original image → JPEG/WebP file → a
+SQLite row. Each side runs in its own process, so CPU time and peak memory (ru_maxrss) are its own.
+
+The naive loop is serial, so its rate per artwork does not depend on how many it does: it runs on
+the first --naive-artworks artworks (a full 2,000 at 50 ms would take minutes) and the table
+compares rates. Memory flatness: the Scrapy crawl runs at --artworks and at --large-artworks.
+
+    .venv/bin/python bench/crawl.py [--artworks 2000] [--large-artworks 8000] [--latency-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mocksites.runner import LocalSite  # noqa: E402
+
+
+def measure(command: list[str]) -> dict:
+    """Run a command in a fresh child, returning wall time, CPU seconds and peak RSS of that child."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:4]} failed:\n{done.stderr[-3000:]}")
+    return {
+        "wall": wall,
+        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "peak_rss_mb": after.ru_maxrss / 1024,  # of the largest child so far: see run_isolated
+        "stdout": done.stdout,
+    }
+
+
+def run_isolated(argv: list[str]) -> dict:
+    """ru_maxrss of RUSAGE_CHILDREN is a maximum over every child ever reaped, so each measured
+    run goes through a fresh wrapper process whose only child is that run."""
+    wrapper = [sys.executable, __file__, "--measure-child", json.dumps(argv)]
+    done = subprocess.run(wrapper, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def scrapy_run(site: LocalSite, artworks: int, output: Path) -> dict:
+    command = [
+        sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", "tag=原神",
+        "-s", f"PIXIV_BASE_URL={site.api}", "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=WARNING",
+    ]
+    result = run_isolated(command)
+    with sqlite3.connect(output / "catalog.db") as conn:
+        result["artworks"] = conn.execute("SELECT count(*) FROM artworks").fetchone()[0]
+        result["images"] = conn.execute("SELECT count(*) FROM images WHERE status = 'kept'").fetchone()[0]
+    return result
+
+
+def naive_run(site: LocalSite, artworks: int, output: Path) -> dict:
+    command = [sys.executable, __file__, "--naive-worker", site.api, str(artworks), str(output)]
+    result = run_isolated(command)
+    counts = json.loads(result.pop("stdout").strip().splitlines()[-1])
+    return {**result, **counts}
+
+
+def naive_worker(api: str, limit: int, output: Path) -> None:
+    """What a first script does: one requests.Session, one thing at a time."""
+    import io
+    import zipfile  # noqa: F401 - used through ugoira_to_webp
+
+    import requests
+
+    from crawler.storage import atomic_write
+    from pipelines.jpeg import BadImage, to_jpeg
+    from pipelines.ugoira import ugoira_to_webp
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "Mozilla/5.0 (naive benchmark loop)"
+    referer = {"Referer": "https://www.pixiv.net/"}
+    db = sqlite3.connect(output / "naive.db")
+    db.execute("CREATE TABLE IF NOT EXISTS images (artwork_id TEXT, page INT, path TEXT, status TEXT)")
+    done = images = 0
+    page = 1
+    while done < limit:
+        search = session.get(f"{api}/ajax/search/artworks/原神", params={"word": "原神", "p": page, "order": "date_d"}).json()
+        works = [w for w in search["body"]["illustManga"]["data"] if not w.get("isAdContainer")]
+        if not works:
+            break
+        for work in works:
+            if done >= limit:
+                break
+            done += 1
+            detail = session.get(f"{api}/ajax/illust/{work['id']}")
+            if detail.status_code != 200:
+                continue
+            body = detail.json()["body"]
+            if not body["urls"]["original"]:
+                continue
+            frames = None
+            if body["illustType"] == 2:
+                meta = session.get(f"{api}/ajax/illust/{work['id']}/ugoira_meta").json()["body"]
+                urls, frames = [meta["originalSrc"]], meta["frames"]
+            elif body["pageCount"] > 1:
+                urls = [p["urls"]["original"] for p in session.get(f"{api}/ajax/illust/{work['id']}/pages").json()["body"]]
+            else:
+                urls = [body["urls"]["original"]]
+            for n, url in enumerate(urls):
+                data = session.get(url, headers=referer).content
+                try:
+                    if frames is not None:
+                        out, name = ugoira_to_webp(data, frames).data, f"{work['id']}_ugoira.webp"
+                    else:
+                        out, name = to_jpeg(data).data, f"{work['id']}_p{n}.jpg"
+                except BadImage:
+                    db.execute("INSERT INTO images VALUES (?, ?, NULL, 'failed')", (work["id"], n))
+                    continue
+                atomic_write(output / "images" / name, out)
+                db.execute("INSERT INTO images VALUES (?, ?, ?, 'kept')", (work["id"], n, name))
+                images += 1
+            db.commit()
+        page += 1
+    print(json.dumps({"artworks": done, "images": images}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artworks", type=int, default=2000)
+    parser.add_argument("--large-artworks", type=int, default=8000, help="0 skips the memory-growth run")
+    parser.add_argument("--naive-artworks", type=int, default=300)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--image-size", type=int, default=256)
+    args = parser.parse_args()
+
+    rows = []
+    for latency in (args.latency_ms, 0.0):
+        sizes = [args.artworks] + ([args.large_artworks] if args.large_artworks and latency == args.latency_ms else [])
+        for size in sizes:
+            site_opts = ["--size", str(size), "--latency-ms", str(latency), "--image-size", str(args.image_size)]
+            with LocalSite("mocksites.pixiv", *site_opts) as site, tempfile.TemporaryDirectory() as tmp:
+                ours = scrapy_run(site, size, Path(tmp) / "scrapy")
+                naive = None
+                if size == args.artworks:
+                    (Path(tmp) / "naive" / "images").mkdir(parents=True)
+                    naive = naive_run(site, args.naive_artworks, Path(tmp) / "naive")
+            rows.append((latency, size, ours, naive))
+
+    print(f"\nPixiv-style crawl benchmark (image size {args.image_size} px, {os.cpu_count()} cores; "
+          f"naive loop on the first {args.naive_artworks} artworks)\n")
+    header = f"{'latency':>8} {'site':>6} {'way':<8} {'artworks':>8} {'images':>7} {'wall s':>7} {'artw/s':>7} {'img/s':>7} {'CPU ms/artw':>11} {'peak MB':>8} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for latency, size, ours, naive in rows:
+        ours_rate = ours["artworks"] / ours["wall"]
+        ratio = ""
+        if naive:
+            naive_rate = naive["artworks"] / naive["wall"]
+            ratio = f"{ours_rate / naive_rate:5.1f}x"
+        for way, r, rat in (("scrapy", ours, ratio), ("naive", naive, "")):
+            if r is None:
+                continue
+            print(f"{latency:>6.0f}ms {size:>6} {way:<8} {r['artworks']:>8} {r['images']:>7} {r['wall']:>7.1f} "
+                  f"{r['artworks'] / r['wall']:>7.1f} {r['images'] / r['wall']:>7.1f} "
+                  f"{1000 * r['cpu'] / r['artworks']:>11.1f} {r['peak_rss_mb']:>8.0f} {rat:>6}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--measure-child":
+        print(json.dumps(measure(json.loads(sys.argv[2]))))
+    elif len(sys.argv) > 4 and sys.argv[1] == "--naive-worker":
+        naive_worker(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        main()

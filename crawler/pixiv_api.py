@@ -1,0 +1,200 @@
+"""What we know about Pixiv's web AJAX API, as pure functions (no Scrapy, no I/O).
+
+Shapes follow real captured responses (see ``../shared/docs/pixiv-web-api.md``): ids are strings,
+search dates are JST, an error envelope has ``body: []``, an anonymous view of an R-18 work has every
+``urls.*`` null, and a throttled search answers HTTP 200 with an empty page and ``total: 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlencode, urlparse
+
+PAGE_SIZE = 60
+ORDERS = ("date_d", "date")
+MODES = ("all", "safe", "r18")
+TYPES = ("all", "illust_and_ugoira", "illust", "manga", "ugoira")
+AI_CHOICES = ("include", "exclude")
+ILLUST_TYPE_UGOIRA = 2
+AI_TYPE_GENERATED = 2
+
+
+class ApiError(Exception):
+    """The API answered, but not with what we asked for (error envelope or malformed body)."""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One tag search; ``key`` names it in the catalogue's search_coverage table."""
+
+    tag: str
+    order: str = "date_d"
+    mode: str = "all"
+    type: str = "all"
+    since: str | None = None  # YYYY-MM-DD -> scd
+    until: str | None = None  # YYYY-MM-DD -> ecd
+    ai: str = "include"
+
+    def __post_init__(self) -> None:
+        if not self.tag.strip():
+            raise ValueError("tag must not be empty")
+        for name, value, allowed in (
+            ("order", self.order, ORDERS),
+            ("mode", self.mode, MODES),
+            ("type", self.type, TYPES),
+            ("ai", self.ai, AI_CHOICES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        for name, value in (("since", self.since), ("until", self.until)):
+            if value is not None:
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(f"{name} must be a date as YYYY-MM-DD, not {value!r}") from None
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until})")
+
+    def key(self, logged_in: bool) -> str:
+        """Results differ with the query and with login (anonymous search hides R-18)."""
+        return json.dumps(
+            {"tag": self.tag, "mode": self.mode, "type": self.type, "ai": self.ai,
+             "since": self.since, "until": self.until, "login": logged_in},
+            ensure_ascii=False, sort_keys=True,
+        )
+
+
+def search_url(base_url: str, query: SearchQuery, page: int, until: str | None = None) -> str:
+    """The URL Pixiv's own web client calls for one page of a tag search."""
+    params = {
+        "word": query.tag,
+        "order": query.order,
+        "mode": query.mode,
+        "p": page,
+        "s_mode": "s_tag_full",
+        "type": query.type,
+        "lang": "en",
+    }
+    if query.since:
+        params["scd"] = query.since
+    if until or query.until:
+        params["ecd"] = until or query.until
+    return f"{base_url.rstrip('/')}/ajax/search/artworks/{quote(query.tag, safe='')}?{urlencode(params)}"
+
+
+def illust_url(base_url: str, artwork_id: str) -> str:
+    return f"{base_url.rstrip('/')}/ajax/illust/{artwork_id}"
+
+
+def pages_url(base_url: str, artwork_id: str) -> str:
+    return f"{base_url.rstrip('/')}/ajax/illust/{artwork_id}/pages"
+
+
+def ugoira_meta_url(base_url: str, artwork_id: str) -> str:
+    return f"{base_url.rstrip('/')}/ajax/illust/{artwork_id}/ugoira_meta"
+
+
+def parse_envelope(raw: bytes | str) -> Any:
+    """Return ``body`` of a success envelope; raise ApiError with Pixiv's message otherwise."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        snippet = raw[:80] if isinstance(raw, str) else raw[:80].decode("utf-8", "replace")
+        raise ApiError(f"malformed JSON ({exc.__class__.__name__}): {snippet!r}") from None
+    if not isinstance(doc, dict) or "body" not in doc:
+        raise ApiError("JSON without the error/body envelope")
+    if doc.get("error"):
+        raise ApiError(f"API error: {doc.get('message') or '(no message)'}")
+    return doc["body"]
+
+
+@dataclass
+class SearchPage:
+    works: list[dict[str, Any]]  # ad slots removed
+    total: int
+    raw_count: int  # entries in data, ad slots included
+
+
+def parse_search(body: Any) -> SearchPage:
+    try:
+        section = body["illustManga"]
+        data = section["data"]
+        total = int(section["total"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(f"search body without illustManga.data/total ({exc!r})") from None
+    works = [w for w in data if isinstance(w, dict) and not w.get("isAdContainer") and w.get("id")]
+    return SearchPage(works=works, total=total, raw_count=len(data))
+
+
+def position(work: dict[str, Any]) -> tuple[str, int]:
+    """Where a work sits in date_d order: by createDate, then id."""
+    return (str(work.get("createDate") or ""), int(work["id"]))
+
+
+def artwork_from_search(work: dict[str, Any]) -> dict[str, Any]:
+    """Catalogue fields that a search result already carries (enough to decide skip or fetch)."""
+    return {
+        "id": str(work["id"]),
+        "title": work.get("title"),
+        "user_id": str(work.get("userId")) if work.get("userId") is not None else None,
+        "user_name": work.get("userName"),
+        "illust_type": work.get("illustType"),
+        "x_restrict": work.get("xRestrict"),
+        "ai_type": work.get("aiType", 0),
+        "page_count": work.get("pageCount"),
+        "bookmark_count": None,
+        "create_date": work.get("createDate"),
+        "update_date": work.get("updateDate"),
+        "tags": [{"name": t, "translation_en": None} for t in work.get("tags") or []],
+    }
+
+
+def merge_detail(artwork: dict[str, Any], detail: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what only the detail has: bookmark count and tag translations."""
+    tags = []
+    for t in (detail.get("tags") or {}).get("tags") or []:
+        translation = t.get("translation") or {}
+        tags.append({"name": t["tag"], "translation_en": translation.get("en")})
+    return {
+        **artwork,
+        "bookmark_count": detail.get("bookmarkCount"),
+        "page_count": detail.get("pageCount", artwork.get("page_count")),
+        "tags": tags or artwork["tags"],
+    }
+
+
+def original_urls_from_pages(body: Any) -> list[str]:
+    if not isinstance(body, list) or not body:
+        raise ApiError("pages body is not a non-empty list")
+    try:
+        return [p["urls"]["original"] for p in body]
+    except (KeyError, TypeError) as exc:
+        raise ApiError(f"pages entry without urls.original ({exc!r})") from None
+
+
+SAFE_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".gif": "gif", ".webp": "webp", ".zip": "zip"}
+_NAME_RE = re.compile(r"^\d+_(?:p\d+|ugoira\d+x\d+)\.(?:jpg|jpeg|png|gif|webp|zip)$")
+
+
+def original_file_name(artwork_id: str, page: int, url: str, ugoira: bool = False) -> str:
+    """``{id}_p{n}.{ext}`` (or ``{id}_ugoira.zip``), built from ids, never from titles or paths.
+
+    Only the extension is taken from the URL, and only from a short whitelist, so a hostile URL
+    (``../``, odd characters, ``.php``) can never steer where a file lands.
+    """
+    if not re.fullmatch(r"\d{1,20}", str(artwork_id)):
+        raise ValueError(f"artwork id is not numeric: {artwork_id!r}")
+    suffix = PurePosixPath(urlparse(url).path).suffix.lower()
+    ext = SAFE_EXTENSIONS.get(suffix, "bin")
+    if ugoira:
+        return f"{artwork_id}_ugoira.zip"
+    return f"{artwork_id}_p{int(page)}.{ext}"
+
+
+def looks_like_pixiv_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name))

@@ -1,0 +1,89 @@
+"""Every setting of the project, with its default, in one place.
+
+Groups follow Scrapy's ``default_settings.py`` rules: the switch or main value of a group first,
+then the rest alphabetically, a unit comment on numbers. Any value here can be overridden on the
+command line (``scrapy crawl pixiv -s OUTPUT_DIR=/data/pixiv``). Defaults point at the real sites;
+the tests, the demo and the benchmark point ``PIXIV_BASE_URL`` at the bundled local site.
+"""
+
+from __future__ import annotations
+
+BOT_NAME = "crawler"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+
+# --- Storage -------------------------------------------------------------------------------------
+OUTPUT_DIR = "output"
+CATALOG_DB = ""  # empty: OUTPUT_DIR/catalog.db
+IMAGE_MAX_PIXELS = 64_000_000  # width*height above this is refused as a decompression bomb
+IMAGE_WORKERS = -1  # processes converting images; -1: one per CPU core, 0: a thread in the crawler
+JPEG_QUALITY = 92  # PNG/WebP/rotated originals are re-encoded at this quality
+KEEP_ORIGINALS = False  # keep originals/{id}_p{n}.{ext} next to the JPEG (ugoira zips are always kept)
+UGOIRA_WEBP_QUALITY = 90  # animated WebP made from the ugoira frames
+
+# --- Pixiv ---------------------------------------------------------------------------------------
+PIXIV_BASE_URL = "https://www.pixiv.net"
+PIXIV_EMPTY_PAGE_RETRIES = 5  # a throttled (empty) search page is retried this often, then the crawl ends
+PIXIV_EMPTY_PAGE_WAIT = 120.0  # seconds before retrying a throttled empty page; doubles each time
+PIXIV_PHPSESSID = ""  # login cookie; the PIXIV_PHPSESSID environment variable wins. Never logged.
+PIXIV_REFERER = "https://www.pixiv.net/"  # i.pximg.net answers 403 to image requests without it
+PIXIV_SEARCH_PAGE_CAP = 1000  # deepest page the site serves; past it the spider moves the date window
+PIXIV_STOP_AFTER_KNOWN = 60  # default of the stop_after argument (consecutive known artworks)
+PIXIV_THROTTLE_MAX_WAIT = 900.0  # seconds; cap on any single 429 / empty-page wait
+PIXIV_THROTTLE_RETRIES = 8  # a request answered 429 is retried this often before it fails
+PIXIV_THROTTLE_WAIT = 60.0  # seconds to wait after a 429 that has no Retry-After; doubles each time
+
+# --- Politeness ----------------------------------------------------------------------------------
+# The real hosts get their own slots: about one API request per 1.2-1.5 s, as Pixiv's heavy users
+# advise, and a few parallel image downloads. Any other host (the local demo site on 127.0.0.1)
+# falls back to the concurrency below, so loopback runs are fast without a flag.
+DOWNLOAD_SLOTS = {
+    "www.pixiv.net": {"concurrency": 1, "delay": 1.35, "jitter": 0.11},
+    "i.pximg.net": {"concurrency": 4, "delay": 0.25, "jitter": 0.5},
+}
+# Scrapy 2.19 starts this many worker tasks for *every* response, though ours yield one item (a
+# detail) or at most 61 requests (a search page): 100, the default, spent half the crawl's CPU on
+# task churn (bench/crawl.py). Items still accumulate across responses for batched stages.
+CONCURRENT_ITEMS = 8
+CONCURRENT_REQUESTS = 32
+CONCURRENT_REQUESTS_PER_DOMAIN = 32
+DOWNLOAD_DELAY = 0
+DOWNLOAD_TIMEOUT = 60  # seconds
+# The AJAX API is what Pixiv's own web client calls; gallery-dl and PixivUtil2 do not read robots.txt.
+ROBOTSTXT_OBEY = False
+# Pixiv rejects non-browser clients (Cloudflare); a current desktop Chrome string.
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36"
+)
+DEFAULT_REQUEST_HEADERS = {
+    "Accept": "application/json, text/plain, */*",
+    "Accept-Language": "en-US,en;q=0.9,ja;q=0.8",
+}
+
+# --- Retries -------------------------------------------------------------------------------------
+# 429 is handled by ThrottleMiddleware (Scrapy's retry ignores Retry-After), so it is not listed.
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408]
+RETRY_TIMES = 3
+
+# --- Components ----------------------------------------------------------------------------------
+DOWNLOADER_MIDDLEWARES = {
+    "crawler.middlewares.PixivSessionMiddleware": 760,  # after CookiesMiddleware (700)
+    "crawler.middlewares.ThrottleMiddleware": 560,  # its process_response runs before RetryMiddleware's
+}
+ITEM_PIPELINES = {
+    "pipelines.originals.OriginalsPipeline": 100,
+    "pipelines.jpeg.JpegPipeline": 200,
+    "pipelines.ugoira.UgoiraPipeline": 210,
+    "pipelines.catalog.CatalogPipeline": 900,
+}
+FILES_STORE = ""  # empty: OUTPUT_DIR (files land in OUTPUT_DIR/originals/)
+MEDIA_ALLOW_REDIRECTS = False
+
+# --- Scrapy housekeeping -------------------------------------------------------------------------
+FEED_EXPORT_ENCODING = "utf-8"  # Japanese tags stay readable in -O items.jsonl
+LOG_LEVEL = "INFO"
+LOGSTATS_INTERVAL = 30.0  # seconds between the periodic "Crawled N pages" lines
+REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
+TELNETCONSOLE_ENABLED = False
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

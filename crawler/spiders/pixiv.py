@@ -1,0 +1,402 @@
+"""Tag search on Pixiv's web AJAX API: search pages → artwork details → pages / ugoira → items.
+
+    scrapy crawl pixiv -a tag=原神 [-a pages=N] [-a order=date_d|date] [-a mode=all|safe|r18]
+        [-a type=all|illust_and_ugoira|illust|manga|ugoira] [-a since=YYYY-MM-DD]
+        [-a until=YYYY-MM-DD] [-a ai=include|exclude] [-a stop_after=60]
+
+Incremental: an artwork whose id and ``updateDate`` are already catalogued (with every page) gets
+no detail request. With ``order=date_d`` paging stops after ``stop_after`` such artworks in a row,
+but only counting those inside the range that an earlier *cleanly finished* crawl of the same query
+completed down to the end of the results (``search_coverage``). A crawl killed half-way therefore
+never lets the next one stop early in the part it did not reach: the gap that gallery-dl's
+``abort:N`` can leave (mikf/gallery-dl#1283) cannot happen here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import scrapy
+
+from crawler import pixiv_api as api
+from crawler.catalog import Catalog, utc_now
+from crawler.items import ArtworkItem
+from crawler.middlewares import WAIT_META, session_cookie
+from crawler.storage import catalog_path
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
+
+JST = timezone(timedelta(hours=9))
+# Details and their follow-ups go before the next search page, so the queue stays one page deep
+# and memory stays flat however large the crawl.
+PRIORITY_SEARCH, PRIORITY_DETAIL, PRIORITY_FOLLOW_UP = 0, 10, 20
+API_META = {"handle_httpstatus_all": True}
+
+
+class PixivSpider(scrapy.Spider):
+    name = "pixiv"
+
+    def __init__(
+        self,
+        tag: str | None = None,
+        pages: str | int | None = None,
+        order: str = "date_d",
+        mode: str = "all",
+        type: str = "all",  # noqa: A002 - the argument's name on the command line
+        since: str | None = None,
+        until: str | None = None,
+        ai: str = "include",
+        stop_after: str | int | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        if not tag:
+            raise ValueError("the tag argument is required, e.g. scrapy crawl pixiv -a tag=原神")
+        self.query = api.SearchQuery(tag=tag, order=order, mode=mode, type=type, since=since, until=until, ai=ai)
+        self.tag = tag
+        self.max_pages = _positive_int("pages", pages) if pages not in (None, "") else None
+        self._stop_after_arg = stop_after
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> PixivSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        s = crawler.settings
+        spider.base_url = s.get("PIXIV_BASE_URL").rstrip("/")
+        spider.logged_in = bool(session_cookie(s))
+        stop_after = spider._stop_after_arg
+        spider.stop_after = (
+            _positive_int("stop_after", stop_after, allow_zero=True)
+            if stop_after not in (None, "")
+            else s.getint("PIXIV_STOP_AFTER_KNOWN")
+        )
+        spider.page_cap = s.getint("PIXIV_SEARCH_PAGE_CAP")
+        spider.empty_page_retries = s.getint("PIXIV_EMPTY_PAGE_RETRIES")
+        spider.empty_page_wait = s.getfloat("PIXIV_EMPTY_PAGE_WAIT")
+        spider.max_wait = s.getfloat("PIXIV_THROTTLE_MAX_WAIT")
+        spider.query_key = spider.query.key(spider.logged_in)
+        spider.catalog = Catalog(catalog_path(s))  # read-only use, beside the catalogue stage's writer
+        spider.coverage = (
+            spider.catalog.coverage(spider.query_key) if spider.query.order == "date_d" else None
+        )
+        crawler.signals.connect(spider._close_catalog, signal=scrapy.signals.spider_closed)
+        return spider
+
+    def crawl_arguments(self) -> dict[str, Any]:
+        """What the crawls table records about this run (no cookie: only whether one was set)."""
+        return {
+            "tag": self.tag, "pages": self.max_pages, "order": self.query.order,
+            "mode": self.query.mode, "type": self.query.type, "since": self.query.since,
+            "until": self.query.until, "ai": self.query.ai, "stop_after": self.stop_after,
+            "logged_in": self.logged_in, "base_url": self.base_url,
+        }
+
+    # --- entry point ------------------------------------------------------------------------------
+    async def start(self) -> AsyncIterator[Any]:
+        # spider.state is persisted across pause/resume when JOBDIR is set (SpiderState extension).
+        if not hasattr(self, "state"):
+            self.state = {}
+        self.state.setdefault("artworks_seen", 0)
+        self.state.setdefault("pages_done", 0)
+        self.state.setdefault("artwork_errors", 0)
+        self.state.setdefault("consecutive_known", 0)
+        if self.coverage:
+            logger.info(
+                "Search %r is known complete below %s (id %s); stopping after %d known artworks in a row there",
+                self.tag, self.coverage.complete_below_date, self.coverage.complete_below_id, self.stop_after,
+            )
+        yield self.search_request(1, self.query.until)
+
+    def search_request(self, page: int, until: str | None, **meta: Any) -> scrapy.Request:
+        return scrapy.Request(
+            api.search_url(self.base_url, self.query, page, until),
+            callback=self.parse_search,
+            errback=self.search_failed,
+            cb_kwargs={"page": page, "until": until},
+            meta={**API_META, **meta},
+            priority=PRIORITY_SEARCH,
+            dont_filter=bool(meta),
+        )
+
+    # --- search pages -----------------------------------------------------------------------------
+    def parse_search(self, response: Response, page: int, until: str | None) -> Any:
+        if response.status != 200:
+            yield from self._search_unusable(response, page, until, f"HTTP {response.status}")
+            return
+        try:
+            result = api.parse_search(api.parse_envelope(response.body))
+        except api.ApiError as exc:
+            yield from self._search_unusable(response, page, until, str(exc))
+            return
+
+        if result.raw_count == 0:
+            expected = max(result.total, self.state.get("total", 0))
+            if expected > (page - 1) * api.PAGE_SIZE or (page == 1 and self._seen_before()):
+                yield from self._throttled_empty_page(response, page, until, expected)
+                return
+            logger.info("Search %r: page %d is past the end (total %d)", self.tag, page, result.total)
+            self.state["reached_end"] = True
+            return
+        self.state["total"] = result.total
+        self.state["pages_done"] += 1
+        self.state.pop("empty_retries", None)
+        self.state.pop("bad_page_retries", None)
+
+        known = self.catalog.known_artworks(str(w["id"]) for w in result.works)
+        seen_known: list[str] = []
+        for work in result.works:
+            artwork_id = str(work["id"])
+            self.state["artworks_seen"] += 1
+            if "top" not in self.state:
+                self.state["top"] = api.position(work)
+            if self.query.ai == "exclude" and work.get("aiType") == api.AI_TYPE_GENERATED:
+                self.crawler.stats.inc_value("artworks/skipped_ai")
+                yield ArtworkItem(
+                    artwork=api.artwork_from_search(work), status="skipped",
+                    reason="AI-generated (aiType 2), excluded by ai=exclude",
+                )
+                if self._count_known(work):
+                    self.catalog.mark_seen(seen_known, utc_now())
+                    return
+                continue
+            if self._is_settled(known.get(artwork_id), work):
+                seen_known.append(artwork_id)
+                self.crawler.stats.inc_value("artworks/known")
+                if self._count_known(work):
+                    self.catalog.mark_seen(seen_known, utc_now())
+                    return
+                continue
+            self.state["consecutive_known"] = 0
+            yield scrapy.Request(
+                api.illust_url(self.base_url, artwork_id),
+                callback=self.parse_detail,
+                errback=self.api_failed,
+                cb_kwargs={"artwork": api.artwork_from_search(work)},
+                meta=dict(API_META),
+                priority=PRIORITY_DETAIL,
+            )
+        self.catalog.mark_seen(seen_known, utc_now())
+        yield from self._next_page(result, page, until)
+
+    def _next_page(self, result: api.SearchPage, page: int, until: str | None) -> Any:
+        if self.max_pages and self.state["pages_done"] >= self.max_pages:
+            logger.info("Search %r: stopping at the pages limit (%d)", self.tag, self.max_pages)
+            self.state["page_limit"] = True
+            return
+        if page * api.PAGE_SIZE >= result.total or len(result.works) == 0:
+            logger.info("Search %r: reached the last page (%d, total %d)", self.tag, page, result.total)
+            self.state["reached_end"] = True
+            return
+        if page < self.page_cap:
+            yield self.search_request(page + 1, until)
+            return
+        # Pixiv serves at most PAGE_CAP pages; go on with a date window ending at the last work
+        # seen (PixivUtil2's enableInfiniteLoop). Works of that day come again and are skipped.
+        last = str(result.works[-1].get("createDate", ""))[:10]
+        if self.query.order != "date_d" or not last or last == until:
+            logger.warning("Search %r: page cap %d reached and the date window cannot move", self.tag, page)
+            self.state["window_stuck"] = True
+            return
+        logger.info("Search %r: page cap %d reached; continuing with ecd=%s", self.tag, page, last)
+        yield self.search_request(1, last)
+
+    def _count_known(self, work: dict[str, Any]) -> bool:
+        """Count a known work toward the early stop; True when the crawl should stop paging."""
+        if not self.coverage or self.stop_after <= 0:
+            return False
+        if not self.coverage.contains(*api.position(work)):
+            self.state["consecutive_known"] = 0
+            return False
+        self.state["consecutive_known"] += 1
+        if self.state["consecutive_known"] >= self.stop_after:
+            logger.info(
+                "Search %r: %d known artworks in a row inside the completed range; stopping",
+                self.tag, self.stop_after,
+            )
+            self.state["stopped_early"] = True
+            return True
+        return False
+
+    def _is_settled(self, known: Any, work: dict[str, Any]) -> bool:
+        if known is None or known.update_date != work.get("updateDate"):
+            return False
+        if known.status == "ok":
+            return known.complete
+        if known.status == "deleted":
+            return True
+        return known.status == "login_required" and not self.logged_in
+
+    def _seen_before(self) -> bool:
+        return self.coverage is not None
+
+    def _throttled_empty_page(self, response: Response, page: int, until: str | None, expected: int) -> Any:
+        tries = self.state.get("empty_retries", 0)
+        self.crawler.stats.inc_value("throttle/empty_page")
+        if tries >= self.empty_page_retries:
+            logger.error(
+                "Search %r: page %d still empty after %d waits although total is %d; Pixiv is "
+                "throttling this client. Ending the crawl; run it again later.",
+                self.tag, page, tries, expected,
+            )
+            self.state["throttled"] = True
+            return
+        wait = min(self.empty_page_wait * (2**tries), self.max_wait)
+        self.state["empty_retries"] = tries + 1
+        logger.warning(
+            "Search %r: page %d came back empty although total is %d (soft throttle); resting %.1f s, retry %d/%d",
+            self.tag, page, expected, wait, tries + 1, self.empty_page_retries,
+        )
+        yield self.search_request(page, until, **{WAIT_META: wait})
+
+    def _search_unusable(self, response: Response, page: int, until: str | None, why: str) -> Any:
+        tries = self.state.get("bad_page_retries", 0)
+        if tries < 2 and response.status not in (400, 401, 403, 404):
+            self.state["bad_page_retries"] = tries + 1
+            logger.warning("Search %r: page %d unusable (%s); retrying", self.tag, page, why)
+            yield self.search_request(page, until, **{WAIT_META: 2.0 * (tries + 1)})
+            return
+        logger.error("Search %r: page %d unusable (%s); ending the crawl here", self.tag, page, why)
+        self.state["search_failed"] = why
+
+    def search_failed(self, failure: Failure) -> None:
+        logger.error("Search %r: request failed: %s", self.tag, failure.value)
+        self.state["search_failed"] = repr(failure.value)
+
+    # --- artwork detail and follow-ups ------------------------------------------------------------
+    def parse_detail(self, response: Response, artwork: dict[str, Any]) -> Any:
+        body = yield from self._api_body(response, artwork, "detail")
+        if body is None:
+            return
+        artwork = api.merge_detail(artwork, body)
+        urls = body.get("urls") or {}
+        original = urls.get("original")
+        artwork_id = artwork["id"]
+        if not original:
+            why = (
+                "R-18 work: Pixiv returns no image URLs without a logged-in PHPSESSID"
+                if artwork.get("x_restrict") else "the detail carries no original image URL"
+            )
+            logger.info("Artwork %s (login_required): %s", artwork_id, why)
+            yield ArtworkItem(artwork=artwork, status="login_required", reason=why)
+        elif body.get("illustType") == api.ILLUST_TYPE_UGOIRA:
+            yield self._follow_up(api.ugoira_meta_url(self.base_url, artwork_id), self.parse_ugoira, artwork)
+        elif int(body.get("pageCount") or 1) > 1:
+            yield self._follow_up(api.pages_url(self.base_url, artwork_id), self.parse_pages, artwork)
+        else:
+            yield ArtworkItem(artwork=artwork, file_urls=[original])
+
+    def parse_pages(self, response: Response, artwork: dict[str, Any]) -> Any:
+        body = yield from self._api_body(response, artwork, "pages")
+        if body is None:
+            return
+        try:
+            urls = api.original_urls_from_pages(body)
+        except api.ApiError as exc:
+            yield self._artwork_error(artwork, f"pages: {exc}")
+            return
+        yield ArtworkItem(artwork={**artwork, "page_count": len(urls)}, file_urls=urls)
+
+    def parse_ugoira(self, response: Response, artwork: dict[str, Any]) -> Any:
+        body = yield from self._api_body(response, artwork, "ugoira_meta")
+        if body is None:
+            return
+        source = body.get("originalSrc") or body.get("src") if isinstance(body, dict) else None
+        frames = body.get("frames") if isinstance(body, dict) else None
+        if not source or not isinstance(frames, list) or not frames:
+            yield self._artwork_error(artwork, "ugoira_meta without originalSrc or frames")
+            return
+        yield ArtworkItem(
+            artwork={**artwork, "page_count": 1},
+            file_urls=[source],
+            ugoira_frames=[{"file": f.get("file"), "delay": f.get("delay")} for f in frames],
+        )
+
+    def _follow_up(self, url: str, callback: Any, artwork: dict[str, Any]) -> scrapy.Request:
+        return scrapy.Request(
+            url, callback=callback, errback=self.api_failed, cb_kwargs={"artwork": artwork},
+            meta=dict(API_META), priority=PRIORITY_FOLLOW_UP,
+        )
+
+    def _api_body(self, response: Response, artwork: dict[str, Any], what: str) -> Any:
+        """The body of an API answer, or None after yielding an item that records what went wrong."""
+        artwork_id = artwork["id"]
+        if response.status == 404:
+            try:
+                api.parse_envelope(response.body)
+                message = "HTTP 404"
+            except api.ApiError as exc:
+                message = str(exc)
+            logger.info("Artwork %s (deleted): %s answered 404: %s", artwork_id, what, message)
+            yield ArtworkItem(artwork=artwork, status="deleted", reason=f"{what}: HTTP 404: {message}")
+            return None
+        try:
+            if response.status != 200:
+                raise api.ApiError(f"HTTP {response.status}")
+            return api.parse_envelope(response.body)
+        except api.ApiError as exc:
+            yield self._artwork_error(artwork, f"{what}: {exc}")
+            return None
+
+    def _artwork_error(self, artwork: dict[str, Any], why: str) -> ArtworkItem:
+        logger.warning("Artwork %s (error): %s; it will be fetched again on the next run", artwork["id"], why)
+        self.state["artwork_errors"] = self.state.get("artwork_errors", 0) + 1
+        return ArtworkItem(artwork=artwork, status="error", reason=why)
+
+    def api_failed(self, failure: Failure) -> Any:
+        artwork = failure.request.cb_kwargs["artwork"]
+        yield self._artwork_error(artwork, f"request failed: {failure.value.__class__.__name__}: {failure.value}")
+
+    # --- end of the crawl (called by the catalogue stage) ------------------------------------------
+    def crawl_outcome(self, reason: str, errors: int) -> tuple[str, str | None]:
+        if reason != "finished":
+            return reason, f"Scrapy closed the spider: {reason}"
+        if self.state.get("throttled"):
+            return "throttled", "search pages stayed empty (soft throttle)"
+        if self.state.get("search_failed"):
+            return "failed", f"a search page failed: {self.state['search_failed']}"
+        if self.state.get("stopped_early"):
+            return "stopped_early", f"{self.stop_after} known artworks in a row"
+        if self.state.get("page_limit"):
+            return "finished", f"stopped at the pages limit ({self.max_pages})"
+        return "finished", None
+
+    def completed_coverage(self, reason: str, errors: int) -> tuple[str, int] | None:
+        """The new "complete below" mark, when this run proves everything below its top is known.
+
+        Only a clean finish that reached the end of the results, or stopped early inside the range
+        already known complete, with no artwork left unrecorded, may move it.
+        """
+        top = self.state.get("top")
+        clean = (
+            reason == "finished"
+            and self.query.order == "date_d"
+            and top is not None
+            and errors == 0
+            and self.state.get("artwork_errors", 0) == 0
+            and not any(self.state.get(k) for k in ("throttled", "search_failed", "page_limit", "window_stuck"))
+        )
+        if not clean or not (self.state.get("reached_end") or self.state.get("stopped_early")):
+            return None
+        if self.coverage and tuple(top) < (self.coverage.complete_below_date, self.coverage.complete_below_id):
+            return None  # the mark never moves backwards
+        return top[0], top[1]
+
+    def _close_catalog(self, spider: scrapy.Spider) -> None:
+        self.catalog.close()
+
+
+def _positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'0 or more' if allow_zero else 'at least 1'}, not {number}")
+    return number

@@ -1,0 +1,170 @@
+"""Stage 2: turn each stored original into a JPEG for training, or say exactly why not.
+
+``to_jpeg`` is the plain function: alpha composited on white (never the RGB hidden under
+transparent pixels, which is what ImagesPipeline leaves), EXIF orientation applied, explicit
+quality, ICC profile kept. A JPEG that needs no rotation is kept byte for byte: re-encoding would
+only lose quality. Broken input (truncated, not an image, over the pixel limit) raises ``BadImage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from crawler.items import ArtworkItem
+from crawler.storage import IMAGES_DIR, atomic_write, output_dir
+from pipelines.workers import pool_for, run_in_pool
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+EXIF_ORIENTATION = 0x0112
+
+
+class BadImage(ValueError):
+    """These bytes are not a usable image; the message says why, for the catalogue."""
+
+
+@dataclass(frozen=True)
+class JpegResult:
+    data: bytes
+    width: int
+    height: int
+    source_format: str  # png, jpeg, gif, webp, ...
+    reencoded: bool
+
+
+def open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open and fully decode, refusing empty, non-image, truncated and oversized input."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    if data[:512].lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        raise BadImage("an HTML page, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"decompression bomb refused: {exc}") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"not a recognised image format (starts with {data[:8]!r})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadImage(
+            f"decompression bomb refused: {width}x{height} = {width * height / 1e6:.1f} Mpx "
+            f"is over the IMAGE_MAX_PIXELS limit of {max_pixels / 1e6:.1f} Mpx"
+        )
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"truncated or corrupt {image.format or 'image'}: {exc}") from None
+    return image
+
+
+def flatten_on_white(image: Image.Image) -> Image.Image:
+    """RGB with any transparency composited on white."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode in ("RGB", "L"):
+        return image
+    return image.convert("RGB")  # CMYK, P without transparency, I;16, ...
+
+
+def to_jpeg(data: bytes, *, quality: int = 92, max_pixels: int = 64_000_000) -> JpegResult:
+    image = open_checked(data, max_pixels)
+    source_format = (image.format or "unknown").lower()
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    if source_format == "jpeg" and orientation in (0, 1) and image.mode in ("RGB", "L"):
+        return JpegResult(data, image.width, image.height, source_format, reencoded=False)
+    icc_profile = image.info.get("icc_profile")
+    image = ImageOps.exif_transpose(image)
+    image = flatten_on_white(image)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, icc_profile=icc_profile)
+    return JpegResult(out.getvalue(), image.width, image.height, source_format, reencoded=True)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def convert_page(root: str, artwork_id: str, record: dict[str, Any], quality: int, max_pixels: int, keep_originals: bool) -> dict[str, Any]:
+    """Convert one stored original into ``images/{id}_p{n}.jpg``; return the record's new fields.
+
+    A plain function over paths so that it can run in a worker process.
+    """
+    root_path = Path(root)
+    source = root_path / record["original_path"]
+    try:
+        result = to_jpeg(source.read_bytes(), quality=quality, max_pixels=max_pixels)
+    except (BadImage, OSError) as exc:
+        source.unlink(missing_ok=True)
+        return {"status": "failed", "reason": str(exc), "original_path": None}
+    relative = f"{IMAGES_DIR}/{artwork_id}_p{record['page']}.jpg"
+    target = root_path / relative
+    if not result.reencoded and not keep_originals:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)  # the original already is the JPEG we want
+    else:
+        atomic_write(target, result.data)
+        if not keep_originals:
+            source.unlink(missing_ok=True)
+    return {
+        "path": relative,
+        "original_path": record["original_path"] if keep_originals else None,
+        "sha256": sha256_hex(result.data),
+        "width": result.width,
+        "height": result.height,
+        "format": "jpeg",
+        "source_format": result.source_format,
+        "status": "kept",
+        "reason": None,
+    }
+
+
+class JpegPipeline:
+    """Scrapy adapter: converts each stored original of an ArtworkItem in the worker pool."""
+
+    def __init__(self, crawler: Crawler):
+        s = crawler.settings
+        self.root = str(Path(s.get("FILES_STORE") or output_dir(s)))
+        self.quality = s.getint("JPEG_QUALITY")
+        self.max_pixels = s.getint("IMAGE_MAX_PIXELS")
+        self.keep_originals = s.getbool("KEEP_ORIGINALS")
+        self.stats = crawler.stats
+        self.pool = pool_for(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> JpegPipeline:
+        return cls(crawler)
+
+    async def process_item(self, item: Any) -> Any:
+        if not isinstance(item, ArtworkItem) or item.ugoira_frames is not None:
+            return item
+        pending = [r for r in item.images if r.get("original_path") and not r.get("status")]
+        results = await asyncio.gather(*(
+            run_in_pool(self.pool, convert_page, self.root, item.artwork["id"], record,
+                        self.quality, self.max_pixels, self.keep_originals)
+            for record in pending
+        ))
+        for record, update in zip(pending, results, strict=True):
+            record.update(update)
+            if update["status"] == "failed":
+                logger.warning("Image (failed): artwork %s page %d: %s", item.artwork["id"], record["page"], update["reason"])
+                self.stats.inc_value("images/failed")
+        return item

@@ -1,0 +1,87 @@
+"""Shared fixtures: the bundled Pixiv-style site in a subprocess, and real `scrapy crawl` runs.
+
+Crawls run as subprocesses (as users run them): a Twisted reactor cannot be restarted inside the
+test process, and the kill -9 tests need a real process to kill anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from mocksites.runner import REPO, LocalSite
+
+# Small, fast images; every broken kind appears (broken-every 10: indices 5, 15, 25, 35, ...).
+DEFAULT_SITE = ("--size", "150", "--broken-every", "10", "--image-size", "64", "--ads")
+FAST_THROTTLE = ("-s", "PIXIV_THROTTLE_WAIT=0.2", "-s", "PIXIV_EMPTY_PAGE_WAIT=0.2")
+
+
+@pytest.fixture(scope="session")
+def pixiv_site() -> Iterator[LocalSite]:
+    """One read-only site shared by the tests that do not change it."""
+    with LocalSite("mocksites.pixiv", *DEFAULT_SITE) as site:
+        yield site
+
+
+@pytest.fixture
+def make_site() -> Iterator:
+    """Start a site with its own options (throttling, mutations); stopped after the test."""
+    started: list[LocalSite] = []
+
+    def start(*options: str) -> LocalSite:
+        site = LocalSite("mocksites.pixiv", *options)
+        site.start()
+        started.append(site)
+        return site
+
+    yield start
+    for site in started:
+        site.stop()
+
+
+@dataclass
+class CrawlRun:
+    returncode: int
+    log: str
+    output: Path
+
+    @property
+    def catalog(self) -> Path:
+        return self.output / "catalog.db"
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with sqlite3.connect(self.catalog) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def crawl_command(site: LocalSite, output: Path, *args: str, tag: str = "原神") -> list[str]:
+    command = [
+        sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", f"tag={tag}",
+        "-s", f"PIXIV_BASE_URL={site.api}", "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=INFO",
+    ]
+    return command + list(args)
+
+
+def crawl_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PIXIV_PHPSESSID"}
+    return {**env, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+@pytest.fixture
+def run_crawl():
+    def run(site: LocalSite, output: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 120, tag: str = "原神") -> CrawlRun:
+        done = subprocess.run(
+            crawl_command(site, output, *args, tag=tag), cwd=REPO, env=crawl_env(env),
+            capture_output=True, text=True, timeout=timeout,
+        )
+        return CrawlRun(done.returncode, done.stdout + done.stderr, output)
+
+    return run

@@ -1,0 +1,71 @@
+"""The catalogue schema refuses inconsistent rows and reports completeness."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from crawler.catalog import Catalog, Coverage
+
+
+def artwork(**kw):
+    base = {"id": "1", "title": "t", "user_id": "9", "user_name": "u", "illust_type": 0,
+            "x_restrict": 0, "ai_type": 1, "page_count": 2, "bookmark_count": 3,
+            "create_date": "2024-01-01T00:00:00+09:00", "update_date": "2024-01-01T00:00:00+09:00",
+            "tags": [{"name": "原神", "translation_en": "Genshin Impact"}], "status": "ok", "reason": None}
+    return {**base, **kw}
+
+
+def test_wal_and_completeness(tmp_path):
+    cat = Catalog(tmp_path / "c.db")
+    assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    cat.record_artwork(artwork(), [{"page": 0, "status": "kept", "path": "images/1_p0.jpg"}], "now")
+    assert cat.known_artworks(["1"])["1"].complete is False  # page 1 has no row yet
+    cat.record_artwork(artwork(), [{"page": 0, "status": "kept"}, {"page": 1, "status": "failed", "reason": "truncated"}], "now")
+    known = cat.known_artworks(["1", "2"])
+    assert known["1"].complete and "2" not in known
+    assert cat.summary()["images_kept"] == 1 and cat.summary()["images_failed"] == 1
+    assert cat.conn.execute("SELECT translation_en FROM tags WHERE name='原神'").fetchone()[0] == "Genshin Impact"
+
+
+def test_failed_and_dropped_need_a_reason(tmp_path):
+    cat = Catalog(tmp_path / "c.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        cat.record_artwork(artwork(), [{"page": 0, "status": "failed"}], "now")
+    with pytest.raises(sqlite3.IntegrityError):
+        cat.record_artwork(artwork(status="deleted"), [], "now")
+    with pytest.raises(sqlite3.IntegrityError):
+        cat.record_artwork(artwork(), [{"page": 0, "status": "weird", "reason": "x"}], "now")
+    # the failed transaction left nothing behind
+    assert cat.conn.execute("SELECT count(*) FROM artworks").fetchone()[0] == 0
+
+
+def test_page_rows_are_unique_and_rewritten(tmp_path):
+    cat = Catalog(tmp_path / "c.db")
+    cat.record_artwork(artwork(page_count=2), [{"page": 0, "status": "kept"}, {"page": 1, "status": "kept"}], "now")
+    cat.record_artwork(artwork(page_count=1), [{"page": 0, "status": "kept"}], "later")
+    assert cat.conn.execute("SELECT count(*) FROM images").fetchone()[0] == 1
+    with pytest.raises(sqlite3.IntegrityError):
+        cat.record_artwork(artwork(), [{"page": 0, "status": "kept"}, {"page": 0, "status": "kept"}], "now")
+
+
+def test_coverage_compares_date_then_id(tmp_path):
+    cov = Coverage("2024-01-02T00:00:00+09:00", 500)
+    assert cov.contains("2024-01-01T23:00:00+09:00", 900)
+    assert cov.contains("2024-01-02T00:00:00+09:00", 500)
+    assert not cov.contains("2024-01-02T00:00:00+09:00", 501)
+    cat = Catalog(tmp_path / "c.db")
+    assert cat.coverage("k") is None
+    cat.set_coverage("k", "原神", cov.complete_below_date, 500, None)
+    assert cat.coverage("k") == cov
+
+
+def test_a_crawl_row_left_running_by_a_dead_process_is_marked_interrupted(tmp_path):
+    cat = Catalog(tmp_path / "c.db")
+    crawl = cat.start_crawl("pixiv", "原神", "k", {})
+    cat.conn.execute("UPDATE crawls SET pid = 999999999 WHERE id = ?", [crawl])
+    cat.conn.commit()
+    cat.start_crawl("pixiv", "原神", "k", {})
+    rows = dict(cat.conn.execute("SELECT id, status FROM crawls"))
+    assert rows[crawl] == "interrupted"
