@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -38,11 +39,14 @@ class LocalSite:
             self.command, cwd=REPO, stdout=subprocess.PIPE, stderr=None, text=True, env=env
         )
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
+        ready, _, _ = select.select([self.process.stdout], [], [], self.startup_timeout)
+        line = self.process.stdout.readline() if ready else ""
         if not line:
-            code = self.process.wait(timeout=self.startup_timeout)
-            raise RuntimeError(f"{' '.join(self.command)} exited ({code}) before printing its URLs")
+            self.process.kill()
+            code = self.process.wait()
+            raise RuntimeError(f"{' '.join(self.command)} did not announce its URLs (exit code {code})")
         self.urls = json.loads(line)
+        assert set(self.urls) == {"api", "images"}, self.urls
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from crawler.items import ArtworkItem
 from crawler.storage import IMAGES_DIR, atomic_write, output_dir
-from pipelines.workers import pool_for, run_in_pool
+from pipelines.workers import pool_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -158,7 +158,7 @@ class JpegPipeline:
             return item
         pending = [r for r in item.images if r.get("original_path") and not r.get("status")]
         results = await asyncio.gather(*(
-            run_in_pool(self.pool, convert_page, self.root, item.artwork["id"], record,
+            self.pool.run(convert_page, self.root, item.artwork["id"], record,
                         self.quality, self.max_pixels, self.keep_originals)
             for record in pending
         ))

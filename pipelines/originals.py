@@ -80,6 +80,13 @@ class OriginalsPipeline(FilesPipeline):
             logger.info("Removed %d partial files left by an interrupted crawl", removed)
         return pipe
 
+    def media_to_download(self, request: Request, info: Any, *, item: Any = None) -> None:
+        """Always download. The catalogue, not file age, decides what is fetched: the spider asks
+        only for artworks that are new or re-uploaded, and a re-upload keeps its file name, so
+        FilesPipeline's "already on disk and younger than FILES_EXPIRES" shortcut would reuse the
+        old picture."""
+        return None
+
     def get_media_requests(self, item: Any, info: Any) -> list[Request]:
         if not isinstance(item, ArtworkItem):
             return []

@@ -18,7 +18,7 @@ from PIL import Image
 from crawler.items import ArtworkItem
 from crawler.storage import IMAGES_DIR, atomic_write, output_dir
 from pipelines.jpeg import BadImage, open_checked, sha256_hex
-from pipelines.workers import pool_for, run_in_pool
+from pipelines.workers import pool_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -114,8 +114,8 @@ class UgoiraPipeline:
             return item
         for record in item.images:
             if record.get("original_path") and not record.get("status"):
-                update = await run_in_pool(
-                    self.pool, convert_ugoira, self.root, item.artwork["id"], item.ugoira_frames,
+                update = await self.pool.run(
+                    convert_ugoira, self.root, item.artwork["id"], item.ugoira_frames,
                     record, self.quality, self.max_pixels,
                 )
                 record.update(update)

@@ -9,9 +9,15 @@ killed mid-conversion leaves nothing half-written. ``IMAGE_WORKERS = 0`` runs st
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 from scrapy import signals
@@ -19,30 +25,94 @@ from scrapy import signals
 _POOLS: dict[int, Executor] = {}
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a crawl killed with SIGKILL must not leave its workers running.
+
+    Python's pool workers outlive a killed parent (they wait on their queue forever), so ask the
+    kernel to kill them with it (Linux), or watch the parent from a thread elsewhere. Ctrl-C goes
+    to the whole process group: the crawler handles it, the workers ignore it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the call above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def worker_count(setting: int) -> int:
     return setting if setting >= 0 else max(1, (os.cpu_count() or 1))
 
 
-def pool_for(crawler: Any) -> Executor | None:
+class ConversionPool:
+    """Worker processes shared by every stage of one crawl.
+
+    A worker that dies (the kernel's OOM killer on a huge image, a stray kill) breaks a Python
+    process pool for good; this one is replaced once and the call retried, so one bad image costs
+    one page, not the rest of the crawl.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.executor: ProcessPoolExecutor | None = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the crawler process has a running event loop and threads
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self.workers == 0:
+            return await asyncio.to_thread(function, *args)
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            if self.executor is None:
+                self.executor = self._start()
+            executor = self.executor
+            try:
+                return await loop.run_in_executor(executor, function, *args)
+            except BrokenProcessPool:
+                if self.executor is executor:  # not yet replaced by a concurrent call
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    self.executor = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def shutdown(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+
+_POOLS: dict[int, ConversionPool] = {}
+
+
+def pool_for(crawler: Any) -> ConversionPool:
     """One pool per crawler, shared by every stage, shut down when the spider closes."""
-    workers = worker_count(crawler.settings.getint("IMAGE_WORKERS"))
-    if workers == 0:
-        return None
     key = id(crawler)
     if key not in _POOLS:
-        # spawn, not fork: the crawler process has a running event loop and threads
-        _POOLS[key] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = _POOLS[key] = ConversionPool(worker_count(crawler.settings.getint("IMAGE_WORKERS")))
 
         def shutdown(spider: Any) -> None:
-            pool = _POOLS.pop(key, None)
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            _POOLS.pop(key, None)
+            pool.shutdown()
 
         crawler.signals.connect(shutdown, signal=signals.spider_closed, weak=False)
     return _POOLS[key]
-
-
-async def run_in_pool(pool: Executor | None, function: Callable[..., Any], *args: Any) -> Any:
-    if pool is None:
-        return await asyncio.to_thread(function, *args)
-    return await asyncio.get_running_loop().run_in_executor(pool, function, *args)

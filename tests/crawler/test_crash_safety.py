@@ -54,14 +54,39 @@ def start_crawl(site, output: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def interrupt_when(process: subprocess.Popen, output: Path, rows: int, sig=signal.SIGKILL, timeout=60) -> None:
     deadline = time.monotonic() + timeout
     while count_rows(output) < rows:
         assert process.poll() is None, "the crawl ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    workers = children_of(process.pid)  # the image-conversion pool
     process.send_signal(sig)
     process.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if alive(w)], "worker processes outlived the crawl"
 
 
 def test_kill_9_at_several_moments_then_rerun_equals_an_uninterrupted_crawl(make_site, run_crawl, tmp_path):

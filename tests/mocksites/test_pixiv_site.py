@@ -7,13 +7,10 @@ Scrapy's own mock server, so the site's event loop never mixes with the test's).
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
-import select
 import struct
 import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,8 @@ import pytest
 import requests
 from PIL import Image
 
-REPO_ROOT = Path(__file__).parents[2]
+from mocksites.runner import LocalSite
+
 TAG = "原神"
 SESSION = "demo-session-0001"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
@@ -85,16 +83,10 @@ class Site:
 
 
 def start_site(*options: str) -> Site:
-    command = [sys.executable, "-m", "mocksites.pixiv", "--port", "0", "--image-port", "0", *options]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([process.stdout], [], [], STARTUP_TIMEOUT_S)
-    line = process.stdout.readline() if ready else ""
-    if not line:
-        process.kill()
-        raise RuntimeError(f"mock site did not announce its URLs: {command}")
-    urls = json.loads(line)
-    assert set(urls) == {"api", "images"}
-    return Site(process, urls["api"], urls["images"])
+    local = LocalSite("mocksites.pixiv", *options, startup_timeout=STARTUP_TIMEOUT_S)
+    local.start()
+    assert local.process is not None
+    return Site(local.process, local.api, local.images)
 
 
 def fetch_image(url: str, referer: str | None = PIXIV_REFERER) -> requests.Response:
