@@ -64,6 +64,17 @@ CREATE TABLE IF NOT EXISTS images (
     CHECK (status = 'kept' OR reason IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
+CREATE TABLE IF NOT EXISTS faces (
+    artwork_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    idx INTEGER NOT NULL,            -- 0, 1, ... within the page
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    score REAL,
+    sources TEXT,                    -- which detectors agreed, e.g. cascade+animeface
+    path TEXT,                       -- the crop, relative to OUTPUT_DIR
+    PRIMARY KEY (artwork_id, page, idx),
+    FOREIGN KEY (artwork_id, page) REFERENCES images(artwork_id, page)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     name TEXT PRIMARY KEY,
     translation_en TEXT
@@ -236,6 +247,7 @@ class Catalog:
                 [(artwork["id"], t["name"], i) for i, t in enumerate(tags)],
             )
             # A re-uploaded artwork may have fewer pages now: its old rows go.
+            self.conn.execute("DELETE FROM faces WHERE artwork_id = ?", [artwork["id"]])
             self.conn.execute("DELETE FROM images WHERE artwork_id = ?", [artwork["id"]])
             self.conn.executemany(
                 """
@@ -257,6 +269,18 @@ class Catalog:
                         ),
                     }
                     for img in images
+                ],
+            )
+            self.conn.executemany(
+                """
+                INSERT INTO faces (artwork_id, page, idx, x, y, w, h, score, sources, path)
+                VALUES (:artwork_id, :page, :index, :x, :y, :w, :h, :score, :sources, :path)
+                """,
+                [
+                    {"artwork_id": artwork["id"], "page": img["page"], "score": None,
+                     "sources": None, "path": None, **face}
+                    for img in images
+                    for face in img.get("faces") or []
                 ],
             )
 

@@ -21,6 +21,18 @@ JPEG_QUALITY = 92  # PNG/WebP/rotated originals are re-encoded at this quality
 KEEP_ORIGINALS = False  # keep originals/{id}_p{n}.{ext} next to the JPEG (ugoira zips are always kept)
 UGOIRA_WEBP_QUALITY = 90  # animated WebP made from the ugoira frames
 
+# --- Face crops (pipelines/faces.py) -------------------------------------------------------------
+# Off by default for now: the combined detector is thorough (~0.5 s per 256 px icon, ~3 s per tall
+# card on one core, bench/faces.py) and would pace a crawl; it goes on with the curation stages.
+FACES_ENABLED = False
+FACES_CASCADE_PATH = ""  # empty: models/weights/ (set-up fetches it) or ../shared/models/
+FACES_CROP_MARGIN = 0.25  # the crop is the face box grown by this fraction on each side
+FACES_CROP_SIZE = 96  # px, square
+FACES_DETECTORS = "cascade,animeface"
+FACES_MIN_NEIGHBORS = 5  # the cascade's, as in the original workflow
+FACES_MIN_SIZE = 32  # px
+FACES_SCALE_FACTOR = 1.1
+
 # --- Pixiv ---------------------------------------------------------------------------------------
 PIXIV_BASE_URL = "https://www.pixiv.net"
 PIXIV_EMPTY_PAGE_RETRIES = 5  # a throttled (empty) search page is retried this often, then the crawl ends
@@ -75,6 +87,7 @@ ITEM_PIPELINES = {
     "pipelines.originals.OriginalsPipeline": 100,
     "pipelines.jpeg.JpegPipeline": 200,
     "pipelines.ugoira.UgoiraPipeline": 210,
+    "pipelines.faces.FacesPipeline": 300,  # skipped unless FACES_ENABLED
     "pipelines.catalog.CatalogPipeline": 900,
 }
 FILES_STORE = ""  # empty: OUTPUT_DIR (files land in OUTPUT_DIR/originals/)

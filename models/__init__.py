@@ -1,4 +1,5 @@
-"""The machine-learning side: character classifier, tagger, face detector, sprite classifier.
+"""The machine-learning side: face detection now; the character classifier and tagger to come.
 
-Empty for now (the curation issue fills it); importable so that pipelines can refer to it.
+Each model module loads its weights from files the user supplies (nothing is downloaded at run
+time) and has no Scrapy import; the stages in ``pipelines/`` wrap them.
 """

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from crawler.items import ArtworkItem
+from models.imaging import flatten_on_white
 from crawler.storage import IMAGES_DIR, atomic_write, output_dir
 from pipelines.workers import pool_for
 
@@ -70,19 +71,6 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"truncated or corrupt {image.format or 'image'}: {exc}") from None
     return image
-
-
-def flatten_on_white(image: Image.Image) -> Image.Image:
-    """RGB with any transparency composited on white."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if image.mode in ("RGB", "L"):
-        return image
-    return image.convert("RGB")  # CMYK, P without transparency, I;16, ...
 
 
 def to_jpeg(data: bytes, *, quality: int = 92, max_pixels: int = 64_000_000) -> JpegResult:

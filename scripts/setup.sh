@@ -16,6 +16,22 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# nagadomi's lbpcascade_animeface.xml (MIT) ships in no package: fetch it where the network allows,
+# check its sha256, and otherwise leave it to ../shared/models/ (tests) or a message at crawl start.
+CASCADE=models/weights/lbpcascade_animeface.xml
+CASCADE_URL=https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/4433ab1ae1166ea75acfe99eb0f18709dac329a0/lbpcascade_animeface.xml
+CASCADE_SHA256=9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30
+if [ ! -f "$CASCADE" ] && command -v curl >/dev/null; then
+    mkdir -p models/weights
+    if curl -fsSL --connect-timeout 5 --max-time 20 -o "$CASCADE.part" "$CASCADE_URL" 2>/dev/null \
+        && echo "$CASCADE_SHA256  $CASCADE.part" | sha256sum -c --quiet - 2>/dev/null; then
+        mv "$CASCADE.part" "$CASCADE"
+    else
+        rm -f "$CASCADE.part"
+        echo "setup: could not fetch $CASCADE (no network?); the face stage uses ../shared/models/ or animeface alone" >&2
+    fi
+fi
+
 PYTHON="${PYTHON:-python3}"
 stamp=".venv/.installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"

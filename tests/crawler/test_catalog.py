@@ -69,3 +69,15 @@ def test_a_crawl_row_left_running_by_a_dead_process_is_marked_interrupted(tmp_pa
     cat.start_crawl("pixiv", "原神", "k", {})
     rows = dict(cat.conn.execute("SELECT id, status FROM crawls"))
     assert rows[crawl] == "interrupted"
+
+
+def test_faces_are_written_with_their_page_and_replaced_on_rewrite(tmp_path):
+    cat = Catalog(tmp_path / "c.db")
+    face = {"index": 0, "x": 1, "y": 2, "w": 30, "h": 30, "score": 0.9, "sources": "cascade+animeface",
+            "path": "faces/1_p0_f0.jpg"}
+    cat.record_artwork(artwork(), [{"page": 0, "status": "kept", "faces": [face, {**face, "index": 1}]},
+                                   {"page": 1, "status": "kept"}], "now")
+    assert cat.conn.execute("SELECT page, idx, w, sources FROM faces ORDER BY idx").fetchall() == [
+        (0, 0, 30, "cascade+animeface"), (0, 1, 30, "cascade+animeface")]
+    cat.record_artwork(artwork(), [{"page": 0, "status": "kept"}, {"page": 1, "status": "kept"}], "later")
+    assert cat.conn.execute("SELECT count(*) FROM faces").fetchone()[0] == 0

@@ -235,3 +235,14 @@ def test_rerun_fetches_nothing_known_and_refetches_reuploads(make_site, run_craw
     if not newest["broken"]:
         assert new_sha != old_sha and hashlib.sha256(before.read_bytes()).hexdigest() == new_sha[0][0]
     assert third.query("SELECT count(*) FROM artworks") == [(len(visible(site.truth())),)]
+
+
+def test_face_stage_runs_inside_the_crawl_when_enabled(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "70", "--image-size", "64")
+    run = run_crawl(site, tmp_path / "out", "-a", "pages=1", "-s", "FACES_ENABLED=True")
+    assert run.returncode == 0 and " ERROR: " not in run.log
+    assert "Faces: detectors" in run.log
+    kept = run.query("SELECT count(*) FROM images WHERE status = 'kept' AND format = 'jpeg'")[0][0]
+    # the demo site's pictures are synthetic: every kept JPEG is searched and none has a face
+    assert f"'faces/pages_without_face': {kept}" in run.log
+    assert run.query("SELECT count(*) FROM faces") == [(0,)]

@@ -1,0 +1,176 @@
+"""Benchmark: the two anime face detectors alone and combined, on the shared Genshin fixtures.
+
+For each detector: recall on head icons (``faces/``) and full-body cards (``cards/``) as the share
+of pictures with at least one box, the same share counting only boxes on a hand-checked face
+(``located``: IoU >= 0.3 with the box in ``HEADS``), the boxes elsewhere on those pictures
+(``wrong``), the false-positive rate on ``negatives/`` (share of pictures with any box), and
+pictures per second on one core. Then ablations of the combination, computed from the same
+per-view boxes (their time is the sum of the views they use, so it is marked ``~``).
+
+    .venv/bin/python bench/faces.py [--fixtures DIR] [--no-ablations]
+
+The fixtures are test data outside the repository (``../shared/fixtures/anime``, see its
+SOURCE.txt); nothing of them is copied here. ``HEADS`` are our own labels: the box of the face
+on each positive picture, checked by eye (x, y, w, h in picture pixels, animeface-like extent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from PIL import Image  # noqa: E402
+
+from models.faces import (  # noqa: E402
+    ALL_VIEWS, CASCADE_SHA256, CASCADE_URL, AnimefaceDetector, CascadeDetector, Face, combine,
+    collect_candidates, find_cascade, flatten, iou,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anime"
+ICON_HEAD = (79, 76, 98, 98)  # the icons share one layout; used where no detector found the face
+HEADS: dict[str, tuple[int, int, int, int]] = {
+    "faces/albedo": (75, 66, 106, 106), "faces/alhaitham": (76, 71, 98, 98), "faces/aloy": (79, 70, 101, 101),
+    "faces/amber": (73, 76, 96, 96), "faces/arataki-itto": (77, 72, 96, 96), "faces/arlecchino": (85, 77, 92, 92),
+    "faces/ayaka": (79, 72, 99, 99), "faces/ayato": (75, 67, 104, 104), "faces/baizhu": (76, 69, 105, 105),
+    "faces/barbara": (81, 75, 97, 97), "faces/beidou": (79, 81, 92, 92), "faces/bennett": (81, 78, 94, 94),
+    "faces/candace": (78, 67, 103, 103), "faces/charlotte": (79, 80, 94, 94), "faces/chevreuse": ICON_HEAD,
+    "faces/chiori": (77, 71, 103, 103), "faces/chongyun": (81, 76, 96, 96), "faces/clorinde": (82, 76, 95, 95),
+    "faces/collei": (84, 84, 90, 90), "faces/cyno": ICON_HEAD, "faces/dehya": (79, 69, 103, 103),
+    "faces/diluc": (78, 68, 101, 101), "faces/diona": (79, 83, 99, 99), "faces/dori": ICON_HEAD,
+    "faces/emilie": (83, 75, 96, 96), "faces/eula": (82, 75, 95, 95),
+    "cards/albedo": (126, 284, 127, 127), "cards/alhaitham": (150, 165, 110, 110), "cards/aloy": (67, 263, 161, 161),
+    "cards/amber": (98, 265, 153, 153), "cards/arataki-itto": (84, 260, 154, 154),
+    "cards/arlecchino": (55, 250, 115, 115), "cards/ayaka": (86, 272, 148, 148), "cards/ayato": (63, 237, 170, 170),
+    "cards/baizhu": (76, 230, 161, 161), "cards/barbara": (89, 268, 144, 144), "cards/beidou": (111, 272, 145, 145),
+    "cards/bennett": (155, 280, 125, 125), "cards/candace": (10, 49, 26, 26), "cards/charlotte": (109, 264, 152, 152),
+    "cards/chevreuse": (75, 303, 121, 121), "cards/chiori": (100, 295, 135, 135), "cards/chongyun": (88, 281, 133, 133),
+    "cards/cyno": (95, 305, 115, 115), "cards/dehya": (74, 244, 168, 168), "cards/diluc": (93, 291, 136, 136),
+    "cards/diona": (116, 299, 117, 117), "cards/dori": (138, 324, 88, 88), "cards/emilie": (116, 287, 145, 145),
+    "cards/eula": (114, 275, 142, 142),
+}
+SETS = ("faces", "cards", "negatives")
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: float = 0.0
+    estimated: bool = False
+    found: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
+    located: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
+    wrong: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
+
+    def add(self, key: str, kind: str, faces: list[Face]) -> None:
+        head = HEADS.get(key)
+        hits = [f for f in faces if head and iou(f, Face(*head, 0.0)) >= 0.3]
+        self.found[kind] += bool(faces)
+        self.located[kind] += bool(hits)
+        self.wrong[kind] += len(faces) - len(hits)
+
+
+def load(folder: Path) -> list[tuple[str, str, Image.Image]]:
+    pictures = []
+    for kind in SETS:
+        for path in sorted((folder / kind).iterdir()):
+            with Image.open(path) as image:
+                image.load()
+            pictures.append((f"{kind}/{path.stem}", kind, image))
+    return pictures
+
+
+def scaled(faces: list[Face], side: float) -> list[Face]:
+    """A single detector's boxes brought to animeface-like extent, for the ``located`` test only."""
+    return [Face(round(f.x + f.w * (1 - side) / 2), round(f.y + f.h * (1 - side) / 2), round(f.w * side),
+                 round(f.h * side), f.score, f.sources) for f in faces]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fixtures", type=Path, default=FIXTURES)
+    parser.add_argument("--no-ablations", action="store_true")
+    args = parser.parse_args()
+    if not all((args.fixtures / kind).is_dir() for kind in SETS):
+        print(f"no fixtures at {args.fixtures} (need faces/, cards/, negatives/); nothing to measure")
+        return 2
+    xml = find_cascade(None)
+    if xml is None:
+        print(f"no {CASCADE_URL.rsplit('/', 1)[1]} found: put it in models/weights/ ({CASCADE_URL}, sha256 {CASCADE_SHA256})")
+        return 2
+    cascade, animeface = CascadeDetector(xml), AnimefaceDetector()
+    detectors = [cascade, animeface]
+    warnings.filterwarnings("ignore", "Palette images with Transparency")  # one negative; flatten handles it
+    pictures = load(args.fixtures)
+    counts = {kind: sum(1 for _, k, _ in pictures if k == kind) for kind in SETS}
+
+    rows = [Row("cascade alone"), Row("animeface alone"), Row("animeface alone, no white compositing"),
+            Row("combined (cascade+animeface, all views)")]
+    per_picture = []  # (key, kind, candidates, per-view seconds) for the ablations
+    for key, kind, image in pictures:
+        picture = flatten(image)
+        for row, run in ((rows[0], lambda: scaled(cascade.detect(picture), cascade.box_scale)),
+                         (rows[1], lambda: animeface.detect(picture)),
+                         (rows[2], lambda: animeface.detect(image))):  # the package's own RGBA->RGB
+            started = time.perf_counter()
+            faces = run()
+            row.seconds += time.perf_counter() - started
+            row.add(key, kind, faces)
+        timings: dict[tuple[str, str], float] = {}
+        started = time.perf_counter()
+        candidates = collect_candidates(image, detectors, ALL_VIEWS, timings=timings)
+        faces = combine(candidates)
+        rows[3].seconds += time.perf_counter() - started
+        rows[3].add(key, kind, faces)
+        per_picture.append((key, kind, candidates, timings))
+
+    if not args.no_ablations:
+        cheap = tuple(v for v in ALL_VIEWS if v not in animeface.views)
+        variants = {
+            "plain union (both detectors, plain view, no witness rule)": ({"plain"}, {"require_witness": False}),
+            "all views, no witness rule": (set(ALL_VIEWS), {"require_witness": False}),
+            "plain view only, witness rule": ({"plain"}, {}),
+            "without mirror": (set(ALL_VIEWS) - {"mirror"}, {}),
+            "without equalized": (set(ALL_VIEWS) - {"equalized"}, {}),
+            "without top (tall pictures)": (set(ALL_VIEWS) - {"top"}, {}),
+            "without the cascade-only views (upscaled, padded, tilts)": (set(ALL_VIEWS) - set(cheap), {}),
+            "without upscaled": (set(ALL_VIEWS) - {"upscaled"}, {}),
+            "without padded": (set(ALL_VIEWS) - {"padded"}, {}),
+            "without tilts": (set(ALL_VIEWS) - {"tilt_left", "tilt_right"}, {}),
+            "without padded and tilts": (set(ALL_VIEWS) - {"padded", "tilt_left", "tilt_right"}, {}),
+            "witness only (no strong single box)": (set(ALL_VIEWS), {"strong_score": 2.0}),
+        }
+        for name, (views, options) in variants.items():
+            row = Row(name, estimated=True)
+            for key, kind, candidates, timings in per_picture:
+                started = time.perf_counter()
+                faces = combine([c for c in candidates if c.view in views], **options)
+                row.seconds += time.perf_counter() - started + sum(s for (_, v), s in timings.items() if v in views)
+                row.add(key, kind, faces)
+            rows.append(row)
+
+    n = len(pictures)
+    print(f"{n} pictures: {counts['faces']} head icons, {counts['cards']} full-body cards, {counts['negatives']} negatives\n")
+    header = (f"{'detector':<62} {'faces found/located':>20} {'cards found/located':>20} "
+              f"{'wrong boxes':>11} {'FP negatives':>13} {'pictures/s':>10}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        f, c = row.found, row.located
+        print(
+            f"{row.name:<62} {f['faces']:>3}/{counts['faces']} {c['faces']:>3}/{counts['faces']} ({c['faces'] / counts['faces']:4.0%})"
+            f" {f['cards']:>3}/{counts['cards']} {c['cards']:>3}/{counts['cards']} ({c['cards'] / counts['cards']:4.0%})"
+            f" {row.wrong['faces'] + row.wrong['cards']:>11}"
+            f" {f['negatives']:>3}/{counts['negatives']} ({f['negatives'] / counts['negatives']:4.0%})"
+            f" {'~' if row.estimated else ' '}{n / row.seconds:>9.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Stage 3: find the anime faces on each kept JPEG and store a square crop of each for training.
+
+``find_faces`` is the plain function: it opens ``root/record["path"]``, runs
+``models.faces.detect_faces`` with the detectors the settings name (built once per worker process:
+loading the cascade and animeface's self-test cost more than a small picture's detection), writes
+each crop atomically to ``faces/{id}_p{page}_f{k}.jpg`` and returns one dict per face.
+``page_faces`` wraps it for the worker pool: an unreadable page becomes ``faces_error``, not an
+exception. ``FacesPipeline`` decides once, at start, which detectors can run here (the cascade
+XML may be missing; animeface refuses to run under Pillow >= 12) and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from scrapy.exceptions import NotConfigured
+
+from crawler.items import ArtworkItem
+from crawler.storage import FACES_DIR, atomic_write, output_dir
+from models.faces import (
+    CASCADE_SHA256, CASCADE_URL, AnimefaceDetector, CascadeDetector, CascadeError, Detector, crop_face, detect_faces,
+    find_cascade,
+)
+from pipelines.jpeg import BadImage, open_checked
+from pipelines.workers import pool_for
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+FACE_JPEG_QUALITY = 92
+KNOWN_DETECTORS = ("cascade", "animeface")
+DEFAULTS: dict[str, Any] = {
+    "detectors": KNOWN_DETECTORS,
+    "cascade_path": "",  # empty: find_cascade's default search
+    "scale_factor": 1.1,
+    "min_neighbors": 5,
+    "min_size": 32,
+    "crop_margin": 0.25,
+    "crop_size": 96,
+    "max_pixels": 64_000_000,
+}
+
+_local = threading.local()  # detectors per worker process (or per thread with IMAGE_WORKERS = 0)
+
+
+def build_detectors(settings: Mapping[str, Any]) -> list[Detector]:
+    detectors: list[Detector] = []
+    for name in settings["detectors"]:
+        if name == "cascade":
+            path = find_cascade(settings["cascade_path"] or None)
+            if path is None:
+                raise FileNotFoundError(f"no lbpcascade_animeface.xml found (FACES_CASCADE_PATH={settings['cascade_path']!r})")
+            detectors.append(CascadeDetector(path, settings["scale_factor"], settings["min_neighbors"], settings["min_size"]))
+        elif name == "animeface":
+            detectors.append(AnimefaceDetector())
+        else:
+            raise ValueError(f"unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
+    return detectors
+
+
+def cached_detectors(settings: Mapping[str, Any]) -> list[Detector]:
+    key = tuple((k, settings[k]) for k in ("detectors", "cascade_path", "scale_factor", "min_neighbors", "min_size"))
+    cache = _local.__dict__.setdefault("detectors", {})
+    if key not in cache:
+        cache[key] = build_detectors(settings)
+    return cache[key]
+
+
+def find_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Detect, crop and store the faces of one page; raises ``BadImage``/``OSError`` if unreadable."""
+    settings = {**DEFAULTS, **settings}
+    names = settings["detectors"]
+    settings["detectors"] = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
+    root_path = Path(root)
+    image = open_checked((root_path / record["path"]).read_bytes(), settings["max_pixels"])
+    faces = detect_faces(image, cached_detectors(settings))
+    stem = f"{artwork_id}_p{record['page']}"
+    results = []
+    for k, face in enumerate(faces):
+        crop = crop_face(image, face, margin=settings["crop_margin"], size=settings["crop_size"])
+        out = io.BytesIO()
+        crop.save(out, "JPEG", quality=FACE_JPEG_QUALITY)
+        relative = f"{FACES_DIR}/{stem}_f{k}.jpg"
+        atomic_write(root_path / relative, out.getvalue())
+        results.append({
+            "index": k, "x": face.x, "y": face.y, "w": face.w, "h": face.h, "score": face.score,
+            "sources": "+".join(face.sources), "path": relative,
+        })
+    # crops left by an earlier run that found more faces on this page
+    for stale in (root_path / FACES_DIR).glob(f"{stem}_f*.jpg"):
+        suffix = stale.stem.rsplit("_f", 1)[-1]
+        if not suffix.isdigit() or int(suffix) >= len(faces):
+            stale.unlink(missing_ok=True)
+    return results
+
+
+def page_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's new fields: ``faces`` (a list, None if the page could not be read) and ``faces_error``."""
+    try:
+        return {"faces": find_faces(root, artwork_id, record, settings), "faces_error": None}
+    except BadImage as exc:
+        return {"faces": None, "faces_error": str(exc)}
+    except OSError as exc:  # missing file, or a decoder error that open_checked does not word
+        return {"faces": None, "faces_error": f"cannot read {record.get('path')}: {exc}"}
+
+
+def usable_detectors(names: list[str], cascade_path: str, settings: Mapping[str, Any]) -> tuple[list[str], str, list[str]]:
+    """Which of ``names`` can run here: (names, resolved cascade path, one message per one that cannot)."""
+    usable, problems, resolved = [], [], ""
+    for name in names:
+        if name == "cascade":
+            path = find_cascade(cascade_path or None)
+            if path is None:
+                where = f"FACES_CASCADE_PATH={cascade_path!r} does not exist, and it is" if cascade_path else "it is"
+                problems.append(
+                    f"Faces: the anime face cascade is missing ({where} not in models/weights/ or "
+                    f"../shared/models/): running without it. Download {CASCADE_URL} to "
+                    f"models/weights/lbpcascade_animeface.xml (sha256 {CASCADE_SHA256})"
+                )
+                continue
+            try:
+                CascadeDetector(path, settings["scale_factor"], settings["min_neighbors"], settings["min_size"])
+            except (CascadeError, OSError) as exc:  # a damaged or foreign file: refuse it, run the others
+                problems.append(f"Faces: cascade not used: {exc}")
+                continue
+            usable.append(name)
+            resolved = str(path)
+        elif name == "animeface":
+            try:
+                AnimefaceDetector()
+            except RuntimeError as exc:
+                problems.append(f"Faces: animeface not used: {exc}")
+                continue
+            usable.append(name)
+        else:
+            raise ValueError(f"FACES_DETECTORS: unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
+    return usable, resolved, problems
+
+
+class FacesPipeline:
+    """Scrapy adapter: runs ``page_faces`` in the worker pool for each kept JPEG page of an item."""
+
+    def __init__(self, crawler: Crawler):
+        s = crawler.settings
+        if not s.getbool("FACES_ENABLED"):
+            raise NotConfigured
+        names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS", list(KNOWN_DETECTORS)) if n.strip()]
+        settings = {
+            "scale_factor": s.getfloat("FACES_SCALE_FACTOR", 1.1),
+            "min_neighbors": s.getint("FACES_MIN_NEIGHBORS", 5),
+            "min_size": s.getint("FACES_MIN_SIZE", 32),
+            "crop_margin": s.getfloat("FACES_CROP_MARGIN", 0.25),
+            "crop_size": s.getint("FACES_CROP_SIZE", 96),
+            "max_pixels": s.getint("IMAGE_MAX_PIXELS", 64_000_000),
+        }
+        usable, cascade_path, problems = usable_detectors(names, s.get("FACES_CASCADE_PATH") or "", settings)
+        if not usable:
+            raise NotConfigured("no face detector can run, face crops are off. " + " | ".join(problems or ["FACES_DETECTORS is empty"]))
+        for problem in problems:
+            logger.warning(problem)
+        self.settings = {**settings, "detectors": tuple(usable), "cascade_path": cascade_path}
+        self.root = str(Path(s.get("FILES_STORE") or output_dir(s)))
+        self.stats = crawler.stats
+        self.pool = pool_for(crawler)
+        logger.info("Faces: detectors %s", "+".join(usable))
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> FacesPipeline:
+        return cls(crawler)
+
+    async def process_item(self, item: Any) -> Any:
+        if not isinstance(item, ArtworkItem):
+            return item
+        pages = [r for r in item.images if r.get("status") == "kept" and str(r.get("path") or "").endswith(".jpg")]
+        results = await asyncio.gather(
+            *(self.pool.run(page_faces, self.root, str(item.artwork["id"]), record, self.settings) for record in pages),
+            return_exceptions=True,  # a dead worker or a bug costs this page its faces, not the item
+        )
+        for record, result in zip(pages, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation, KeyboardInterrupt
+                result = {"faces": None, "faces_error": f"{type(result).__name__}: {result}"}
+            record.update(result)
+            if result["faces_error"]:
+                logger.warning("Faces (failed): artwork %s page %s: %s", item.artwork["id"], record.get("page"), result["faces_error"])
+                self.stats.inc_value("faces/failed")
+            else:
+                self.stats.inc_value("faces/detected", len(result["faces"]))
+                self.stats.inc_value("faces/pages_with_face" if result["faces"] else "faces/pages_without_face")
+        return item

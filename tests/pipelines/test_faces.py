@@ -1,0 +1,121 @@
+"""The face stage: crops written beside the JPEGs, failures recorded on the page, the adapter's start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from PIL import Image
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.test import get_crawler
+
+import models.faces as faces_module
+from crawler.catalog import Catalog
+from crawler.items import ArtworkItem
+from models.faces import CASCADE_SHA256, CASCADE_URL, find_cascade
+from pipelines.faces import FacesPipeline, find_faces, page_faces
+from tests.models.test_faces import inside_share, scene
+
+
+def detectors_here() -> tuple[str, ...]:
+    return ("cascade", "animeface") if find_cascade(None) else ("animeface",)
+
+
+def write_jpeg(root, relative: str, image: Image.Image) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=92)
+
+
+def test_find_faces_writes_a_crop_and_returns_its_box(tmp_path):
+    picture, pasted = scene()
+    write_jpeg(tmp_path, "images/123_p0.jpg", picture)
+    stale = tmp_path / "faces" / "123_p0_f3.jpg"  # from an earlier run that found more faces
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
+    keep = tmp_path / "faces" / "123_p10_f3.jpg"  # another page's crop
+    keep.write_bytes(b"other page")
+    record = {"page": 0, "path": "images/123_p0.jpg", "status": "kept"}
+
+    faces = find_faces(str(tmp_path), "123", record, {"detectors": detectors_here()})
+
+    assert len(faces) == 1
+    face = faces[0]
+    assert face["index"] == 0 and face["path"] == "faces/123_p0_f0.jpg"
+    assert face["sources"] == "+".join(detectors_here())
+    assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9
+    with Image.open(tmp_path / face["path"]) as crop:
+        assert crop.format == "JPEG" and crop.size == (96, 96) and crop.mode == "RGB"
+    assert not stale.exists() and keep.exists()
+    assert not list((tmp_path / "faces").glob(".*.part"))
+
+
+def test_an_unreadable_page_gives_faces_error_not_an_exception(tmp_path):
+    (tmp_path / "images").mkdir()
+    settings = {"detectors": ("animeface",)}
+    (tmp_path / "images" / "9_p0.jpg").write_bytes(b"GIF89 garbage")
+    result = page_faces(str(tmp_path), "9", {"page": 0, "path": "images/9_p0.jpg"}, settings)
+    assert result["faces"] is None and "not a recognised image" in result["faces_error"]
+    (tmp_path / "images" / "9_p2.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    result = page_faces(str(tmp_path), "9", {"page": 2, "path": "images/9_p2.jpg"}, settings)
+    assert result["faces"] is None and "images/9_p2.jpg" in result["faces_error"]
+    missing = page_faces(str(tmp_path), "9", {"page": 1, "path": "images/9_p1.jpg"}, settings)
+    assert missing["faces"] is None and "No such file" in missing["faces_error"]
+
+
+def crawler_for(tmp_path, **settings):
+    return get_crawler(settings_dict={"IMAGE_WORKERS": 0, "OUTPUT_DIR": str(tmp_path), "FACES_ENABLED": True, **settings})
+
+
+def test_the_adapter_records_faces_per_kept_jpeg_and_never_raises(tmp_path):
+    picture, _ = scene()
+    write_jpeg(tmp_path, "images/5_p0.jpg", picture)
+    (tmp_path / "images" / "5_p1.jpg").write_bytes(b"")  # empty: unreadable
+    item = ArtworkItem(artwork={"id": 5}, images=[
+        {"page": 0, "path": "images/5_p0.jpg", "status": "kept"},
+        {"page": 1, "path": "images/5_p1.jpg", "status": "kept"},
+        {"page": 2, "path": None, "status": "failed"},
+        {"page": 3, "path": "images/5_ugoira.webp", "status": "kept"},
+    ])
+    crawler = crawler_for(tmp_path, FACES_DETECTORS=",".join(detectors_here()))
+    pipeline = FacesPipeline.from_crawler(crawler)
+    assert asyncio.run(pipeline.process_item(item)) is item
+    first, empty, failed, ugoira = item.images
+    assert len(first["faces"]) == 1 and first["faces_error"] is None
+    assert (tmp_path / first["faces"][0]["path"]).is_file()
+    assert empty["faces"] is None and "empty file" in empty["faces_error"]
+    assert "faces" not in failed and "faces" not in ugoira
+
+    # and the catalogue keeps the face with its page
+    catalog = Catalog(tmp_path / "catalog.db")
+    failed["reason"] = "truncated"
+    catalog.record_artwork({"id": "5", "status": "ok", "page_count": 4}, item.images, "now")
+    [(page, idx, w, path)] = catalog.conn.execute("SELECT page, idx, w, path FROM faces").fetchall()
+    assert (page, idx, path) == (0, 0, first["faces"][0]["path"]) and w == first["faces"][0]["w"]
+
+
+def test_disabled_stage_is_not_configured(tmp_path):
+    with pytest.raises(NotConfigured):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_ENABLED=False))
+
+
+def test_missing_cascade_warns_once_and_runs_animeface_alone(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(faces_module, "CASCADE_SEARCH_PATHS", ())
+    with caplog.at_level(logging.WARNING, logger="pipelines.faces"):
+        pipeline = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_CASCADE_PATH=str(tmp_path / "none.xml")))
+    assert pipeline.settings["detectors"] == ("animeface",)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert CASCADE_URL in warnings[0] and CASCADE_SHA256 in warnings[0] and "models/weights/" in warnings[0]
+
+
+def test_no_usable_detector_skips_the_stage(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces_module, "CASCADE_SEARCH_PATHS", ())
+    with pytest.raises(NotConfigured, match="no face detector can run.*lbpcascade_animeface"):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="cascade"))
+
+
+def test_an_unknown_detector_name_is_a_configuration_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="animeface,yolo"))
