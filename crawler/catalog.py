@@ -75,6 +75,17 @@ CREATE TABLE IF NOT EXISTS faces (
     PRIMARY KEY (artwork_id, page, idx),
     FOREIGN KEY (artwork_id, page) REFERENCES images(artwork_id, page)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS image_tags (
+    artwork_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    category TEXT,                   -- the model's category: General, Character, System, ...
+    score REAL NOT NULL,
+    model TEXT NOT NULL,             -- the tagger's version (model name + weights hash)
+    PRIMARY KEY (artwork_id, page, model, tag),
+    FOREIGN KEY (artwork_id, page) REFERENCES images(artwork_id, page)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_tags_tag ON image_tags(tag);
 CREATE TABLE IF NOT EXISTS tags (
     name TEXT PRIMARY KEY,
     translation_en TEXT
@@ -248,6 +259,7 @@ class Catalog:
             )
             # A re-uploaded artwork may have fewer pages now: its old rows go.
             self.conn.execute("DELETE FROM faces WHERE artwork_id = ?", [artwork["id"]])
+            self.conn.execute("DELETE FROM image_tags WHERE artwork_id = ?", [artwork["id"]])
             self.conn.execute("DELETE FROM images WHERE artwork_id = ?", [artwork["id"]])
             self.conn.executemany(
                 """
@@ -281,6 +293,17 @@ class Catalog:
                      "sources": None, "path": None, **face}
                     for img in images
                     for face in img.get("faces") or []
+                ],
+            )
+            self.conn.executemany(
+                """
+                INSERT OR REPLACE INTO image_tags (artwork_id, page, tag, category, score, model)
+                VALUES (:artwork_id, :page, :tag, :category, :score, :model)
+                """,
+                [
+                    {"artwork_id": artwork["id"], "page": img["page"], "category": None, **tag}
+                    for img in images
+                    for tag in img.get("model_tags") or []
                 ],
             )
 

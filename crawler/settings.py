@@ -33,6 +33,13 @@ FACES_MIN_NEIGHBORS = 5  # the cascade's, as in the original workflow
 FACES_MIN_SIZE = 32  # px
 FACES_SCALE_FACTOR = 1.1
 
+# --- Curation models ----------------------------------------------------------------------------
+CURATE_BATCH_SIZE = 32  # images per model call
+CURATE_MAX_WAIT = 250  # ms an image waits for its batch to fill before a partial batch runs
+TAGGER_CATEGORY_THRESHOLDS = {}  # per category, e.g. {"General": 0.35, "Character": 0.85}
+TAGGER_PROJECT = ""  # a DeepDanbooru project folder (project.json, tags.txt, model-*.h5); empty: no tagging
+TAGGER_THRESHOLD = 0.5  # DeepDanbooru's own default
+
 # --- Pixiv ---------------------------------------------------------------------------------------
 PIXIV_BASE_URL = "https://www.pixiv.net"
 PIXIV_EMPTY_PAGE_RETRIES = 5  # a throttled (empty) search page is retried this often, then the crawl ends
@@ -88,6 +95,7 @@ ITEM_PIPELINES = {
     "pipelines.jpeg.JpegPipeline": 200,
     "pipelines.ugoira.UgoiraPipeline": 210,
     "pipelines.faces.FacesPipeline": 300,  # skipped unless FACES_ENABLED
+    "pipelines.tagger.TaggerPipeline": 500,  # skipped unless TAGGER_PROJECT
     "pipelines.catalog.CatalogPipeline": 900,
 }
 FILES_STORE = ""  # empty: OUTPUT_DIR (files land in OUTPUT_DIR/originals/)

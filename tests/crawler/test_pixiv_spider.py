@@ -246,3 +246,30 @@ def test_face_stage_runs_inside_the_crawl_when_enabled(make_site, run_crawl, tmp
     # the demo site's pictures are synthetic: every kept JPEG is searched and none has a face
     assert f"'faces/pages_without_face': {kept}" in run.log
     assert run.query("SELECT count(*) FROM faces") == [(0,)]
+
+
+def test_tagger_stage_tags_every_kept_picture_in_batches(make_site, run_crawl, tmp_path):
+    from models.tagger import DeepDanbooruTagger
+    from tests.models.tagger_fixtures import build_project
+
+    project = build_project(tmp_path / "project", size=32)
+    site = make_site("--size", "70", "--image-size", "48")
+    run = run_crawl(site, tmp_path / "out", "-a", "pages=1", "-s", f"TAGGER_PROJECT={project}",
+                    "-s", "TAGGER_THRESHOLD=0.3", "-s", "CURATE_BATCH_SIZE=16", timeout=240)
+    assert run.returncode == 0 and " ERROR: " not in run.log, run.log[-3000:]
+    assert "Tagger: resnet_custom_v3-" in run.log
+    tagger = DeepDanbooruTagger.load(project, threshold=0.3)
+    kept = run.query("SELECT artwork_id, page, path FROM images WHERE status = 'kept' AND format = 'jpeg'")
+    assert len(kept) > 16  # more than one batch
+    batches = int(run.log.split("'tagger/batches': ")[1].split(",")[0])
+    assert batches < len(kept)  # batched, not one model call per picture
+    assert run.query("SELECT count(DISTINCT tag) FROM image_tags")[0][0] >= 2  # not vacuous
+    for artwork_id, page, path in kept:
+        with Image.open(run.output / path) as image:
+            [expected] = tagger.predict([image.convert("RGB")])
+        rows = run.query("SELECT tag, category, score, model FROM image_tags WHERE artwork_id = ? AND page = ?",
+                         (artwork_id, page))
+        assert {tag for tag, *_ in rows} == set(expected), (artwork_id, page)
+        for tag, category, score, model in rows:
+            assert abs(score - expected[tag]) < 1e-5 and model == tagger.version
+            assert category == tagger.category_of(tagger.tags.index(tag))

@@ -1,0 +1,260 @@
+"""Danbooru-style multi-label tagging with a user-supplied DeepDanbooru project folder.
+
+No tagger weights ship in any package (see ml-notes §0.4), so the tagger loads the folder that users
+download from DeepDanbooru's releases, unchanged: ``project.json`` (input size, model name),
+``tags.txt`` (output index -> tag), ``categories.json`` (or ``tags-general.txt`` /
+``tags-character.txt``) and ``model-<name>.keras`` or ``model-<name>.h5``.
+
+Loading tries Keras 3 first. The released models are Keras-2 ``.h5`` files; Keras 3 reads those
+with standard layers, but refuses ones holding raw TF ops (``TFOpLambda``) or ``Lambda`` layers.
+For those the tagger falls back to ``tf_keras`` (Keras 2), with one warning. A ``.h5`` is trusted
+like any pickle: Keras 2 runs the Python code a ``Lambda`` layer stores.
+
+Preprocessing follows DeepDanbooru's ``load_image_for_evaluate``: RGB (transparency composited on
+white here, where TF's decoder simply drops alpha), fit inside H x W keeping the aspect ratio with
+area averaging, centred on an H x W canvas padded by replicating the edge pixels, float32 0..1, HWC.
+Differences, all sub-pixel: area averaging is PIL's BOX filter run on float channels (TF's AREA
+resize, without rounding to uint8), and the picture sits at a whole-pixel offset where
+DeepDanbooru's bilinear warp may shift it by half a pixel.
+
+Works under both Keras backends (TensorFlow, torch); ``KERAS_BACKEND`` must be set before Keras is
+first imported, so a process uses one. Keras and TensorFlow are imported only when a model loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from models.imaging import flatten_on_white
+
+log = logging.getLogger(__name__)
+
+TF_KERAS_FIX = "pip install tf-keras==2.21.0"  # must match the TensorFlow minor version
+SYSTEM = "System"
+
+
+class TaggerError(RuntimeError):
+    """The project folder is incomplete or inconsistent, or its model cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class Category:
+    """Tags ``start`` (inclusive) to ``end`` (exclusive) of ``tags.txt``."""
+
+    name: str
+    start: int
+    end: int
+
+
+def read_tags(path: Path) -> list[str]:
+    """Non-empty stripped lines, in order (DeepDanbooru's ``load_tags``)."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_categories(project_dir: Path, tag_count: int) -> tuple[Category, ...]:
+    """From ``categories.json``; else from the per-category tag files (the rest is "System")."""
+    path = project_dir / "categories.json"
+    if path.is_file():
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            starts = sorted((int(entry["start_index"]), str(entry["name"])) for entry in entries)
+        except (ValueError, TypeError, KeyError) as error:
+            raise TaggerError(f"{path}: not a list of {{'name', 'start_index'}} objects ({error})") from error
+        if not starts or starts[0][0] != 0 or starts[-1][0] > tag_count:
+            raise TaggerError(f"{path}: start indexes must begin at 0 and stay within the {tag_count} tags")
+    else:
+        counts = []
+        for name in ("General", "Character"):
+            tag_file = project_dir / f"tags-{name.lower()}.txt"
+            if tag_file.is_file():
+                counts.append((name, len(read_tags(tag_file))))
+        if not counts:  # only tags.txt: a single category, so a "General" threshold still applies
+            return (Category("General", 0, tag_count),)
+        starts, index = [], 0
+        for name, count in counts:
+            starts.append((index, name))
+            index += count
+        if index > tag_count:
+            raise TaggerError(f"{project_dir}: the tags-*.txt files list {index} tags, tags.txt only {tag_count}")
+        starts.append((index, SYSTEM))
+    ends = [start for start, _ in starts[1:]] + [tag_count]
+    return tuple(Category(name, start, end) for (start, name), end in zip(starts, ends) if end > start)
+
+
+def find_model_file(project_dir: Path, model_name: str) -> Path:
+    """``model-<name>.keras``, else ``model-<name>.h5``, else the folder's only ``.keras``/``.h5`` file."""
+    for suffix in (".keras", ".h5"):
+        path = project_dir / f"model-{model_name}{suffix}"
+        if path.is_file():
+            return path
+    others = sorted(p for p in project_dir.iterdir() if p.suffix in (".keras", ".h5") and p.is_file())
+    if len(others) == 1:
+        return others[0]
+    found = f"; found several: {', '.join(p.name for p in others)}" if others else ""
+    raise TaggerError(f"{project_dir}: missing model file model-{model_name}.keras or model-{model_name}.h5{found}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_keras_model(path: Path, compile: bool = False) -> tuple[Any, str]:
+    """The model and the library that loaded it: "keras" (Keras 3) or "tf_keras" (Keras 2 fallback)."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=compile), "keras"
+    except Exception as error:  # Keras 3 raises ValueError/TypeError/KeyError for what it cannot read
+        if path.suffix != ".h5":
+            raise TaggerError(f"{path}: Keras 3 cannot load it: {error}") from error
+        keras3_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    try:
+        import tf_keras
+    except ImportError as error:
+        raise TaggerError(
+            f"{path}: Keras 3 cannot load this Keras-2 .h5 ({keras3_error}), and tf_keras (Keras 2) "
+            f"is not installed; fix: {TF_KERAS_FIX}"
+        ) from error
+    log.warning(
+        "%s: Keras 3 cannot load this Keras-2 .h5 (%s); using tf_keras (Keras 2, TensorFlow) for this model",
+        path.name, keras3_error,
+    )
+    try:
+        return tf_keras.models.load_model(path, compile=compile), "tf_keras"
+    except Exception as error:
+        raise TaggerError(f"{path}: neither Keras 3 ({keras3_error}) nor tf_keras ({error}) can load it") from error
+
+
+def fit_size(width: int, height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """The largest size inside the box with the picture's aspect ratio (floored, as TF does)."""
+    if width * box_height >= height * box_width:  # limited by the width
+        return box_width, max(1, height * box_width // width)
+    return max(1, width * box_height // height), box_height
+
+
+def preprocess_image(image: Image.Image, width: int, height: int) -> np.ndarray:
+    """(height, width, 3) float32 in 0..1: fitted with area averaging, centred, edge-padded."""
+    rgb = flatten_on_white(image).convert("RGB")
+    new_w, new_h = fit_size(rgb.width, rgb.height, width, height)
+    # BOX on float channels = area averaging without rounding to uint8 (like TF's AREA resize)
+    channels = [band.convert("F").resize((new_w, new_h), Image.Resampling.BOX) for band in rgb.split()]
+    array = np.stack([np.asarray(band, dtype=np.float32) for band in channels], axis=-1)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    padding = ((top, height - new_h - top), (left, width - new_w - left), (0, 0))
+    return (np.pad(array, padding, mode="edge") / np.float32(255.0)).astype(np.float32)
+
+
+@dataclass(eq=False)
+class DeepDanbooruTagger:
+    """A loaded project; ``predict`` gives each picture's tags at or above their thresholds."""
+
+    model: Any
+    tags: tuple[str, ...]
+    categories: tuple[Category, ...]
+    width: int
+    height: int
+    version: str  # "<model name>-<first 12 hex of the weights file's sha256>"
+    model_path: Path
+    loaded_with: str = "keras"  # or "tf_keras"
+    threshold: float = 0.5
+    category_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.category_thresholds) - {category.name for category in self.categories}
+        if unknown:
+            names = ", ".join(category.name for category in self.categories)
+            raise TaggerError(f"category_thresholds names unknown categories {sorted(unknown)}; known: {names}")
+
+    @classmethod
+    def load(
+        cls,
+        project_dir: str | Path,
+        *,
+        threshold: float = 0.5,
+        category_thresholds: dict[str, float] | None = None,
+        compile: bool = False,
+    ) -> DeepDanbooruTagger:
+        """Load a DeepDanbooru project folder as downloaded (see the module docstring)."""
+        project_dir = Path(project_dir)
+        if not project_dir.is_dir():
+            raise TaggerError(f"{project_dir}: not a folder (expected a DeepDanbooru project folder)")
+        for required in ("project.json", "tags.txt"):
+            if not (project_dir / required).is_file():
+                raise TaggerError(f"{project_dir}: missing {required}")
+        try:
+            project = json.loads((project_dir / "project.json").read_text(encoding="utf-8"))
+            width, height = int(project["image_width"]), int(project["image_height"])
+            model_name = str(project["model"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise TaggerError(f"{project_dir / 'project.json'}: needs image_width, image_height, model ({error})")
+        tags = tuple(read_tags(project_dir / "tags.txt"))
+        if not tags:
+            raise TaggerError(f"{project_dir / 'tags.txt'}: no tags")
+        categories = read_categories(project_dir, len(tags))
+        model_path = find_model_file(project_dir, model_name)
+        model, loaded_with = load_keras_model(model_path, compile=compile)
+        outputs = tuple(model.output_shape)[-1]
+        if outputs != len(tags):
+            raise TaggerError(f"{model_path.name} has {outputs} outputs but tags.txt lists {len(tags)} tags")
+        input_hw = tuple(model.input_shape)[1:3]
+        if None not in input_hw and input_hw != (height, width):
+            raise TaggerError(f"{model_path.name} takes {input_hw} pictures; project.json says {(height, width)}")
+        return cls(
+            model=model, tags=tags, categories=categories, width=width, height=height,
+            version=f"{model_name}-{file_sha256(model_path)[:12]}", model_path=model_path,
+            loaded_with=loaded_with, threshold=threshold, category_thresholds=dict(category_thresholds or {}),
+        )
+
+    def category_of(self, index: int) -> str:
+        return next(category.name for category in self.categories if category.start <= index < category.end)
+
+    def thresholds(self) -> np.ndarray:
+        """Per-tag threshold: its category's from ``category_thresholds``, else ``threshold``."""
+        result = np.full(len(self.tags), self.threshold, dtype=np.float32)
+        for category in self.categories:
+            if category.name in self.category_thresholds:
+                result[category.start:category.end] = self.category_thresholds[category.name]
+        return result
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """(height, width, 3) float32 0..1, as the model takes it."""
+        return preprocess_image(image, self.width, self.height)
+
+    def predict_scores(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """All scores, (len(images), len(tags)) float32; one model call per batch."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        rows = []
+        for start in range(0, len(images), batch_size):
+            batch = np.stack([self.preprocess(image) for image in images[start:start + batch_size]])
+            rows.append(self._to_numpy(self.model(batch, training=False)))
+        if not rows:
+            return np.zeros((0, len(self.tags)), dtype=np.float32)
+        return np.concatenate(rows).astype(np.float32, copy=False)
+
+    def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[dict[str, float]]:
+        """Per picture, {tag: score} for the tags at or above their threshold, in tags.txt order."""
+        scores = self.predict_scores(images, batch_size=batch_size)
+        keep = scores >= self.thresholds()
+        return [
+            {self.tags[i]: float(row[i]) for i in np.flatnonzero(mask)} for row, mask in zip(scores, keep)
+        ]
+
+    def _to_numpy(self, output: Any) -> np.ndarray:
+        if self.loaded_with == "keras":
+            import keras
+
+            return np.asarray(keras.ops.convert_to_numpy(output))
+        return np.asarray(output.numpy() if hasattr(output, "numpy") else output)
