@@ -23,7 +23,16 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after a table was first released: (table, column, type). A catalogue written by an
+# older version gains them when opened (ALTER TABLE ... ADD COLUMN), keeping every row.
+ADDED_COLUMNS = [
+    ("images", "classifier_label", "TEXT"),
+    ("images", "classifier_score", "REAL"),   # the target class's score
+    ("images", "classifier_model", "TEXT"),   # the classifier's version
+    ("crawls", "images_dropped", "INTEGER DEFAULT 0"),
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artworks (
@@ -164,6 +173,10 @@ class Catalog:
         self.conn.execute("PRAGMA foreign_keys = ON")
         with self.conn:
             self.conn.executescript(SCHEMA)
+            for table, column, kind in ADDED_COLUMNS:
+                have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -264,9 +277,11 @@ class Catalog:
             self.conn.executemany(
                 """
                 INSERT INTO images (artwork_id, page, url, path, original_path, sha256, width,
-                    height, format, source_format, frame_delays, status, reason, stored_at)
+                    height, format, source_format, frame_delays, status, reason, stored_at,
+                    classifier_label, classifier_score, classifier_model)
                 VALUES (:artwork_id, :page, :url, :path, :original_path, :sha256, :width,
-                    :height, :format, :source_format, :frame_delays, :status, :reason, :now)
+                    :height, :format, :source_format, :frame_delays, :status, :reason, :now,
+                    :classifier_label, :classifier_score, :classifier_model)
                 """,
                 [
                     {
@@ -279,6 +294,9 @@ class Catalog:
                         "frame_delays": (
                             json.dumps(img["frame_delays"]) if img.get("frame_delays") else None
                         ),
+                        "classifier_label": (img.get("classifier") or {}).get("label"),
+                        "classifier_score": (img.get("classifier") or {}).get("score"),
+                        "classifier_model": (img.get("classifier") or {}).get("model"),
                     }
                     for img in images
                 ],
@@ -349,12 +367,14 @@ class Catalog:
             self.conn.execute(
                 """
                 UPDATE crawls SET finished = ?, status = ?, reason = ?, artworks_seen = ?,
-                    artworks_fetched = ?, images_kept = ?, images_failed = ?, stats = ?
+                    artworks_fetched = ?, images_kept = ?, images_dropped = ?, images_failed = ?,
+                    stats = ?
                 WHERE id = ?
                 """,
                 [utc_now(), status, reason, counts.get("artworks_seen", 0),
                  counts.get("artworks_fetched", 0), counts.get("images_kept", 0),
-                 counts.get("images_failed", 0), json.dumps(stats, default=str), crawl_id],
+                 counts.get("images_dropped", 0), counts.get("images_failed", 0),
+                 json.dumps(stats, default=str), crawl_id],
             )
 
     def mark_interrupted_crawls(self) -> None:

@@ -35,7 +35,12 @@ FACES_SCALE_FACTOR = 1.1
 
 # --- Curation models ----------------------------------------------------------------------------
 CURATE_BATCH_SIZE = 32  # images per model call
+CURATE_DEFAULT = "keep"  # when no rule matches
+CURATE_DELETE_DROPPED = False  # dropped pictures move to OUTPUT_DIR/dropped/ unless this is on
 CURATE_MAX_WAIT = 250  # ms an image waits for its batch to fill before a partial batch runs
+CURATE_RULES = []  # keep/drop rules, first match decides (pipelines/decide.py); empty: keep all
+CURATE_RULES_FILE = ""  # a JSON file holding the rules instead
+CLASSIFIER_MODEL = ""  # a classifier.keras trained by `python -m models.classifier train`; empty: off
 TAGGER_CATEGORY_THRESHOLDS = {}  # per category, e.g. {"General": 0.35, "Character": 0.85}
 TAGGER_PROJECT = ""  # a DeepDanbooru project folder (project.json, tags.txt, model-*.h5); empty: no tagging
 TAGGER_THRESHOLD = 0.5  # DeepDanbooru's own default
@@ -95,7 +100,9 @@ ITEM_PIPELINES = {
     "pipelines.jpeg.JpegPipeline": 200,
     "pipelines.ugoira.UgoiraPipeline": 210,
     "pipelines.faces.FacesPipeline": 300,  # skipped unless FACES_ENABLED
+    "pipelines.classifier.ClassifierPipeline": 400,  # skipped unless CLASSIFIER_MODEL
     "pipelines.tagger.TaggerPipeline": 500,  # skipped unless TAGGER_PROJECT
+    "pipelines.decide.DecisionPipeline": 800,  # skipped unless CURATE_RULES
     "pipelines.catalog.CatalogPipeline": 900,
 }
 FILES_STORE = ""  # empty: OUTPUT_DIR (files land in OUTPUT_DIR/originals/)

@@ -41,7 +41,7 @@ class CatalogPipeline:
         self.crawler = crawler
         self.catalog: Catalog | None = None
         self.crawl_id: int | None = None
-        self.counts = {"artworks_seen": 0, "artworks_fetched": 0, "images_kept": 0, "images_failed": 0}
+        self.counts = {"artworks_seen": 0, "artworks_fetched": 0, "images_kept": 0, "images_dropped": 0, "images_failed": 0}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CatalogPipeline:
@@ -74,8 +74,7 @@ class CatalogPipeline:
         stats.inc_value(f"artworks/{status}")
         self.counts["artworks_fetched"] += 1
         for record in images:
-            key = "images_kept" if record["status"] == "kept" else "images_failed"
-            self.counts[key] += 1
+            self.counts[f"images_{record['status']}"] += 1
             stats.inc_value(f"images/catalogued_{record['status']}")
         return item
 
@@ -93,9 +92,10 @@ class CatalogPipeline:
         self.catalog.finish_crawl(self.crawl_id, status, why, self.counts, stats.get_stats())
         summary = self.catalog.summary()
         logger.info(
-            "Crawl %s (%s): %d artworks seen in search, %d fetched; images kept %d, failed %d; "
-            "catalogue %s",
+            "Crawl %s (%s): %d artworks seen in search, %d fetched; images kept %d, dropped %d, "
+            "failed %d; catalogue %s",
             self.crawl_id, status, self.counts["artworks_seen"], self.counts["artworks_fetched"],
-            self.counts["images_kept"], self.counts["images_failed"], summary["catalog"],
+            self.counts["images_kept"], self.counts["images_dropped"], self.counts["images_failed"],
+            summary["catalog"],
         )
         self.catalog.close()

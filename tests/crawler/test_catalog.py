@@ -81,3 +81,24 @@ def test_faces_are_written_with_their_page_and_replaced_on_rewrite(tmp_path):
         (0, 0, 30, "cascade+animeface"), (0, 1, 30, "cascade+animeface")]
     cat.record_artwork(artwork(), [{"page": 0, "status": "kept"}, {"page": 1, "status": "kept"}], "later")
     assert cat.conn.execute("SELECT count(*) FROM faces").fetchone()[0] == 0
+
+
+def test_an_older_catalogue_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the version-1 images and crawls tables
+        conn.executescript("""
+            CREATE TABLE images (artwork_id TEXT NOT NULL, page INTEGER NOT NULL, url TEXT, path TEXT,
+                original_path TEXT, sha256 TEXT, width INTEGER, height INTEGER, format TEXT,
+                source_format TEXT, frame_delays TEXT, status TEXT NOT NULL, reason TEXT,
+                stored_at TEXT NOT NULL, UNIQUE (artwork_id, page));
+            INSERT INTO images (artwork_id, page, status, stored_at) VALUES ('7', 0, 'kept', 'then');
+            CREATE TABLE crawls (id INTEGER PRIMARY KEY, spider TEXT NOT NULL, tag TEXT, query_key TEXT,
+                arguments TEXT, started TEXT NOT NULL, finished TEXT, status TEXT NOT NULL, reason TEXT,
+                host TEXT, pid INTEGER, artworks_seen INTEGER DEFAULT 0, artworks_fetched INTEGER DEFAULT 0,
+                images_kept INTEGER DEFAULT 0, images_failed INTEGER DEFAULT 0, stats TEXT);
+        """)
+    cat = Catalog(path)
+    columns = {row[1] for row in cat.conn.execute("PRAGMA table_info(images)")}
+    assert {"classifier_label", "classifier_score", "classifier_model"} <= columns
+    assert cat.conn.execute("SELECT artwork_id, status FROM images").fetchall() == [("7", "kept")]
+    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -273,3 +273,22 @@ def test_tagger_stage_tags_every_kept_picture_in_batches(make_site, run_crawl, t
         for tag, category, score, model in rows:
             assert abs(score - expected[tag]) < 1e-5 and model == tagger.version
             assert category == tagger.category_of(tagger.tags.index(tag))
+
+
+def test_rules_drop_into_dropped_folder_with_reasons(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "120", "--image-size", "32")
+    rules = json.dumps([{"action": "keep", "if": "tag", "any": ["モナ(原神)"]}])
+    run = run_crawl(site, tmp_path / "out", "-s", f"CURATE_RULES={rules}", "-s", "CURATE_DEFAULT=drop")
+    assert run.returncode == 0 and " ERROR: " not in run.log
+    mona = {a["id"] for a in site.truth() if "モナ(原神)" in a["tags"]}
+    rows = run.query("SELECT artwork_id, path, status, reason FROM images WHERE status IN ('kept', 'dropped')")
+    assert {r[2] for r in rows} == {"kept", "dropped"}
+    for artwork_id, path, status, reason in rows:
+        if artwork_id in mona:
+            assert status == "kept" and reason == "keep: Pixiv tag モナ(原神) (rule 1)" and path.startswith("images/")
+        else:
+            assert status == "dropped" and reason == "drop: no rule matched (CURATE_DEFAULT)"
+            assert path.startswith("dropped/")
+        assert (run.output / path).is_file()
+    crawl = run.query("SELECT images_kept, images_dropped FROM crawls")[0]
+    assert crawl == (sum(r[2] == "kept" for r in rows), sum(r[2] == "dropped" for r in rows))
