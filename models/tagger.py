@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
+from models.inference import batched_scores
 
 log = logging.getLogger(__name__)
 
@@ -234,15 +235,7 @@ class DeepDanbooruTagger:
 
     def predict_scores(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """All scores, (len(images), len(tags)) float32; one model call per batch."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        rows = []
-        for start in range(0, len(images), batch_size):
-            batch = np.stack([self.preprocess(image) for image in images[start:start + batch_size]])
-            rows.append(self._to_numpy(self.model(batch, training=False)))
-        if not rows:
-            return np.zeros((0, len(self.tags)), dtype=np.float32)
-        return np.concatenate(rows).astype(np.float32, copy=False)
+        return batched_scores(self.model, self.preprocess, images, batch_size, len(self.tags), self._to_numpy)
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[dict[str, float]]:
         """Per picture, {tag: score} for the tags at or above their threshold, in tags.txt order."""

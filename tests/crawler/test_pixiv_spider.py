@@ -292,3 +292,29 @@ def test_rules_drop_into_dropped_folder_with_reasons(make_site, run_crawl, tmp_p
         assert (run.output / path).is_file()
     crawl = run.query("SELECT images_kept, images_dropped FROM crawls")[0]
     assert crawl == (sum(r[2] == "kept" for r in rows), sum(r[2] == "dropped" for r in rows))
+
+
+def test_classifier_scores_decide_keep_or_drop_inside_the_crawl(make_site, run_crawl, tmp_path):
+    from models.classifier import CharacterClassifier, train
+    from tests.models.test_classifier import write_dataset
+
+    result = train(write_dataset(tmp_path / "data", per_class=30, seed=3), tmp_path / "model",
+                   image_size=32, epochs=2, progress=False)
+    classifier = CharacterClassifier.load(result.model_path)
+    site = make_site("--size", "70", "--image-size", "48")
+    rules = json.dumps([{"action": "keep", "if": "classifier", "min": 0.5}])
+    run = run_crawl(site, tmp_path / "out", "-a", "pages=1", "-s", f"CLASSIFIER_MODEL={result.model_path}",
+                    "-s", f"CURATE_RULES={rules}", "-s", "CURATE_DEFAULT=drop", timeout=240)
+    assert run.returncode == 0 and " ERROR: " not in run.log, run.log[-3000:]
+    rows = run.query("SELECT path, status, reason, classifier_label, classifier_score, classifier_model "
+                     "FROM images WHERE format = 'jpeg' AND status != 'failed'")
+    assert len(rows) > 16
+    for path, status, reason, label, score, model in rows:
+        assert model == classifier.version and label in classifier.classes
+        with Image.open(run.output / path) as image:
+            [expected] = classifier.predict([image.convert("RGB")])
+        assert abs(score - expected.target_score) < 1e-4
+        if score >= 0.5:
+            assert status == "kept" and reason.startswith(f"keep: classifier {classifier.target} ")
+        else:
+            assert status == "dropped" and path.startswith("dropped/")
