@@ -57,7 +57,7 @@ def run_isolated(argv: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def scrapy_run(site: LocalSite, artworks: int, output: Path) -> dict:
+def scrapy_run(site: LocalSite, output: Path) -> dict:
     command = [
         sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", "tag=原神",
         "-s", f"PIXIV_BASE_URL={site.api}", "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=WARNING",
@@ -78,9 +78,6 @@ def naive_run(site: LocalSite, artworks: int, output: Path) -> dict:
 
 def naive_worker(api: str, limit: int, output: Path) -> None:
     """What a first script does: one requests.Session, one thing at a time."""
-    import io
-    import zipfile  # noqa: F401 - used through ugoira_to_webp
-
     import requests
 
     from crawler.storage import atomic_write
@@ -150,7 +147,7 @@ def main() -> None:
         for size in sizes:
             site_opts = ["--size", str(size), "--latency-ms", str(latency), "--image-size", str(args.image_size)]
             with LocalSite("mocksites.pixiv", *site_opts) as site, tempfile.TemporaryDirectory() as tmp:
-                ours = scrapy_run(site, size, Path(tmp) / "scrapy")
+                ours = scrapy_run(site, Path(tmp) / "scrapy")
                 naive = None
                 if size == args.artworks:
                     (Path(tmp) / "naive" / "images").mkdir(parents=True)
