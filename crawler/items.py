@@ -22,3 +22,7 @@ class ArtworkItem:
     files: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
     ugoira_frames: list[dict[str, Any]] | None = None  # [{"file": "000000.jpg", "delay": 80}, ...]
+
+    def kept_jpegs(self) -> list[dict[str, Any]]:
+        """The page records the curation stages work on: kept and stored as JPEG (not ugoira)."""
+        return [r for r in self.images if r.get("status") == "kept" and str(r.get("path") or "").endswith(".jpg")]

@@ -49,7 +49,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
 def remove_partial_files(root: str | os.PathLike[str]) -> int:
     """Delete ``.part`` leftovers of a killed run; return how many there were."""
     removed = 0
-    for sub in (IMAGES_DIR, ORIGINALS_DIR, FACES_DIR, DROPPED_DIR):
+    for sub in (IMAGES_DIR, ORIGINALS_DIR, FACES_DIR):
         folder = Path(root) / sub
         if folder.is_dir():
             for leftover in folder.glob(f".*{PART_SUFFIX}"):

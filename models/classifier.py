@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from models.imaging import flatten_on_white
-from models.inference import batched_scores
+from models.inference import batched_scores, file_sha256, to_numpy
 
 log = logging.getLogger("models.classifier")  # also under `python -m`
 
@@ -148,14 +148,6 @@ def data_hash(data_dir: Path, relative_paths: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for rel in sorted(relative_paths):
         digest.update(f"{rel}\t{(Path(data_dir) / rel).stat().st_size}\n".encode("utf-8"))
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -363,21 +355,6 @@ class TrainResult:
     card: dict[str, Any]
 
 
-def to_numpy(output: Any) -> np.ndarray:
-    import keras
-
-    return np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)
-
-
-def predict_arrays(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Scores for uint8/float pixels, one model call per batch."""
-    rows = [
-        to_numpy(model(pixels[start:start + batch_size].astype(np.float32), training=False))
-        for start in range(0, len(pixels), batch_size)
-    ]
-    return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-
-
 def train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -431,7 +408,7 @@ def train(
     train_eval = model.evaluate(x_train.astype(np.float32), y_train, batch_size=batch_size, verbose=0, return_dict=True)
     val_eval = model.evaluate(x_val.astype(np.float32), y_val, batch_size=batch_size, verbose=0, return_dict=True)
     target = target_class(classes)
-    val_scores = predict_arrays(model, x_val, batch_size)
+    val_scores = batched_scores(model, lambda row: row.astype(np.float32), x_val, batch_size, len(classes), to_numpy)
     matrix = confusion_matrix(y_val, decide(val_scores, classes.index(target), threshold), len(classes))
 
     out_dir.mkdir(parents=True, exist_ok=True)

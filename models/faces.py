@@ -26,7 +26,6 @@ full-body cards, 0/40 negatives, against 20/26, 16/24, 3/40 for animeface alone 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import PIL
 from PIL import Image, ImageDraw, ImageOps
 
 from models.imaging import flatten_on_white
+from models.inference import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 CASCADE_NAME = "lbpcascade_animeface.xml"
@@ -113,10 +113,6 @@ def find_cascade(explicit: str | None = None) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class CascadeDetector:
     """lbpcascade_animeface on the gray picture; defaults are the original workflow's parameters.
 
@@ -132,7 +128,7 @@ class CascadeDetector:
         path = Path(xml_path)
         if not path.is_file():
             raise CascadeError(f"cascade file {path} does not exist; get it from {CASCADE_URL} (sha256 {CASCADE_SHA256})")
-        digest = sha256_file(path)
+        digest = file_sha256(path)
         if digest != CASCADE_SHA256:
             raise CascadeError(
                 f"cascade file {path} has sha256 {digest}, not the expected {CASCADE_SHA256} of "

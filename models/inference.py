@@ -1,11 +1,29 @@
-"""Batched inference shared by the models: one model call per batch, the last batch partial."""
+"""What the models share: batched inference, Keras outputs as numpy, hashing a weights file."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in chunks (weights files run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def to_numpy(output: Any) -> np.ndarray:
+    """A Keras 3 model's output, whatever the backend (TensorFlow or torch tensors)."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)
 
 
 def batched_scores(
@@ -16,7 +34,7 @@ def batched_scores(
     outputs: int,
     to_numpy: Callable[[Any], np.ndarray],
 ) -> np.ndarray:
-    """(len(images), outputs) float32 scores."""
+    """(len(images), outputs) float32 scores: one model call per batch, the last batch partial."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     rows = []

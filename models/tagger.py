@@ -23,7 +23,6 @@ first imported, so a process uses one. Keras and TensorFlow are imported only wh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
-from models.inference import batched_scores
+from models.inference import batched_scores, file_sha256, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +100,6 @@ def find_model_file(project_dir: Path, model_name: str) -> Path:
         return others[0]
     found = f"; found several: {', '.join(p.name for p in others)}" if others else ""
     raise TaggerError(f"{project_dir}: missing model file model-{model_name}.keras or model-{model_name}.h5{found}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_keras_model(path: Path, compile: bool = False) -> tuple[Any, str]:
@@ -247,7 +238,5 @@ class DeepDanbooruTagger:
 
     def _to_numpy(self, output: Any) -> np.ndarray:
         if self.loaded_with == "keras":
-            import keras
-
-            return np.asarray(keras.ops.convert_to_numpy(output))
+            return to_numpy(output)
         return np.asarray(output.numpy() if hasattr(output, "numpy") else output)

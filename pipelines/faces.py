@@ -151,14 +151,14 @@ class FacesPipeline:
         s = crawler.settings
         if not s.getbool("FACES_ENABLED"):
             raise NotConfigured
-        names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS", list(KNOWN_DETECTORS)) if n.strip()]
+        names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS") if n.strip()]
         settings = {
-            "scale_factor": s.getfloat("FACES_SCALE_FACTOR", 1.1),
-            "min_neighbors": s.getint("FACES_MIN_NEIGHBORS", 5),
-            "min_size": s.getint("FACES_MIN_SIZE", 32),
-            "crop_margin": s.getfloat("FACES_CROP_MARGIN", 0.25),
-            "crop_size": s.getint("FACES_CROP_SIZE", 96),
-            "max_pixels": s.getint("IMAGE_MAX_PIXELS", 64_000_000),
+            "scale_factor": s.getfloat("FACES_SCALE_FACTOR"),
+            "min_neighbors": s.getint("FACES_MIN_NEIGHBORS"),
+            "min_size": s.getint("FACES_MIN_SIZE"),
+            "crop_margin": s.getfloat("FACES_CROP_MARGIN"),
+            "crop_size": s.getint("FACES_CROP_SIZE"),
+            "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
         }
         usable, cascade_path, problems = usable_detectors(names, s.get("FACES_CASCADE_PATH") or "", settings)
         if not usable:
@@ -178,7 +178,7 @@ class FacesPipeline:
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, ArtworkItem):
             return item
-        pages = [r for r in item.images if r.get("status") == "kept" and str(r.get("path") or "").endswith(".jpg")]
+        pages = item.kept_jpegs()
         results = await asyncio.gather(
             *(self.pool.run(page_faces, self.root, str(item.artwork["id"]), record, self.settings) for record in pages),
             return_exceptions=True,  # a dead worker or a bug costs this page its faces, not the item

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from crawler.items import ArtworkItem
-from models.imaging import flatten_on_white
 from crawler.storage import IMAGES_DIR, atomic_write, output_dir
+from models.imaging import flatten_on_white
 from pipelines.workers import pool_for
 
 if TYPE_CHECKING:

@@ -98,7 +98,7 @@ class BatchedModelStage:
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, ArtworkItem):
             return item
-        records = [r for r in item.images if r.get("status") == "kept" and str(r.get("path") or "").endswith(".jpg")]
+        records = item.kept_jpegs()
         results = await asyncio.gather(*(self.batcher.submit(r["path"]) for r in records), return_exceptions=True)
         for record, result in zip(records, results, strict=True):
             if isinstance(result, BaseException):

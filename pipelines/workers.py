@@ -22,9 +22,6 @@ from typing import Any, Callable
 
 from scrapy import signals
 
-_POOLS: dict[int, Executor] = {}
-
-
 PR_SET_PDEATHSIG = 1
 
 

@@ -23,6 +23,13 @@ DEFAULT_SITE = ("--size", "150", "--broken-every", "10", "--image-size", "64", "
 FAST_THROTTLE = ("-s", "PIXIV_THROTTLE_WAIT=0.2", "-s", "PIXIV_EMPTY_PAGE_WAIT=0.2")
 
 
+def project_settings(**overrides: object) -> dict:
+    """crawler/settings.py as a dict, for get_crawler (which otherwise knows only Scrapy's defaults)."""
+    from crawler import settings
+
+    return {name: getattr(settings, name) for name in dir(settings) if name.isupper()} | overrides
+
+
 @pytest.fixture(scope="session")
 def pixiv_site() -> Iterator[LocalSite]:
     """One read-only site shared by the tests that do not change it."""
