@@ -16,4 +16,5 @@ bench: setup
 	$(PY) bench/crawl.py
 
 clean:
-	rm -rf output/images output/originals output/catalog.db* output/last-crawl.log
+	rm -rf output/images output/originals output/dropped output/catalog.db* output/last-crawl.log \
+		output/demo-training output/demo-rules.yaml

@@ -4,7 +4,9 @@ The catalogue records everything fetched and decided, and why, and it is what ma
 incremental: an artwork whose id and ``updateDate`` are catalogued with all its pages is not
 fetched again. ``search_coverage`` remembers, per search query, how far down the results are known
 to be complete, so that the "stop after N known artworks" rule only fires inside that range and
-an interrupted crawl can never leave a gap (see ``PixivSpider``).
+an interrupted crawl can never leave a gap (see ``PixivSpider``). ``curation_runs`` remembers which
+model version last looked at each picture in each curation stage, so that ``scrapy curate``
+(``pipelines/recurate.py``) skips what the same model has already seen.
 
 sqlite-utils opens the database, turns on WAL and answers queries; the per-artwork writes use
 plain prepared SQL in one transaction each, because sqlite-utils' ``upsert`` introspects the table
@@ -16,14 +18,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns added after a table was first released: (table, column, type). A catalogue written by an
 # older version gains them when opened (ALTER TABLE ... ADD COLUMN), keeping every row.
@@ -31,12 +34,15 @@ ADDED_COLUMNS = [
     ("images", "classifier_label", "TEXT"),
     ("images", "classifier_score", "REAL"),   # the target class's score
     ("images", "classifier_model", "TEXT"),   # the classifier's version
+    ("images", "classifier_target", "TEXT"),  # the class that classifier_score is for
     ("crawls", "images_dropped", "INTEGER DEFAULT 0"),
+    ("crawls", "node", "TEXT"),  # the catalogue a merged crawl came from (`scrapy catalog merge`); NULL: here
 ]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artworks (
-    id TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY,             -- Pixiv's id; or local:{first 20 hex of sha256} for a picture
+                                     -- `scrapy curate` read from a folder (one page, never moved)
     title TEXT,
     user_id TEXT,
     user_name TEXT,
@@ -58,7 +64,9 @@ CREATE TABLE IF NOT EXISTS images (
     artwork_id TEXT NOT NULL REFERENCES artworks(id),
     page INTEGER NOT NULL,
     url TEXT,                        -- the original's URL
-    path TEXT,                       -- relative to OUTPUT_DIR; NULL when failed
+    -- relative to OUTPUT_DIR, or absolute for a local: picture that `scrapy curate` read from a
+    -- folder outside it; NULL when failed (or deleted by CURATE_DELETE_DROPPED)
+    path TEXT,
     original_path TEXT,              -- kept original or ugoira zip, relative to OUTPUT_DIR
     sha256 TEXT,
     width INTEGER,
@@ -95,6 +103,17 @@ CREATE TABLE IF NOT EXISTS image_tags (
     FOREIGN KEY (artwork_id, page) REFERENCES images(artwork_id, page)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS image_tags_tag ON image_tags(tag);
+-- Which version of each curation stage last looked at a picture; a stage skips a picture whose row
+-- has its current version and no error. Written by the crawl and by `scrapy curate`.
+CREATE TABLE IF NOT EXISTS curation_runs (
+    artwork_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    stage TEXT NOT NULL,             -- faces, classify, tag
+    model TEXT NOT NULL,             -- the model's (or face detectors') version
+    processed_at TEXT NOT NULL,
+    error TEXT,                      -- why the stage found nothing for this picture; NULL when it ran
+    PRIMARY KEY (artwork_id, page, stage)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     name TEXT PRIMARY KEY,
     translation_en TEXT
@@ -106,6 +125,29 @@ CREATE TABLE IF NOT EXISTS artwork_tags (
     PRIMARY KEY (artwork_id, tag)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS artwork_tags_tag ON artwork_tags(tag);
+-- Tag aliases and implications, Hydrus's siblings and parents (crawler/tags.py holds the rules).
+CREATE TABLE IF NOT EXISTS tag_aliases (
+    alias TEXT PRIMARY KEY,          -- the alias's key: crawler.tags.normalise (NFKC, casefold, spaces as _)
+    canonical TEXT NOT NULL,         -- the tag it names, as written; may itself be an alias (chains resolve)
+    source TEXT,                     -- user (scrapy tags alias), file:NAME (scrapy tags load), translation
+    written TEXT                     -- the alias as written
+);
+CREATE TABLE IF NOT EXISTS tag_implications (
+    tag TEXT NOT NULL,               -- as written; both sides are read through the aliases
+    implies TEXT NOT NULL,
+    source TEXT,
+    PRIMARY KEY (tag, implies)
+);
+-- Small JPEGs of the stored pictures, written by `scrapy report`, shown by Datasette (metadata.json).
+CREATE TABLE IF NOT EXISTS thumbnails (
+    artwork_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    source TEXT NOT NULL,            -- sha256 of the picture it was made from: a changed picture gets a new one
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (artwork_id, page)
+);
 CREATE TABLE IF NOT EXISTS crawls (
     id INTEGER PRIMARY KEY,
     spider TEXT NOT NULL,
@@ -134,8 +176,60 @@ CREATE TABLE IF NOT EXISTS search_coverage (
     crawl_id INTEGER REFERENCES crawls(id),
     updated TEXT NOT NULL
 );
+-- Item icons cut from a wiki's CSS sprite sheets (pipelines/sprites/). A table row labels a sprite
+-- by kind and in-game id; a CSS id that no row names is kept unlabelled, keyed by that id.
+CREATE TABLE IF NOT EXISTS sprites (
+    key TEXT PRIMARY KEY,            -- collectible:001, trinket:001; css:{css_id} when unlabelled
+    kind TEXT NOT NULL,              -- the sheet's kind: collectible, trinket
+    game_id INTEGER,                 -- the in-game id; NULL when unlabelled
+    css_id TEXT NOT NULL,            -- the icon span's id (collectibles_001)
+    labelled INTEGER NOT NULL,       -- 1 when a table row names it
+    name_en TEXT,
+    name_zh TEXT,
+    quality INTEGER,                 -- 0-4
+    charge TEXT,                     -- as the wiki writes it ("4", "3秒"); NULL for none
+    description TEXT,
+    sheet_url TEXT NOT NULL,
+    sheet_sha1 TEXT,                 -- the sheet's sha1 (MediaWiki imageinfo): re-slice when it changes
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,  -- sheet pixels
+    sha256 TEXT NOT NULL,            -- of the cell's RGBA pixels and size
+    blank INTEGER NOT NULL,          -- fully transparent: no file
+    duplicate_of TEXT,               -- key of the first sprite with the same pixels: no file
+    path TEXT,                       -- native PNG, relative to OUTPUT_DIR; NULL when blank or duplicate
+    upscale_path TEXT,               -- nearest-neighbour upscale (SPRITES_UPSCALE); NULL likewise
+    sliced_at TEXT NOT NULL,         -- when these pixels were last cut (kept while they stay the same)
+    CHECK ((labelled = 1) = (game_id IS NOT NULL))
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS sprites_kind_game_id ON sprites(kind, game_id) WHERE game_id IS NOT NULL;
+-- The wiki list page each kind's sprites come from (crawler/spiders/isaac_wiki.py), and what its sheet
+-- was last cut from: a re-crawl re-slices only when the page revision, its CSS or the sheet changed.
+CREATE TABLE IF NOT EXISTS wiki_pages (
+    kind TEXT PRIMARY KEY,           -- collectible, trinket
+    page_url TEXT NOT NULL,
+    source TEXT,                     -- how it was read: api, html (the API failing), browser
+    revid INTEGER,                   -- the page's revision (action=parse revid, or wgRevisionId)
+    styles_sha1 TEXT,                -- of the CSS text, or of the browser's computed styles
+    sheet_url TEXT,
+    sheet_sha1 TEXT,                 -- hex, as imageinfo gives it (or of the downloaded bytes)
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    reason TEXT,                     -- why the last attempt failed; the fingerprint above stays the last good one
+    problems TEXT,                   -- JSON: css id or key -> why it got no sprite
+    checked_at TEXT NOT NULL,
+    sliced_at TEXT,
+    CHECK (status = 'ok' OR reason IS NOT NULL)
+);
 """
 
+
+# Views for people reading the catalogue (Datasette, sqlite3): one row per picture, thumbnail beside
+# what was decided and why.
+VIEWS = """
+CREATE VIEW IF NOT EXISTS picture_review AS
+SELECT i.artwork_id, i.page, t.jpeg AS thumbnail, i.status, i.reason, i.classifier_label,
+       i.classifier_score, i.classifier_model, a.title, a.user_name, a.tags, i.path
+FROM images i JOIN artworks a ON a.id = i.artwork_id
+LEFT JOIN thumbnails t ON t.artwork_id = i.artwork_id AND t.page = i.page;
+"""
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -146,6 +240,18 @@ class KnownArtwork:
     update_date: str | None
     status: str
     complete: bool  # every page has an images row
+
+
+@dataclass(frozen=True)
+class StoredPicture:
+    """One ``images`` row as ``scrapy curate`` sees it."""
+
+    artwork_id: str
+    page: int
+    path: str | None
+    sha256: str | None
+    status: str
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -177,7 +283,9 @@ class Catalog:
                 have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.conn.executescript(VIEWS)  # after ADDED_COLUMNS: the views read them
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # a no-op run writes nothing
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
@@ -273,15 +381,16 @@ class Catalog:
             # A re-uploaded artwork may have fewer pages now: its old rows go.
             self.conn.execute("DELETE FROM faces WHERE artwork_id = ?", [artwork["id"]])
             self.conn.execute("DELETE FROM image_tags WHERE artwork_id = ?", [artwork["id"]])
+            self.conn.execute("DELETE FROM curation_runs WHERE artwork_id = ?", [artwork["id"]])
             self.conn.execute("DELETE FROM images WHERE artwork_id = ?", [artwork["id"]])
             self.conn.executemany(
                 """
                 INSERT INTO images (artwork_id, page, url, path, original_path, sha256, width,
                     height, format, source_format, frame_delays, status, reason, stored_at,
-                    classifier_label, classifier_score, classifier_model)
+                    classifier_label, classifier_score, classifier_model, classifier_target)
                 VALUES (:artwork_id, :page, :url, :path, :original_path, :sha256, :width,
                     :height, :format, :source_format, :frame_delays, :status, :reason, :now,
-                    :classifier_label, :classifier_score, :classifier_model)
+                    :classifier_label, :classifier_score, :classifier_model, :classifier_target)
                 """,
                 [
                     {
@@ -297,6 +406,7 @@ class Catalog:
                         "classifier_label": (img.get("classifier") or {}).get("label"),
                         "classifier_score": (img.get("classifier") or {}).get("score"),
                         "classifier_model": (img.get("classifier") or {}).get("model"),
+                        "classifier_target": (img.get("classifier") or {}).get("target"),
                     }
                     for img in images
                 ],
@@ -322,6 +432,17 @@ class Catalog:
                     {"artwork_id": artwork["id"], "page": img["page"], "category": None, **tag}
                     for img in images
                     for tag in img.get("model_tags") or []
+                ],
+            )
+            self.conn.executemany(
+                """
+                INSERT INTO curation_runs (artwork_id, page, stage, model, processed_at, error)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    (artwork["id"], img["page"], stage, model, now, error)
+                    for img in images
+                    for stage, model, error in stages_tried(img)
                 ],
             )
 
@@ -392,6 +513,473 @@ class Catalog:
                     "WHERE id = ?",
                     [(d,) for d in dead],
                 )
+
+    # --- merging node catalogues (`scrapy catalog merge`, distributed crawls) ------------------------
+    # The tables merged by their own rule; every other table with an artwork_id column goes with
+    # its artwork. Other tables (sprites, ...) are not crawl results of a node and are left alone.
+    _MERGED_BY_RULE = ("artworks", "tags", "crawls", "search_coverage")
+
+    def merge_from(self, source: str | os.PathLike[str], node: str | None = None) -> dict[str, Any]:
+        """Fold another catalogue (a crawler node's) into this one, in one transaction.
+
+        Artworks by id: the newer ``update_date`` wins, with its pages and everything else keyed
+        by ``artwork_id`` (images, faces, model tags, ...); at the same date a row in error gives
+        way to one that is not, and two different final outcomes are settled by the later
+        ``last_seen``. Otherwise this catalogue's row stays (curation done here is kept), taking the
+        earlier ``first_seen`` and later ``last_seen``. Tags: union, keeping a known translation.
+        Crawls: appended once each (by host, pid and start) with ``node`` saying where they ran.
+        Coverage: the deeper mark per query. Merging the same source twice changes nothing more.
+        """
+        source = Path(source)
+        if not source.is_file():
+            raise FileNotFoundError(f"no catalogue at {source}")
+        if source.resolve() == self.path.resolve():
+            raise ValueError(f"{source} is this catalogue")
+        label = node or str(source)
+        conn = self.conn
+        conn.execute("ATTACH DATABASE ? AS src", [str(source)])
+        try:
+            src_tables = {r[0] for r in conn.execute("SELECT name FROM src.sqlite_master WHERE type = 'table'")}
+            if "artworks" not in src_tables:
+                raise ValueError(f"{source} is not a catalogue (it has no artworks table)")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                counts = self._merge_attached(src_tables, label)
+                conn.execute("COMMIT")  # deferred foreign keys are checked here
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("DROP TABLE IF EXISTS temp.merge_winners")
+            conn.execute("DROP TABLE IF EXISTS temp.merge_seen")
+            conn.execute("DETACH DATABASE src")
+        return counts
+
+    def _columns(self, schema: str, table: str) -> list[str]:
+        return [r[1] for r in self.conn.execute(f'PRAGMA {schema}.table_info("{table}")')]
+
+    def _shared_columns(self, table: str) -> str:
+        src = set(self._columns("src", table))
+        return ", ".join(f'"{c}"' for c in self._columns("main", table) if c in src)
+
+    def _merge_attached(self, src_tables: set[str], label: str) -> dict[str, Any]:
+        conn = self.conn
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        conn.execute("PRAGMA defer_foreign_keys = ON")  # rows of one artwork move in any order
+        conn.execute("CREATE TEMP TABLE merge_winners (id TEXT PRIMARY KEY)")
+        conn.execute(
+            """
+            INSERT INTO temp.merge_winners
+            SELECT s.id FROM src.artworks s LEFT JOIN main.artworks d ON d.id = s.id
+            WHERE d.id IS NULL
+               OR coalesce(s.update_date, '') > coalesce(d.update_date, '')
+               OR (coalesce(s.update_date, '') = coalesce(d.update_date, '') AND s.status != d.status
+                   AND (d.status = 'error' OR (s.status != 'error' AND s.last_seen > d.last_seen)))
+            """
+        )
+        conn.execute(
+            """
+            CREATE TEMP TABLE merge_seen AS
+            SELECT s.id, min(s.first_seen, d.first_seen) AS first_seen, max(s.last_seen, d.last_seen) AS last_seen
+            FROM src.artworks s JOIN main.artworks d ON d.id = s.id
+            """
+        )
+        added = one("SELECT count(*) FROM temp.merge_winners WHERE id NOT IN (SELECT id FROM main.artworks)")
+        replaced = one("SELECT count(*) FROM temp.merge_winners") - added
+
+        if "tags" in src_tables:
+            conn.execute(
+                """
+                INSERT INTO main.tags (name, translation_en) SELECT name, translation_en FROM src.tags WHERE true
+                ON CONFLICT(name) DO UPDATE SET translation_en = coalesce(excluded.translation_en, translation_en)
+                """
+            )
+        main_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")]
+        by_artwork = [t for t in main_tables if t not in self._MERGED_BY_RULE and "artwork_id" in self._columns("main", t)]
+        winners = "SELECT id FROM temp.merge_winners"
+        for table in by_artwork:
+            conn.execute(f'DELETE FROM main."{table}" WHERE artwork_id IN ({winners})')
+        conn.execute(f"DELETE FROM main.artworks WHERE id IN ({winners})")
+        columns = self._shared_columns("artworks")
+        conn.execute(f"INSERT INTO main.artworks ({columns}) SELECT {columns} FROM src.artworks WHERE id IN ({winners})")
+        for table in by_artwork:
+            if table in src_tables:
+                columns = self._shared_columns(table)
+                conn.execute(
+                    f'INSERT INTO main."{table}" ({columns}) SELECT {columns} FROM src."{table}" WHERE artwork_id IN ({winners})'
+                )
+        conn.execute(
+            """
+            UPDATE main.artworks SET
+                first_seen = (SELECT m.first_seen FROM temp.merge_seen m WHERE m.id = artworks.id),
+                last_seen = (SELECT m.last_seen FROM temp.merge_seen m WHERE m.id = artworks.id)
+            WHERE id IN (SELECT id FROM temp.merge_seen)
+            """
+        )
+        crawl_ids, crawls_added = self._merge_crawls(label) if "crawls" in src_tables else ({}, 0)
+        coverage = self._merge_coverage(crawl_ids) if "search_coverage" in src_tables else 0
+        skipped = sorted(
+            t for t in src_tables - set(self._MERGED_BY_RULE) - set(by_artwork)
+            if not t.startswith("sqlite_") and one(f'SELECT count(*) FROM src."{t}"')
+        )
+        return {
+            "artworks_added": added, "artworks_replaced": replaced,
+            "images_copied": one(f"SELECT count(*) FROM main.images WHERE artwork_id IN ({winners})"),
+            "crawls_added": crawls_added, "coverage_moved": coverage, "tables_not_merged": skipped,
+        }
+
+    def _merge_crawls(self, label: str) -> tuple[dict[int, int], int]:
+        """Append the source's crawls not already here; map their ids to this catalogue's."""
+        conn = self.conn
+        columns = [c for c in self._shared_columns("crawls").split(", ") if c not in ('"id"', '"node"')]
+        has_node = "node" in self._columns("src", "crawls")
+        mapping, added = {}, 0
+        rows = conn.execute(
+            f"SELECT id, {'node' if has_node else 'NULL'}, {', '.join(columns)} FROM src.crawls ORDER BY id"
+        ).fetchall()
+        names = [c.strip('"') for c in columns]
+        for src_id, node, *values in rows:
+            row = dict(zip(names, values))
+            found = conn.execute(
+                "SELECT id FROM main.crawls WHERE host IS ? AND pid IS ? AND started = ? AND spider = ?",
+                [row.get("host"), row.get("pid"), row["started"], row["spider"]],
+            ).fetchone()
+            if found:
+                mapping[src_id] = found[0]
+                continue
+            cur = conn.execute(
+                f"INSERT INTO main.crawls ({', '.join(columns)}, node) VALUES ({', '.join('?' * len(columns))}, ?)",
+                [*values, node or label],
+            )
+            mapping[src_id] = int(cur.lastrowid)
+            added += 1
+        return mapping, added
+
+    def _merge_coverage(self, crawl_ids: dict[int, int]) -> int:
+        """Each query keeps the deeper "complete below" mark: the union of two catalogues that are
+        each complete below a point is complete below both."""
+        moved = 0
+        for query_key, tag, date, artwork_id, crawl_id, updated in self.conn.execute(
+            "SELECT query_key, tag, complete_below_date, complete_below_id, crawl_id, updated FROM src.search_coverage"
+        ).fetchall():
+            have = self.conn.execute(
+                "SELECT complete_below_date, complete_below_id FROM main.search_coverage WHERE query_key = ?", [query_key]
+            ).fetchone()
+            if have is not None and (date, artwork_id) <= tuple(have):
+                continue
+            self.conn.execute(
+                """
+                INSERT INTO main.search_coverage (query_key, tag, complete_below_date, complete_below_id, crawl_id, updated)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(query_key) DO UPDATE SET complete_below_date = excluded.complete_below_date,
+                    complete_below_id = excluded.complete_below_id, crawl_id = excluded.crawl_id,
+                    updated = excluded.updated
+                """,
+                [query_key, tag, date, artwork_id, crawl_ids.get(crawl_id), updated],
+            )
+            moved += 1
+        return moved
+
+    # --- curation (`scrapy curate`, pipelines/recurate.py) -----------------------------------------
+    # The writes below do not commit: the caller groups one batch of pictures in ``with batch():``,
+    # so a run killed half-way keeps every finished batch and nothing of the unfinished one.
+    @contextmanager
+    def batch(self) -> Iterator[Catalog]:
+        with self.conn:
+            yield self
+
+    _PICTURE = "SELECT artwork_id, page, path, sha256, status, reason FROM images"
+
+    def curatable_pictures(self) -> list[StoredPicture]:
+        """Every stored still picture: kept or dropped, with a file (JPEGs; any format for local:)."""
+        rows = self.conn.execute(
+            f"""{self._PICTURE} WHERE status IN ('kept', 'dropped') AND path IS NOT NULL
+                AND (path LIKE '%.jpg' OR artwork_id LIKE 'local:%') ORDER BY artwork_id, page"""
+        ).fetchall()
+        return [StoredPicture(*row) for row in rows]
+
+    def picture(self, artwork_id: str, page: int) -> StoredPicture | None:
+        row = self.conn.execute(f"{self._PICTURE} WHERE artwork_id = ? AND page = ?", [artwork_id, page]).fetchone()
+        return StoredPicture(*row) if row else None
+
+    def picture_at(self, path: str) -> StoredPicture | None:
+        row = self.conn.execute(f"{self._PICTURE} WHERE path = ? ORDER BY artwork_id, page", [path]).fetchone()
+        return StoredPicture(*row) if row else None
+
+    def stage_done(self, artwork_id: str, page: int, stage: str, model: str) -> bool:
+        """Whether ``model`` already ran this stage on the picture without an error.
+
+        Without a ``curation_runs`` row (a catalogue written before there was one), a stored
+        classifier score or model tags of this version count as done too.
+        """
+        key = [artwork_id, page]
+        row = self.conn.execute(
+            "SELECT model, error FROM curation_runs WHERE artwork_id = ? AND page = ? AND stage = ?", [*key, stage]
+        ).fetchone()
+        if row is not None:
+            return row[0] == model and row[1] is None
+        if stage == "classify":
+            sql = "SELECT 1 FROM images WHERE artwork_id = ? AND page = ? AND classifier_model = ?"
+        elif stage == "tag":
+            sql = "SELECT 1 FROM image_tags WHERE artwork_id = ? AND page = ? AND model = ? LIMIT 1"
+        else:
+            return False
+        return self.conn.execute(sql, [*key, model]).fetchone() is not None
+
+    def curation_state(self, artwork_id: str, page: int) -> dict[str, Any]:
+        """What is stored about one picture, shaped as the decision rules read a crawl's records:
+        ``{"picture", "record": {classifier, faces, model_tags}, "artwork": {x_restrict, ai_type, tags}}``.
+
+        ``faces`` is None unless the face stage ran without an error (or left rows, in a catalogue
+        older than ``curation_runs``); ``model_tags`` are those of the tagger version that last ran.
+        """
+        key = [artwork_id, page]
+        picture = self.picture(artwork_id, page)
+        runs = {
+            stage: (model, error)
+            for stage, model, error in self.conn.execute(
+                "SELECT stage, model, error FROM curation_runs WHERE artwork_id = ? AND page = ?", key
+            )
+        }
+        record: dict[str, Any] = {}
+        label, score, model, target = self.conn.execute(
+            "SELECT classifier_label, classifier_score, classifier_model, classifier_target FROM images "
+            "WHERE artwork_id = ? AND page = ?",
+            key,
+        ).fetchone() or (None, None, None, None)
+        record["classifier"] = (
+            {"label": label, "score": score, "target": target, "model": model} if model is not None else None
+        )
+        boxes = [
+            {"index": idx, "x": x, "y": y, "w": w, "h": h, "score": face_score, "sources": sources, "path": path}
+            for idx, x, y, w, h, face_score, sources, path in self.conn.execute(
+                "SELECT idx, x, y, w, h, score, sources, path FROM faces WHERE artwork_id = ? AND page = ? ORDER BY idx",
+                key,
+            )
+        ]
+        faces_run = runs.get("faces")
+        record["faces"] = boxes if (faces_run and faces_run[1] is None) or boxes else None
+        tag_run = runs.get("tag")
+        tag_model = tag_run[0] if tag_run and tag_run[1] is None else self.conn.execute(
+            "SELECT min(model) FROM image_tags WHERE artwork_id = ? AND page = ?", key
+        ).fetchone()[0]
+        record["model_tags"] = [
+            {"tag": tag, "category": category, "score": tag_score, "model": tag_model}
+            for tag, category, tag_score in self.conn.execute(
+                "SELECT tag, category, score FROM image_tags WHERE artwork_id = ? AND page = ? AND model = ? "
+                "ORDER BY score DESC, tag",
+                [*key, tag_model],
+            )
+        ]
+        x_restrict, ai_type = self.conn.execute(
+            "SELECT x_restrict, ai_type FROM artworks WHERE id = ?", [artwork_id]
+        ).fetchone() or (None, None)
+        artwork = {
+            "x_restrict": x_restrict,
+            "ai_type": ai_type,
+            "tags": [
+                {"name": name}
+                for (name,) in self.conn.execute(
+                    "SELECT tag FROM artwork_tags WHERE artwork_id = ? ORDER BY position", [artwork_id]
+                )
+            ],
+        }
+        return {"picture": picture, "record": record, "artwork": artwork}
+
+    def add_local_picture(self, artwork_id: str, title: str, image: dict[str, Any], now: str) -> None:
+        """A picture read from a folder: an artwork of one page, content-addressed by ``artwork_id``."""
+        self.conn.execute(
+            """
+            INSERT INTO artworks (id, title, page_count, tags, status, first_seen, last_seen)
+            VALUES (?, ?, 1, '[]', 'ok', ?, ?) ON CONFLICT(id) DO NOTHING
+            """,
+            [artwork_id, title, now, now],
+        )
+        self.conn.execute(
+            """
+            INSERT INTO images (artwork_id, page, path, sha256, width, height, format, source_format,
+                status, reason, stored_at)
+            VALUES (:artwork_id, 0, :path, :sha256, :width, :height, :format, :format, :status, :reason, :now)
+            """,
+            {"artwork_id": artwork_id, "now": now, "width": None, "height": None, "format": None,
+             "reason": None, **image},
+        )
+
+    def set_picture_path(self, artwork_id: str, page: int, path: str | None) -> None:
+        self.conn.execute("UPDATE images SET path = ? WHERE artwork_id = ? AND page = ?", [path, artwork_id, page])
+
+    def set_classifier(self, artwork_id: str, page: int, result: dict[str, Any]) -> None:
+        self.conn.execute(
+            """
+            UPDATE images SET classifier_label = ?, classifier_score = ?, classifier_model = ?,
+                classifier_target = ?
+            WHERE artwork_id = ? AND page = ?
+            """,
+            [result["label"], result["score"], result["model"], result.get("target"), artwork_id, page],
+        )
+
+    def replace_model_tags(self, artwork_id: str, page: int, model: str, tags: list[dict[str, Any]]) -> None:
+        """This tagger version's tags for the picture; other versions' rows stay."""
+        self.conn.execute(
+            "DELETE FROM image_tags WHERE artwork_id = ? AND page = ? AND model = ?", [artwork_id, page, model]
+        )
+        self.conn.executemany(
+            "INSERT INTO image_tags (artwork_id, page, tag, category, score, model) VALUES (?, ?, ?, ?, ?, ?)",
+            [(artwork_id, page, t["tag"], t.get("category"), t["score"], model) for t in tags],
+        )
+
+    def replace_faces(self, artwork_id: str, page: int, faces: list[dict[str, Any]]) -> None:
+        self.conn.execute("DELETE FROM faces WHERE artwork_id = ? AND page = ?", [artwork_id, page])
+        self.conn.executemany(
+            """
+            INSERT INTO faces (artwork_id, page, idx, x, y, w, h, score, sources, path)
+            VALUES (:artwork_id, :page, :index, :x, :y, :w, :h, :score, :sources, :path)
+            """,
+            [{"artwork_id": artwork_id, "page": page, "score": None, "sources": None, "path": None, **face}
+             for face in faces],
+        )
+
+    def record_stage_run(self, artwork_id: str, page: int, stage: str, model: str, error: str | None, now: str) -> None:
+        """That ``model`` ran ``stage`` on the picture (and why it failed, if it did).
+
+        The same failure again leaves the row as it was, so re-running over a broken picture
+        changes nothing.
+        """
+        self.conn.execute(
+            """
+            INSERT INTO curation_runs (artwork_id, page, stage, model, processed_at, error)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (artwork_id, page, stage) DO UPDATE SET
+                model = excluded.model, processed_at = excluded.processed_at, error = excluded.error
+            WHERE excluded.error IS NULL OR curation_runs.model IS NOT excluded.model
+                OR curation_runs.error IS NOT excluded.error
+            """,
+            [artwork_id, page, stage, model, now, error],
+        )
+
+    def set_decision(self, artwork_id: str, page: int, status: str, reason: str | None, path: str | None) -> None:
+        self.conn.execute(
+            "UPDATE images SET status = ?, reason = ?, path = ? WHERE artwork_id = ? AND page = ?",
+            [status, reason, path, artwork_id, page],
+        )
+
+    # --- review (`scrapy report`, crawler/report.py) --------------------------------------------------
+    def thumbnail(self, artwork_id: str, page: int, source: str) -> bytes | None:
+        """The stored thumbnail JPEG if it was made from this very picture (``source``: its sha256)."""
+        row = self.conn.execute(
+            "SELECT jpeg FROM thumbnails WHERE artwork_id = ? AND page = ? AND source = ?", [artwork_id, page, source]
+        ).fetchone()
+        return row[0] if row else None
+
+    def put_thumbnail(self, artwork_id: str, page: int, source: str, width: int, height: int, jpeg: bytes) -> None:
+        """Store a thumbnail; no commit, so the caller can group many (``with catalog.batch():``)."""
+        self.conn.execute(
+            """
+            INSERT INTO thumbnails (artwork_id, page, source, width, height, jpeg) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (artwork_id, page) DO UPDATE SET source = excluded.source, width = excluded.width,
+                height = excluded.height, jpeg = excluded.jpeg
+            """,
+            [artwork_id, page, source, width, height, jpeg],
+        )
+
+    # --- sprites (pipelines/sprites/) ----------------------------------------------------------
+    _SPRITE_COLUMNS = (
+        "key", "kind", "game_id", "css_id", "labelled", "name_en", "name_zh", "quality", "charge",
+        "description", "sheet_url", "sheet_sha1", "x", "y", "w", "h", "sha256", "blank", "duplicate_of",
+        "path", "upscale_path",
+    )
+
+    def record_sprite_sheet(self, sheet_url: str, sprites: Iterable[dict[str, Any]], now: str) -> None:
+        """One sheet's sprites (``Sprite.row()`` dicts) in one transaction.
+
+        Rows of this sheet that the new slice no longer has (an id that gained a table row, say)
+        are removed; ``sliced_at`` moves only for a sprite whose pixels or place changed.
+        """
+        rows = [{column: row.get(column) for column in self._SPRITE_COLUMNS} for row in sprites]
+        keys = {row["key"] for row in rows}
+        columns = ", ".join(self._SPRITE_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self._SPRITE_COLUMNS if c != "key")
+        with self.conn:
+            stale = [
+                (key,) for (key,) in self.conn.execute("SELECT key FROM sprites WHERE sheet_url = ?", [sheet_url])
+                if key not in keys
+            ]
+            self.conn.executemany("DELETE FROM sprites WHERE key = ?", stale)
+            self.conn.executemany(
+                f"""
+                INSERT INTO sprites ({columns}, sliced_at)
+                VALUES ({", ".join(":" + c for c in self._SPRITE_COLUMNS)}, :now)
+                ON CONFLICT(key) DO UPDATE SET {updates},
+                    sliced_at = CASE WHEN sprites.sha256 = excluded.sha256 AND sprites.sheet_url = excluded.sheet_url
+                        AND sprites.x = excluded.x AND sprites.y = excluded.y AND sprites.w = excluded.w
+                        AND sprites.h = excluded.h THEN sprites.sliced_at ELSE excluded.sliced_at END
+                """,
+                [{**row, "now": now} for row in rows],
+            )
+
+    def sprites(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Sprite rows as dicts, labelled ones first by (kind, in-game id), then unlabelled by CSS id."""
+        sql = f"SELECT {', '.join(self._SPRITE_COLUMNS)}, sliced_at FROM sprites"
+        cursor = self.conn.execute(
+            sql + (" WHERE kind = ?" if kind else "") + " ORDER BY kind, labelled DESC, game_id, css_id",
+            [kind] if kind else [],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
+
+    def sprite_sheets(self) -> dict[str, str | None]:
+        """Each sliced sheet's URL and the sha1 it had: a sheet whose sha1 is unchanged needs no re-slice."""
+        return dict(self.conn.execute("SELECT sheet_url, max(sheet_sha1) FROM sprites GROUP BY sheet_url"))
+
+    def wiki_page(self, kind: str) -> dict[str, Any] | None:
+        """The ``wiki_pages`` row of a kind, as a dict, or None."""
+        cursor = self.conn.execute("SELECT * FROM wiki_pages WHERE kind = ?", [kind])
+        row = cursor.fetchone()
+        return dict(zip([d[0] for d in cursor.description], row)) if row else None
+
+    def record_wiki_page(self, kind: str, page_url: str, now: str, *, status: str = "ok", reason: str | None = None,
+                         sliced: dict[str, Any] | None = None) -> None:
+        """Note a look at a kind's page: ``sliced`` (source, revid, styles_sha1, sheet_url, sheet_sha1,
+        problems) when its sheet was cut; without it only the status and time move."""
+        with self.conn:
+            self.conn.execute(
+                """
+                INSERT INTO wiki_pages (kind, page_url, status, reason, checked_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(kind) DO UPDATE SET page_url = excluded.page_url, status = excluded.status,
+                    reason = excluded.reason, checked_at = excluded.checked_at
+                """,
+                [kind, page_url, status, reason, now],
+            )
+            if sliced is not None:
+                self.conn.execute(
+                    "UPDATE wiki_pages SET source = ?, revid = ?, styles_sha1 = ?, sheet_url = ?, sheet_sha1 = ?, "
+                    "problems = ?, sliced_at = ? WHERE kind = ?",
+                    [sliced.get("source"), sliced.get("revid"), sliced.get("styles_sha1"), sliced.get("sheet_url"),
+                     sliced.get("sheet_sha1"), json.dumps(sliced.get("problems") or {}, ensure_ascii=False), now, kind],
+                )
+
+    def sprite_originals(self, except_sheet: str | None = None) -> dict[str, str]:
+        """sha256 -> key of every written sprite of the other sheets, so a cross-sheet twin is a duplicate."""
+        return dict(self.conn.execute(
+            "SELECT sha256, key FROM sprites WHERE duplicate_of IS NULL AND blank = 0 AND sheet_url IS NOT ? "
+            "ORDER BY kind DESC, labelled, game_id DESC, css_id DESC",
+            [except_sheet],
+        ))
+
+
+def stages_tried(record: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(stage, model version, error) for each curation stage the crawl ran on this page record."""
+    tried = []
+    classifier = record.get("classifier") or {}
+    tags = record.get("model_tags") or []
+    for stage, model, error in (
+        ("faces", record.get("faces_model"), record.get("faces_error")),
+        ("classify", record.get("classifier_model") or classifier.get("model"), record.get("classifier_error")),
+        ("tag", record.get("tagger_model") or (tags[0]["model"] if tags else None), record.get("tagger_error")),
+    ):
+        if model:
+            tried.append((stage, model, error))
+    return tried
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -8,12 +8,16 @@ and tested without a web framework.
 
 from __future__ import annotations
 
+import argparse
+import colorsys
 import functools
 import io
+import math
 import random
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -44,6 +48,26 @@ EXIF_ORIENTATION_TAG = 0x0112
 JPEG_QUALITY = 90
 PNG_COMPRESS_LEVEL = 1  # cheap to encode; the benchmark fetches thousands of distinct images
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Aspect ratios (width, height) drawn per page; the longest side is always the site's --image-size.
+ASPECTS = ((3, 4), (2, 3), (1, 1.414), (1, 1), (4, 3), (16, 9))
+
+# Characters (the site's --characters option): what a picture shows, so that curation has a truth
+# to be checked against. The target is drawn as a motif a small CNN can learn from pixels.
+TARGET_CHARACTER = "mona"  # a purple witch hat with a gold star, on a night-blue sky
+OTHER_CHARACTER = "other"  # anything else, sometimes with one of the target's cues as a decoy
+CHARACTERS = (TARGET_CHARACTER, OTHER_CHARACTER)
+# Decoys give "other" pictures one cue of the target each, so no single colour gives it away.
+DECOYS = (None, None, None, "night_sky", "purple_shape", "gold_star", "other_hat")
+LABELLED_SEED_PREFIX = "labelled"  # seed keys of the labelled set; the site's start with its --seed
+
+
+def pick_page_kind(rng: random.Random) -> str:
+    """How a page's original is encoded: 40% PNG (half of them transparent), 3% EXIF-rotated JPEG."""
+    if rng.random() < 0.4:
+        return PNG_RGBA if rng.random() < 0.5 else PNG
+    return JPEG_EXIF6 if rng.random() < 0.05 else JPEG
+
 
 def _colour(rng: random.Random) -> tuple[int, int, int]:
     return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
@@ -86,6 +110,115 @@ def _draw_scene(
     return image
 
 
+def _hsv(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
+    red, green, blue = colorsys.hsv_to_rgb(hue % 1.0, saturation, value)
+    return (round(red * 255), round(green * 255), round(blue * 255))
+
+
+def _night_blue(rng: random.Random) -> tuple[int, int, int]:
+    return _hsv(rng.uniform(0.58, 0.68), rng.uniform(0.55, 0.95), rng.uniform(0.12, 0.42))
+
+
+def _purple(rng: random.Random) -> tuple[int, int, int]:
+    return _hsv(rng.uniform(0.73, 0.81), rng.uniform(0.45, 0.85), rng.uniform(0.45, 0.8))
+
+
+def _gold(rng: random.Random) -> tuple[int, int, int]:
+    return _hsv(rng.uniform(0.11, 0.15), rng.uniform(0.7, 1.0), rng.uniform(0.85, 1.0))
+
+
+def _plain_colour(rng: random.Random) -> tuple[int, int, int]:
+    """Any colour but the target's purple (hues 0.70..0.86 are left out)."""
+    hue = rng.uniform(-0.14, 0.70)
+    return _hsv(hue, rng.uniform(0.2, 1.0), rng.uniform(0.3, 1.0))
+
+
+def _star(centre_x: float, centre_y: float, radius: float, turn: float) -> list[tuple[float, float]]:
+    """The ten corners of a five-pointed star."""
+    corners = []
+    for point in range(10):
+        reach = radius if point % 2 == 0 else radius * 0.42
+        angle = turn + math.pi * point / 5 - math.pi / 2
+        corners.append((centre_x + reach * math.cos(angle), centre_y + reach * math.sin(angle)))
+    return corners
+
+
+class _Canvas:
+    """Paints RGB, and the alpha of a transparent picture, with the same shapes."""
+
+    def __init__(self, image: Image.Image, alpha: Image.Image | None) -> None:
+        self.painter = ImageDraw.Draw(image)
+        self.alpha_painter = ImageDraw.Draw(alpha) if alpha is not None else None
+
+    def shape(self, kind: str, coordinates: list | tuple, fill: tuple[int, int, int]) -> None:
+        getattr(self.painter, kind)(coordinates, fill=fill)
+        if self.alpha_painter is not None:
+            getattr(self.alpha_painter, kind)(coordinates, fill=255)
+
+
+def _hat(
+    canvas: _Canvas, rng: random.Random, width: int, height: int, colour: tuple[int, int, int],
+    *, star: tuple[int, int, int] | None,
+) -> None:
+    """A witch hat: a tall, slightly bent triangle on a flat brim, anywhere, at any scale."""
+    side = min(width, height)
+    size = rng.uniform(0.45, 0.75) * side  # brim width
+    tall = size * rng.uniform(0.8, 1.1)
+    left = rng.uniform(0, width - size)
+    brim_y = rng.uniform(tall, height - size * 0.1)
+    tip_x = left + size * rng.uniform(0.3, 0.75)
+    cone = [(left + size * 0.18, brim_y), (left + size * 0.82, brim_y), (tip_x, brim_y - tall)]
+    canvas.shape("polygon", cone, colour)
+    canvas.shape("ellipse", (left, brim_y - size * 0.09, left + size, brim_y + size * 0.09), colour)
+    if star is not None:
+        radius = size * rng.uniform(0.13, 0.18)
+        centre_x = (cone[0][0] + cone[1][0] + cone[2][0]) / 3
+        canvas.shape("polygon", _star(centre_x, brim_y - tall * 0.3, radius, rng.uniform(0, 1.2)), star)
+
+
+def _draw_character_scene(
+    rng: random.Random, width: int, height: int, character: str, *, transparent: bool = False
+) -> Image.Image:
+    """A picture that shows ``character``: the target's hat-and-star on a night sky, or not.
+
+    Both classes get a few plain shapes; an "other" picture may carry one decoy (a night sky, a
+    purple blob, a gold star, a hat of another colour), so telling them apart takes the motif.
+    A transparent picture's opaque part is a backdrop disc plus the shapes, as on the plain scenes.
+    """
+    decoy = None if character == TARGET_CHARACTER else rng.choice(DECOYS)
+    if character == TARGET_CHARACTER or decoy == "night_sky":
+        start, end = _night_blue(rng), _night_blue(rng)
+    else:
+        start, end = _plain_colour(rng), _plain_colour(rng)
+    image = _gradient(width, height, start, end, vertical=rng.random() < 0.5)
+    alpha = Image.new("L", (width, height), 0) if transparent else None
+    if alpha is not None:
+        margin_x, margin_y = width * rng.uniform(0.02, 0.12), height * rng.uniform(0.02, 0.12)
+        ImageDraw.Draw(alpha).ellipse((margin_x, margin_y, width - margin_x, height - margin_y), fill=255)
+    canvas = _Canvas(image, alpha)
+    for _ in range(rng.randint(1, 4)):
+        x0, y0 = rng.uniform(0, width * 0.85), rng.uniform(0, height * 0.85)
+        w, h = rng.uniform(0.1, 0.35) * width, rng.uniform(0.1, 0.35) * height
+        canvas.shape(rng.choice(("ellipse", "rectangle")), (x0, y0, x0 + w, y0 + h), _plain_colour(rng))
+    side = min(width, height)
+    if character == TARGET_CHARACTER:
+        _hat(canvas, rng, width, height, _purple(rng), star=_gold(rng))
+    elif decoy == "other_hat":
+        star = _plain_colour(rng) if rng.random() < 0.5 else None
+        _hat(canvas, rng, width, height, _plain_colour(rng), star=star)
+    elif decoy == "purple_shape":
+        w, h = rng.uniform(0.3, 0.6) * side, rng.uniform(0.3, 0.6) * side
+        x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        canvas.shape(rng.choice(("ellipse", "rectangle")), (x0, y0, x0 + w, y0 + h), _purple(rng))
+    elif decoy == "gold_star":
+        radius = rng.uniform(0.06, 0.15) * side
+        centre_x, centre_y = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+        canvas.shape("polygon", _star(centre_x, centre_y, radius, rng.uniform(0, 1.2)), _gold(rng))
+    if alpha is not None:
+        image.putalpha(alpha)
+    return image
+
+
 def _encode_png(image: Image.Image) -> bytes:
     """PNG with filter type 0 on every row and zlib level 1.
 
@@ -120,29 +253,42 @@ def _encode_jpeg(image: Image.Image, *, orientation: int | None = None) -> bytes
     return buffer.getvalue()
 
 
-def render_original(seed_key: str, width: int, height: int, kind: str) -> bytes:
-    """Encoded bytes of one page original; ``width``/``height`` are the stored pixel size."""
+def _scene(
+    rng: random.Random, width: int, height: int, character: str | None, *, transparent: bool = False
+) -> Image.Image:
+    if character is None:
+        return _draw_scene(rng, width, height, transparent=transparent)
+    return _draw_character_scene(rng, width, height, character, transparent=transparent)
+
+
+def render_original(seed_key: str, width: int, height: int, kind: str, character: str | None = None) -> bytes:
+    """Encoded bytes of one page original; ``width``/``height`` are the stored pixel size.
+
+    ``character`` (one of CHARACTERS) draws what that character looks like; None, abstract shapes.
+    """
     rng = random.Random(seed_key)
     if kind == PNG:
-        return _encode_png(_draw_scene(rng, width, height))
+        return _encode_png(_scene(rng, width, height, character))
     if kind == PNG_RGBA:
-        return _encode_png(_draw_scene(rng, width, height, transparent=True))
+        return _encode_png(_scene(rng, width, height, character, transparent=True))
     if kind == JPEG:
-        return _encode_jpeg(_draw_scene(rng, width, height))
+        return _encode_jpeg(_scene(rng, width, height, character))
     if kind == JPEG_EXIF6:
         # Draw the picture upright, then store it turned 90° counter-clockwise: Orientation 6
         # tells a viewer to turn it 90° clockwise, which shows it upright again.
-        upright = _draw_scene(rng, height, width)
+        upright = _scene(rng, height, width, character)
         ImageDraw.Draw(upright).rectangle((0, 0, height - 1, max(1, width // 16)), fill=(0, 0, 0))
         stored = upright.transpose(Image.Transpose.ROTATE_90)
         return _encode_jpeg(stored, orientation=6)
     raise ValueError(f"unknown page kind {kind!r}")
 
 
-def render_ugoira_frames(seed_key: str, width: int, height: int, count: int) -> list[bytes]:
+def render_ugoira_frames(
+    seed_key: str, width: int, height: int, count: int, character: str | None = None
+) -> list[bytes]:
     """JPEG frames of an animation: the same scene with a disc that moves from frame to frame."""
     rng = random.Random(seed_key)
-    scene = _draw_scene(rng, width, height)
+    scene = _scene(rng, width, height, character)
     disc_colour = _colour(rng)
     radius = max(2, min(width, height) // 8)
     frames = []
@@ -198,3 +344,53 @@ def bomb_png(side: int = BOMB_SIDE) -> bytes:
         + _png_chunk(b"IDAT", rows)
         + _png_chunk(b"IEND", b"")
     )
+
+
+def page_size(rng: random.Random, kind: str, longest: int) -> tuple[int, int]:
+    """A page's stored (width, height): a random aspect, turned for EXIF-rotated JPEGs."""
+    aspect_w, aspect_h = rng.choice(ASPECTS)
+    if kind == JPEG_EXIF6 and aspect_w == aspect_h:
+        aspect_w, aspect_h = 3, 4  # a square would hide whether the rotation was applied
+    side = max(aspect_w, aspect_h)
+    width, height = max(1, round(longest * aspect_w / side)), max(1, round(longest * aspect_h / side))
+    return (height, width) if kind == JPEG_EXIF6 else (width, height)
+
+
+def write_labelled(dest: str | Path, count: int, *, image_size: int = 256, seed: int = 1) -> dict[str, int]:
+    """Write ``count`` pictures per character to ``dest/{mona,other}/``; returns files per folder.
+
+    Why: the site can label its own pictures, so a classifier can be trained without anyone
+    sorting images by hand. Same generator and page kinds as the crawled originals (transparent
+    PNGs, EXIF-rotated JPEGs included), but seed keys under their own prefix, so no crawled
+    artwork is ever in the training set. Existing files are overwritten with the same bytes.
+    """
+    written = {}
+    for character in CHARACTERS:
+        folder = Path(dest) / character
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(count):
+            seed_key = f"{LABELLED_SEED_PREFIX}:{seed}:{character}:{number}"
+            rng = random.Random(seed_key + ":page")
+            kind = pick_page_kind(rng)
+            width, height = page_size(rng, kind, image_size)
+            data = render_original(seed_key, width, height, kind, character)
+            (folder / f"{character}_{number:04d}.{EXTENSIONS[kind]}").write_bytes(data)
+        written[character] = count
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mocksites.images", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    labelled = commands.add_parser("labelled", help="write DEST/mona/* and DEST/other/*, a labelled training set")
+    labelled.add_argument("dest")
+    labelled.add_argument("--count", type=int, default=200, help="pictures per character (default: %(default)s)")
+    labelled.add_argument("--image-size", type=int, default=256, help="longest side, px (default: %(default)s)")
+    labelled.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    written = write_labelled(args.dest, args.count, image_size=args.image_size, seed=args.seed)
+    print(", ".join(f"{n} in {Path(args.dest) / name}" for name, n in written.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,9 @@
 Why: the crawler, its tests, the demo and the benchmark need a site that behaves like Pixiv
 (response shapes, JST/UTC dates, the Referer rule, throttling, deleted and re-uploaded works,
 broken files) without touching the real one. Every artwork and image is generated from a seed;
-no fixture file is read at runtime.
+no fixture file is read at runtime. With ``--characters`` the pictures show someone: about one
+work in three the demo's target character, only some of them tagged so, and ``/_mock/truth`` says
+who, so that a curated crawl can be scored.
 
 Run ``python -m mocksites.pixiv --port 0 --image-port 0``: once both ports listen it prints one
 JSON line ``{"api": "http://127.0.0.1:P1", "images": "http://127.0.0.1:P2"}`` and serves until
@@ -93,8 +95,14 @@ USER_NAMES = (
 )  # fmt: skip
 USER_ID_BASE = 90_000_000
 
-# Aspect ratios (width, height) drawn per page; the longest side is always --image-size.
-ASPECTS = ((3, 4), (2, 3), (1, 1.414), (1, 1), (4, 3), (16, 9))
+ASPECTS = images.ASPECTS  # (width, height) ratios drawn per page; the longest side is --image-size
+
+# --characters: about one work in three shows the target character (images.TARGET_CHARACTER), and
+# only some of those carry her tag, as artists tag loosely; no other work carries it.
+TARGET_TAG = "モナ(原神)"
+TARGET_SHARE = 1 / 3
+TARGET_TAGGED_SHARE = 0.4
+UNTAGGED_TITLES = ("無題", "星空", "魔女", "夜")
 
 BOOKMARK_RANGES = [
     {"min": None, "max": None},
@@ -151,6 +159,7 @@ class SiteConfig:
     seed: int = 1
     tag: str = "原神"
     state: str | None = None
+    characters: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -202,6 +211,7 @@ class Artwork:
     frame_delays: tuple[int, ...] = ()
     broken: str | None = None
     reupload_count: int = 0
+    character: str | None = None  # what the pictures show (--characters); None: abstract shapes
 
     @property
     def uploaded(self) -> dt.datetime:
@@ -232,20 +242,8 @@ def artwork_id(index: int) -> str:
 
 def _draw_page(rng: random.Random, image_size: int, *, kind: str | None = None) -> Page:
     """Pick a page's encoding and shape; the stored size is what the image host will serve."""
-    if kind is None:
-        if rng.random() < 0.4:
-            kind = images.PNG_RGBA if rng.random() < 0.5 else images.PNG
-        else:
-            kind = images.JPEG_EXIF6 if rng.random() < 0.05 else images.JPEG
-    aspect_w, aspect_h = rng.choice(ASPECTS)
-    if kind == images.JPEG_EXIF6 and aspect_w == aspect_h:
-        aspect_w, aspect_h = 3, 4  # a square would hide whether the rotation was applied
-    longest = max(aspect_w, aspect_h)
-    width = max(1, round(image_size * aspect_w / longest))
-    height = max(1, round(image_size * aspect_h / longest))
-    if kind == images.JPEG_EXIF6:
-        width, height = height, width  # stored turned by 90°
-    return Page(kind, width, height)
+    kind = kind or images.pick_page_kind(rng)
+    return Page(kind, *images.page_size(rng, kind, image_size))
 
 
 def make_artwork(index: int, config: SiteConfig) -> Artwork:
@@ -286,6 +284,9 @@ def make_artwork(index: int, config: SiteConfig) -> Artwork:
     comment_count = rng.randint(0, 12)
     title = first_character.removesuffix("(原神)") + rng.choice(TITLE_ENDINGS)
     sl = 6 if x_restrict else rng.choice((2, 2, 4))
+    character = None
+    if config.characters:
+        character, extra_tags, title = _cast_character(config, work_id)
 
     tags = (
         (["R-18"] if x_restrict else [])
@@ -314,7 +315,27 @@ def make_artwork(index: int, config: SiteConfig) -> Artwork:
         comment_count=comment_count,
         pages=pages,
         frame_delays=frame_delays,
+        character=character,
     )
+
+
+def _cast_character(config: SiteConfig, work_id: str) -> tuple[str, list[str], str]:
+    """(character, character and general tags, title) of a work on a --characters site.
+
+    A generator of its own, so turning characters on changes no other draw (pages, flags, dates).
+    """
+    rng = random.Random(f"{config.seed}:{work_id}:character")
+    if rng.random() < TARGET_SHARE:
+        if rng.random() < TARGET_TAGGED_SHARE:
+            tags = [TARGET_TAG, *rng.sample(OTHER_EXTRA_TAGS[TARGET_TAG], rng.randint(0, 2))]
+            title = TARGET_TAG.removesuffix("(原神)")
+        else:  # drawn, not tagged: only a search wider than her tag finds her
+            tags = rng.sample([tag for tag, _ in GENERAL_TAGS], rng.randint(0, 2))
+            title = rng.choice(UNTAGGED_TITLES)
+        return images.TARGET_CHARACTER, tags, title + rng.choice(TITLE_ENDINGS)
+    first = rng.choice([name for name in CHARACTER_NAMES if name != TARGET_TAG])
+    tags = [first, *rng.sample([tag for tag in OTHER_EXTRA_TAGS[first] if tag != TARGET_TAG], rng.randint(0, 2))]
+    return images.OTHER_CHARACTER, tags, first.removesuffix("(原神)") + rng.choice(TITLE_ENDINGS)
 
 
 def assign_broken(artwork: Artwork, broken_every: int) -> None:
@@ -871,6 +892,7 @@ class PixivSite:
                     "reuploadCount": work.reupload_count,
                     "bookmarkCount": work.bookmark_count,
                     "tags": list(work.tags),
+                    "character": work.character,
                     "forced": forced_by_index.get(work.index, []),
                 }
             )
@@ -897,7 +919,9 @@ class PixivSite:
         spec = work.pages[page]
         key = (work.id, page, work.reupload_count, spec.kind)
         seed_key = self._image_seed(work, page)
-        return self._cached(key, lambda: images.render_original(seed_key, spec.width, spec.height, spec.kind))
+        return self._cached(
+            key, lambda: images.render_original(seed_key, spec.width, spec.height, spec.kind, work.character)
+        )
 
     def ugoira_frames(self, work: Artwork, *, small: bool) -> list[bytes]:
         spec = work.pages[0]
@@ -907,7 +931,7 @@ class PixivSite:
         key = (work.id, "frames", work.reupload_count, small)
         seed_key = self._image_seed(work, 0) + (":small" if small else "")
         return self._cached(
-            key, lambda: images.render_ugoira_frames(seed_key, width, height, len(work.frame_delays))
+            key, lambda: images.render_ugoira_frames(seed_key, width, height, len(work.frame_delays), work.character)
         )
 
     def ugoira_zip(self, work: Artwork, *, small: bool) -> bytes:
@@ -1160,6 +1184,10 @@ def parse_args(argv: list[str] | None = None) -> SiteConfig:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--tag", default=defaults.tag, help="the tag every artwork carries")
     parser.add_argument("--state", default=None, help="JSON file persisting /_mock/add and /_mock/reupload")
+    parser.add_argument(
+        "--characters", action="store_true",
+        help=f"about 1 in 3 works show {images.TARGET_CHARACTER} (some tagged {TARGET_TAG}); /_mock/truth says which",
+    )
     args = parser.parse_args(argv)
     return SiteConfig(**vars(args))
 

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from models.imaging import flatten_on_white
-from models.inference import batched_scores, file_sha256, to_numpy
+from models.inference import Progress, batched_scores, file_sha256, to_numpy
 
 log = logging.getLogger("models.classifier")  # also under `python -m`
 
@@ -149,31 +149,6 @@ def data_hash(data_dir: Path, relative_paths: Iterable[str]) -> str:
     for rel in sorted(relative_paths):
         digest.update(f"{rel}\t{(Path(data_dir) / rel).stat().st_size}\n".encode("utf-8"))
     return digest.hexdigest()
-
-
-class Progress:
-    """A one-line progress bar on stderr (silent when disabled)."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True, stream: Any = None) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self.started = time.monotonic()
-
-    def update(self, count: int) -> None:
-        self.done = min(self.done + count, self.total)
-        if self.enabled and self.total:
-            filled = int(30 * self.done / self.total)
-            rate = self.done / max(time.monotonic() - self.started, 1e-9)
-            self.stream.write(
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} ({rate:.1f}/s)"
-            )
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.total:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def read_dataset(
@@ -475,6 +450,11 @@ class Prediction:
     scores: dict[str, float]
 
 
+def model_version(model_path: str | Path) -> str:
+    """The classifier's version, from its weights alone: known without loading Keras."""
+    return f"classifier-{file_sha256(Path(model_path))[:12]}"
+
+
 @dataclass(frozen=True)
 class CharacterClassifier:
     model: Any  # called as model(batch, training=False)
@@ -511,7 +491,7 @@ class CharacterClassifier:
             target=str(card.get("target") or target_class(classes)),
             image_size=image_size,
             threshold=float(card.get("threshold", 0.5) if threshold is None else threshold),
-            version=f"classifier-{file_sha256(model_path)[:12]}",
+            version=model_version(model_path),
             card=card,
         )
 

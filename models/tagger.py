@@ -102,6 +102,31 @@ def find_model_file(project_dir: Path, model_name: str) -> Path:
     raise TaggerError(f"{project_dir}: missing model file model-{model_name}.keras or model-{model_name}.h5{found}")
 
 
+def read_project(project_dir: Path) -> tuple[int, int, str]:
+    """(image width, image height, model name) from ``project.json``; the folder must hold ``tags.txt`` too."""
+    if not project_dir.is_dir():
+        raise TaggerError(f"{project_dir}: not a folder (expected a DeepDanbooru project folder)")
+    for required in ("project.json", "tags.txt"):
+        if not (project_dir / required).is_file():
+            raise TaggerError(f"{project_dir}: missing {required}")
+    try:
+        project = json.loads((project_dir / "project.json").read_text(encoding="utf-8"))
+        return int(project["image_width"]), int(project["image_height"]), str(project["model"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise TaggerError(f"{project_dir / 'project.json'}: needs image_width, image_height, model ({error})")
+
+
+def weights_version(model_name: str, model_path: Path) -> str:
+    return f"{model_name}-{file_sha256(model_path)[:12]}"
+
+
+def project_version(project_dir: str | Path) -> str:
+    """The version ``DeepDanbooruTagger.load`` would give this project, without loading Keras."""
+    project_dir = Path(project_dir)
+    _, _, model_name = read_project(project_dir)
+    return weights_version(model_name, find_model_file(project_dir, model_name))
+
+
 def load_keras_model(path: Path, compile: bool = False) -> tuple[Any, str]:
     """The model and the library that loaded it: "keras" (Keras 3) or "tf_keras" (Keras 2 fallback)."""
     import keras
@@ -180,17 +205,7 @@ class DeepDanbooruTagger:
     ) -> DeepDanbooruTagger:
         """Load a DeepDanbooru project folder as downloaded (see the module docstring)."""
         project_dir = Path(project_dir)
-        if not project_dir.is_dir():
-            raise TaggerError(f"{project_dir}: not a folder (expected a DeepDanbooru project folder)")
-        for required in ("project.json", "tags.txt"):
-            if not (project_dir / required).is_file():
-                raise TaggerError(f"{project_dir}: missing {required}")
-        try:
-            project = json.loads((project_dir / "project.json").read_text(encoding="utf-8"))
-            width, height = int(project["image_width"]), int(project["image_height"])
-            model_name = str(project["model"])
-        except (ValueError, TypeError, KeyError) as error:
-            raise TaggerError(f"{project_dir / 'project.json'}: needs image_width, image_height, model ({error})")
+        width, height, model_name = read_project(project_dir)
         tags = tuple(read_tags(project_dir / "tags.txt"))
         if not tags:
             raise TaggerError(f"{project_dir / 'tags.txt'}: no tags")
@@ -205,7 +220,7 @@ class DeepDanbooruTagger:
             raise TaggerError(f"{model_path.name} takes {input_hw} pictures; project.json says {(height, width)}")
         return cls(
             model=model, tags=tags, categories=categories, width=width, height=height,
-            version=f"{model_name}-{file_sha256(model_path)[:12]}", model_path=model_path,
+            version=weights_version(model_name, model_path), model_path=model_path,
             loaded_with=loaded_with, threshold=threshold, category_thresholds=dict(category_thresholds or {}),
         )
 

@@ -15,6 +15,7 @@ import asyncio
 import io
 import logging
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -26,6 +27,7 @@ from models.faces import (
     CASCADE_SHA256, CASCADE_URL, AnimefaceDetector, CascadeDetector, CascadeError, Detector, crop_face, detect_faces,
     find_cascade,
 )
+from models.inference import file_sha256
 from pipelines.jpeg import BadImage, open_checked
 from pipelines.workers import pool_for
 
@@ -73,6 +75,32 @@ def cached_detectors(settings: Mapping[str, Any]) -> list[Detector]:
     return cache[key]
 
 
+def detectors_version(settings: Mapping[str, Any]) -> str:
+    """A version string for the face configuration, like a model's: what decides the boxes and crops.
+
+    Detector names (animeface with its package version), the cascade's sha256 prefix and its
+    parameters, and the crop geometry; ``scrapy curate`` skips a page already searched with the same.
+    """
+    settings = {**DEFAULTS, **settings}
+    names = settings["detectors"]
+    parts = []
+    for name in (n.strip() for n in names.split(",")) if isinstance(names, str) else names:
+        if name == "cascade":
+            path = find_cascade(settings["cascade_path"] or None)
+            parts.append(f"cascade-{file_sha256(path)[:12] if path else 'missing'}")
+        elif name == "animeface":
+            try:
+                parts.append(f"animeface-{metadata.version('animeface')}")
+            except metadata.PackageNotFoundError:
+                parts.append("animeface-missing")
+        else:
+            parts.append(name)
+    return (
+        f"faces:{'+'.join(parts)};sf{settings['scale_factor']};mn{settings['min_neighbors']};"
+        f"ms{settings['min_size']};crop{settings['crop_size']}@{settings['crop_margin']}"
+    )
+
+
 def find_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Detect, crop and store the faces of one page; raises ``BadImage``/``OSError`` if unreadable."""
     settings = {**DEFAULTS, **settings}
@@ -81,7 +109,7 @@ def find_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Map
     root_path = Path(root)
     image = open_checked((root_path / record["path"]).read_bytes(), settings["max_pixels"])
     faces = detect_faces(image, cached_detectors(settings))
-    stem = f"{artwork_id}_p{record['page']}"
+    stem = f"{artwork_id.replace(':', '_')}_p{record['page']}"  # local:{sha} ids from `scrapy curate`
     results = []
     for k, face in enumerate(faces):
         crop = crop_face(image, face, margin=settings["crop_margin"], size=settings["crop_size"])
@@ -166,6 +194,7 @@ class FacesPipeline:
         for problem in problems:
             logger.warning(problem)
         self.settings = {**settings, "detectors": tuple(usable), "cascade_path": cascade_path}
+        self.version = detectors_version(self.settings)  # recorded per page, so `scrapy curate` can skip it
         self.root = str(Path(s.get("FILES_STORE") or output_dir(s)))
         self.stats = crawler.stats
         self.pool = pool_for(crawler)
@@ -188,7 +217,7 @@ class FacesPipeline:
                 if not isinstance(result, Exception):
                     raise result  # cancellation, KeyboardInterrupt
                 result = {"faces": None, "faces_error": f"{type(result).__name__}: {result}"}
-            record.update(result)
+            record.update(result, faces_model=self.version)
             if result["faces_error"]:
                 logger.warning("Faces (failed): artwork %s page %s: %s", item.artwork["id"], record.get("page"), result["faces_error"])
                 self.stats.inc_value("faces/failed")

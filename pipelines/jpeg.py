@@ -91,26 +91,31 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def convert_page(root: str, artwork_id: str, record: dict[str, Any], quality: int, max_pixels: int, keep_originals: bool) -> dict[str, Any]:
-    """Convert one stored original into ``images/{id}_p{n}.jpg``; return the record's new fields.
+def convert_page(
+    root: str, artwork_id: str, record: dict[str, Any], quality: int, max_pixels: int, keep_originals: bool,
+    data: bytes | None = None,
+) -> dict[str, Any]:
+    """Convert one original into ``images/{id}_p{n}.jpg``; return the record's new fields.
 
-    A plain function over paths so that it can run in a worker process.
+    The original is ``data`` when the originals stage handed its bytes over, else the stored file
+    ``record["original_path"]``. A plain function so that it can run in a worker process.
     """
     root_path = Path(root)
-    source = root_path / record["original_path"]
+    source = root_path / record["original_path"] if data is None else None
     try:
-        result = to_jpeg(source.read_bytes(), quality=quality, max_pixels=max_pixels)
+        result = to_jpeg(source.read_bytes() if source else data, quality=quality, max_pixels=max_pixels)
     except (BadImage, OSError) as exc:
-        source.unlink(missing_ok=True)
+        if source:
+            source.unlink(missing_ok=True)
         return {"status": "failed", "reason": str(exc), "original_path": None}
     relative = f"{IMAGES_DIR}/{artwork_id}_p{record['page']}.jpg"
     target = root_path / relative
-    if not result.reencoded and not keep_originals:
+    if source and not result.reencoded and not keep_originals:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)  # the original already is the JPEG we want
     else:
         atomic_write(target, result.data)
-        if not keep_originals:
+        if source and not keep_originals:
             source.unlink(missing_ok=True)
     return {
         "path": relative,
@@ -145,10 +150,12 @@ class JpegPipeline:
         if not isinstance(item, ArtworkItem) or item.ugoira_frames is not None:
             return item
         pending = [r for r in item.images if r.get("original_path") and not r.get("status")]
+        # the bytes leave the record here, so they never reach the catalogue or a feed
+        originals = [record.pop("original_bytes", None) for record in pending]
         results = await asyncio.gather(*(
             self.pool.run(convert_page, self.root, item.artwork["id"], record,
-                        self.quality, self.max_pixels, self.keep_originals)
-            for record in pending
+                          self.quality, self.max_pixels, self.keep_originals, data)
+            for record, data in zip(pending, originals, strict=True)
         ))
         for record, update in zip(pending, results, strict=True):
             record.update(update)

@@ -101,6 +101,7 @@ class BatchedModelStage:
         records = item.kept_jpegs()
         results = await asyncio.gather(*(self.batcher.submit(r["path"]) for r in records), return_exceptions=True)
         for record, result in zip(records, results, strict=True):
+            record[f"{self.name}_model"] = self.model.version  # tried with this version (scrapy curate skips it)
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result

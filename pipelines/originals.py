@@ -7,6 +7,9 @@ compositing it. What this subclass adds:
   spider middlewares, so nothing else would add it);
 * names from ids (``originals/{id}_p{n}.{ext}``), never from titles or URL paths;
 * temp-file-and-rename writes (``AtomicFilesStore``), so a kill never leaves half a file;
+* no disk round trip for an original that is not kept (``KEEP_ORIGINALS`` off, the default, and
+  not an ugoira zip): its bytes go straight to the JPEG stage in ``record["original_bytes"]``,
+  which that stage removes, instead of being written, read back and deleted;
 * a refusal to store what is plainly not an image (empty body, an HTML page, an error status),
   with a reason that ends up in the catalogue;
 * one outcome record per page in ``item.images``, which the later stages complete.
@@ -14,10 +17,13 @@ compositing it. What this subclass adds:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline, FSFilesStore
@@ -61,8 +67,12 @@ class RefusedFile(_MediaRequestFiltered):
 
 
 class AtomicFilesStore(FSFilesStore):
-    def persist_file(self, path, buf, info, meta=None, headers=None) -> None:  # noqa: ANN001
-        atomic_write(self._get_filesystem_path(path), buf.getvalue())
+    """Writes in Twisted's thread pool (as Scrapy's S3 and GCS stores do): creating a file can
+    block for a millisecond while the conversion workers write beside it, and the reactor has
+    every other download to serve meanwhile. FilesPipeline awaits the result."""
+
+    def persist_file(self, path, buf, info, meta=None, headers=None) -> Deferred[None]:  # noqa: ANN001
+        return deferToThread(atomic_write, self._get_filesystem_path(path), buf.getvalue())
 
 
 class OriginalsPipeline(FilesPipeline):
@@ -75,6 +85,7 @@ class OriginalsPipeline(FilesPipeline):
         cls._update_stores(settings)
         pipe = cls(store, crawler=crawler)
         pipe.referer = settings.get("PIXIV_REFERER")
+        pipe.keep_originals = settings.getbool("KEEP_ORIGINALS")
         removed = remove_partial_files(store)
         if removed:
             logger.info("Removed %d partial files left by an interrupted crawl", removed)
@@ -118,7 +129,16 @@ class OriginalsPipeline(FilesPipeline):
             logger.warning("Image (refused): %s: %s", request.url, reason)
             self.inc_stats("refused")
             raise RefusedFile(reason)
-        return await super().media_downloaded(response, request, info, item=item)
+        if self.keep_originals or request.meta.get("ugoira"):
+            return await super().media_downloaded(response, request, info, item=item)
+        self.inc_stats("downloaded")
+        return {
+            "url": request.url,
+            "path": self.file_path(request, response=response, info=info, item=item),
+            "checksum": hashlib.md5(response.body, usedforsecurity=False).hexdigest(),  # as FilesPipeline's
+            "status": "downloaded",
+            "body": response.body,
+        }
 
     def media_failed(self, failure: Failure, request: Request, info: Any) -> Any:
         if isinstance(failure.value, RefusedFile):
@@ -134,12 +154,14 @@ class OriginalsPipeline(FilesPipeline):
     def item_completed(self, results: list[tuple[bool, Any]], item: Any, info: Any) -> Any:
         if not isinstance(item, ArtworkItem):
             return item
-        item.files = [value for ok, value in results if ok]
+        item.files = [{k: v for k, v in value.items() if k != "body"} for ok, value in results if ok]
         item.images = []
         for page, (url, (ok, value)) in enumerate(zip(item.file_urls, results, strict=True)):
             record: dict[str, Any] = {"page": page, "url": url}
             if ok:
                 record["original_path"] = value["path"]
+                if "body" in value:
+                    record["original_bytes"] = value["body"]
             else:
                 reason = str(value.value) or value.value.__class__.__name__
                 transient = reason.startswith("download failed") or reason.startswith("HTTP 5") or reason.startswith("HTTP 429")

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=()   # none needed yet; the wiki browser path (issue 5) will add chromium
+# redis-server: distributed crawls (SCHEDULER_BACKEND=redis) and their test start one on loopback.
+APT_PACKAGES=(redis-server chromium)   # chromium: the report's browser test and `isaac_wiki -a render=browser`
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -39,8 +40,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,ops,review,browser]' 2>&1 \
     | grep -v "is ignored" || true
-.venv/bin/python -c "import scrapy, PIL, sqlite_utils, aiohttp, pytest" \
+.venv/bin/python -c "import scrapy, PIL, sqlite_utils, aiohttp, pytest, scrapyd, scrapy_redis, redis, playwright, scrapy_playwright, datasette" \
     || { echo "setup: the virtual environment is incomplete" >&2; exit 1; }
 echo "$want" > "$stamp"

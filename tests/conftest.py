@@ -53,6 +53,27 @@ def make_site() -> Iterator:
         site.stop()
 
 
+ISAAC_FIXTURES = REPO.parent / "shared" / "fixtures" / "isaac"  # read in place by mocksites/mediawiki.py
+
+
+@pytest.fixture
+def make_wiki() -> Iterator:
+    """Start the local Isaac wiki (mocksites/mediawiki.py) with its own options; stopped after the test."""
+    if not (ISAAC_FIXTURES / "id_mapping_dict.json").is_file():
+        pytest.skip(f"{ISAAC_FIXTURES} is missing: the local Isaac wiki is built from those captured files")
+    started: list[LocalSite] = []
+
+    def start(*options: str) -> LocalSite:
+        site = LocalSite("mocksites.mediawiki", *options)
+        site.start()
+        started.append(site)
+        return site
+
+    yield start
+    for site in started:
+        site.stop()
+
+
 @dataclass
 class CrawlRun:
     returncode: int

@@ -22,6 +22,7 @@ import scrapy
 
 from crawler import pixiv_api as api
 from crawler.catalog import Catalog, utc_now
+from crawler.cluster import LOCAL_META
 from crawler.items import ArtworkItem
 from crawler.middlewares import WAIT_META, session_cookie
 from crawler.storage import catalog_path
@@ -120,7 +121,9 @@ class PixivSpider(scrapy.Spider):
             callback=self.parse_search,
             errback=self.search_failed,
             cb_kwargs={"page": page, "until": until},
-            meta={**API_META, **meta},
+            # The paging state lives in spider.state: in a distributed crawl (crawler/cluster.py)
+            # search pages stay on the node that leads, and only details are shared.
+            meta={**API_META, LOCAL_META: True, **meta},
             priority=PRIORITY_SEARCH,
             dont_filter=bool(meta),
         )
@@ -365,7 +368,7 @@ class PixivSpider(scrapy.Spider):
             return "stopped_early", f"{self.stop_after} known artworks in a row"
         if self.state.get("page_limit"):
             return "finished", f"stopped at the pages limit ({self.max_pages})"
-        return "finished", None
+        return "finished", self.state.get("cluster")  # in a distributed crawl: this node's part
 
     def completed_coverage(self, reason: str, errors: int) -> tuple[str, int] | None:
         """The new "complete below" mark, when this run proves everything below its top is known.
@@ -380,7 +383,9 @@ class PixivSpider(scrapy.Spider):
             and top is not None
             and errors == 0
             and self.state.get("artwork_errors", 0) == 0
-            and not any(self.state.get(k) for k in ("throttled", "search_failed", "page_limit", "window_stuck"))
+            and not any(self.state.get(k) for k in (
+                "throttled", "search_failed", "page_limit", "window_stuck", "cluster_incomplete",
+            ))
         )
         if not clean or not (self.state.get("reached_end") or self.state.get("stopped_early")):
             return None

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from crawler.catalog import Catalog, Coverage
+from crawler.catalog import SCHEMA_VERSION, Catalog, Coverage
 
 
 def artwork(**kw):
@@ -99,6 +99,7 @@ def test_an_older_catalogue_gains_the_new_columns_and_keeps_its_rows(tmp_path):
         """)
     cat = Catalog(path)
     columns = {row[1] for row in cat.conn.execute("PRAGMA table_info(images)")}
-    assert {"classifier_label", "classifier_score", "classifier_model"} <= columns
+    assert {"classifier_label", "classifier_score", "classifier_model", "classifier_target"} <= columns
+    assert cat.conn.execute("SELECT count(*) FROM curation_runs").fetchone()[0] == 0  # version 3's table
     assert cat.conn.execute("SELECT artwork_id, status FROM images").fetchall() == [("7", "kept")]
-    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

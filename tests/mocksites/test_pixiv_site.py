@@ -537,3 +537,67 @@ def test_add_and_reupload_persist_across_a_restart(tmp_path: Path) -> None:
         )
     finally:
         second_run.stop()
+
+
+# ---- characters (the demo's curation truth) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def character_site():
+    running = start_site("--broken-every", "10", "--image-size", "96", "--characters")
+    yield running
+    running.stop()
+
+
+def test_characters_are_in_the_truth_and_loosely_tagged(site: Site, truth: list[dict[str, Any]],
+                                                        character_site: Site) -> None:  # fmt: skip
+    assert {work["character"] for work in truth} == {None}  # off by default: abstract pictures
+    cast = character_site.control("GET", "/_mock/truth")
+    assert {work["character"] for work in cast} == {"mona", "other"}
+    mona = [work for work in cast if work["character"] == "mona"]
+    tagged = [work for work in cast if "モナ(原神)" in work["tags"]]
+    assert 0.25 <= len(mona) / len(cast) <= 0.42
+    assert all(work["character"] == "mona" for work in tagged)  # her tag is never wrong...
+    assert 0.2 * len(mona) <= len(tagged) <= 0.6 * len(mona)  # ...but often missing
+    # Characters change tags, titles and pixels only: every other draw is the plain site's.
+    unchanged = ("id", "illustType", "xRestrict", "aiType", "deleted", "broken", "formats", "frameDelays")
+    for plain, drawn in zip(truth, cast, strict=True):
+        assert {key: plain[key] for key in unchanged} == {key: drawn[key] for key in unchanged}
+        assert [(p["width"], p["height"], p["transparent"]) for p in plain["pages"]] == [
+            (p["width"], p["height"], p["transparent"]) for p in drawn["pages"]]
+
+
+def test_character_pictures_show_a_night_sky_for_mona(character_site: Site) -> None:
+    cast = character_site.control("GET", "/_mock/truth")
+    darkness = {"mona": [], "other": []}
+    for work in cast:
+        page = work["pages"][0]
+        if work["deleted"] or work["broken"] or work["illustType"] == 2 or page["transparent"]:
+            continue
+        response = fetch_image(page["original"])
+        assert response.status_code == 200
+        image = Image.open(io.BytesIO(response.content)).convert("L")
+        darkness[work["character"]].append(sum(image.getdata()) / (image.width * image.height))
+        if len(darkness["mona"]) >= 20 and len(darkness["other"]) >= 20:
+            break
+    # the motif sits on a night-blue sky, which only some other pictures have (a decoy)
+    mona, other = darkness["mona"], darkness["other"]
+    assert max(mona) < 100 and sum(other) / len(other) > sum(mona) / len(mona) + 30, darkness
+    transparent = next(w["pages"][0] for w in cast if w["pages"][0]["transparent"] and not w["broken"])
+    image = Image.open(io.BytesIO(fetch_image(transparent["original"]).content))
+    assert image.mode == "RGBA" and image.getextrema()[3] == (0, 255)
+
+
+def test_the_labelled_set_is_deterministic_and_of_every_page_kind(tmp_path: Path) -> None:
+    from mocksites import images
+
+    images.main(["labelled", str(tmp_path / "a"), "--count", "30", "--image-size", "64"])
+    images.write_labelled(tmp_path / "b", 30, image_size=64)
+    for character in ("mona", "other"):
+        files = sorted((tmp_path / "a" / character).iterdir())
+        assert len(files) == 30 and {f.suffix for f in files} == {".png", ".jpg"}
+        assert [f.read_bytes() for f in files] == [f.read_bytes() for f in sorted((tmp_path / "b" / character).iterdir())]
+        for file in files:
+            with Image.open(file) as image:
+                image.load()
+                assert max(image.size) == 64

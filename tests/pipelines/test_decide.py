@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
-from pipelines.decide import RuleError, check_rules, decide
+import pytest
+from scrapy.utils.test import get_crawler
+
+from crawler.items import ArtworkItem
+from pipelines.decide import DecisionPipeline, RuleError, check_rules, decide, read_rules_file
+from tests.conftest import project_settings
 
 MONA = ["mona_(genshin_impact)", "モナ(原神)", "莫娜"]
 ARTWORK = {"x_restrict": 0, "ai_type": 1, "tags": [{"name": "原神"}, {"name": "GenshinImpact"}]}
@@ -62,3 +68,90 @@ def test_max_rules_and_ai():
 def test_bad_rules_are_refused_clearly(rule, message):
     with pytest.raises(RuleError, match=message):
         check_rules([rule])
+
+
+# The README's rules, written by hand as people write them: comments, unquoted Japanese, flow lists.
+YAML_RULES = """\
+# Mona or not: R-18 out first, then the classifier, then loose Pixiv tags.
+- action: drop
+  if: r18
+- {action: keep, if: classifier, min: 0.8}
+- action: keep
+  if: tag
+  any: [mona_(genshin_impact), モナ(原神), 莫娜]
+"""
+
+
+def decision_pipeline(tmp_path: Path, **settings: object) -> DecisionPipeline:
+    crawler = get_crawler(settings_dict=project_settings(OUTPUT_DIR=str(tmp_path), **settings))
+    return DecisionPipeline.from_crawler(crawler)
+
+
+def stored_item(tmp_path: Path, work_id: str, artwork: dict, *records: dict) -> ArtworkItem:
+    """An item whose pages are stored JPEGs under tmp_path/images/, as the JPEG stage leaves them."""
+    images = []
+    for page, record in enumerate(records):
+        relative = f"images/{work_id}_p{page}.jpg"
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"jpeg")
+        images.append({"page": page, "status": "kept", "path": relative, **record})
+    return ArtworkItem(artwork={"id": work_id, **artwork}, images=images)
+
+
+@pytest.mark.parametrize("name", ["rules.yaml", "rules.yml", "RULES.YAML"])
+def test_a_yaml_rules_file_drives_the_decisions(tmp_path, name):
+    rules_file = tmp_path / name
+    rules_file.write_text(YAML_RULES, encoding="utf-8")
+    pipeline = decision_pipeline(tmp_path, CURATE_RULES_FILE=str(rules_file), CURATE_DEFAULT="drop")
+    assert [rule["if"] for rule in pipeline.rules] == ["r18", "classifier", "tag"]
+    assert pipeline.rules[2]["any"] == MONA
+
+    tagged = stored_item(tmp_path, "1", {**ARTWORK, "tags": [{"name": "モナ(原神)"}]}, classified(0.3), classified(0.95))
+    r18 = stored_item(tmp_path, "2", {**ARTWORK, "x_restrict": 1}, classified(0.99))
+    plain = stored_item(tmp_path, "3", ARTWORK, classified(0.1))
+    for item in (tagged, r18, plain):
+        pipeline.process_item(item)
+
+    assert [(r["status"], r["reason"]) for r in tagged.images] == [
+        ("kept", "keep: Pixiv tag モナ(原神) (rule 3)"),
+        ("kept", "keep: classifier mona 0.950 >= 0.8 (classifier-abc) (rule 2)"),
+    ]
+    assert r18.images[0]["status"] == "dropped" and r18.images[0]["reason"].startswith("drop: R-18")
+    assert plain.images[0]["reason"] == "drop: no rule matched (CURATE_DEFAULT)"
+    assert {r["path"] for r in (r18.images[0], plain.images[0])} == {"dropped/2_p0.jpg", "dropped/3_p0.jpg"}
+    assert sorted(p.name for p in (tmp_path / "dropped").iterdir()) == ["2_p0.jpg", "3_p0.jpg"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["1_p0.jpg", "1_p1.jpg"]
+
+
+def test_a_json_rules_file_still_works_and_reads_the_same_as_yaml(tmp_path):
+    (tmp_path / "rules.yaml").write_text(YAML_RULES, encoding="utf-8")
+    as_yaml = read_rules_file(tmp_path / "rules.yaml")
+    (tmp_path / "rules.json").write_text(json.dumps(as_yaml, ensure_ascii=False), encoding="utf-8")
+    assert read_rules_file(tmp_path / "rules.json") == as_yaml
+    pipeline = decision_pipeline(tmp_path, CURATE_RULES_FILE=str(tmp_path / "rules.json"))
+    assert pipeline.rules == as_yaml
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        # an unclosed flow list: the error points at the line the parser gave up on
+        ("rules.yaml", "- action: keep\n  if: tag\n  any: [モナ(原神), 莫娜\n- action: drop\n  if: r18\n",
+         r"rules\.yaml, line 4 column 9: not valid YAML: expected ',' or '\]'.*flow sequence that starts on line 3"),
+        ("rules.yml", "- action: drop\n  if: r18\n\tmin: 1\n",
+         r"rules\.yml, line 3 column 1: not valid YAML: found character '\\t' that cannot start any token"),
+        ("rules.yaml", "action: drop\nif: r18\n", r"rules\.yaml: the curation rules must be a list, found a dict"),
+        ("rules.yaml", "# nothing yet\n", r"rules\.yaml: the curation rules must be a list, found nothing"),
+        # the extension decides: YAML syntax in a .json file is a JSON error
+        ("rules.json", "- action: drop\n  if: r18\n", r"rules\.json, line 1 column 1: not valid JSON"),
+    ],
+)
+def test_a_broken_rules_file_names_the_file_and_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(RuleError, match=message):
+        decision_pipeline(tmp_path, CURATE_RULES_FILE=str(tmp_path / name))
+
+
+def test_a_missing_rules_file_is_a_rule_error(tmp_path):
+    with pytest.raises(RuleError, match=r"missing\.yaml: cannot read the curation rules"):
+        read_rules_file(tmp_path / "missing.yaml")

@@ -58,3 +58,52 @@ def test_partial_files_of_a_killed_run_are_removed(tmp_path):
     (tmp_path / "images" / "2_p0.jpg").write_bytes(b"whole")
     assert remove_partial_files(tmp_path) == 1
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["2_p0.jpg"]
+
+
+def _pipeline(tmp_path, **settings):
+    from scrapy.utils.test import get_crawler
+
+    from pipelines.originals import OriginalsPipeline
+    from tests.conftest import project_settings
+
+    crawler = get_crawler(settings_dict=project_settings(OUTPUT_DIR=str(tmp_path), **settings))
+    crawler.stats.open_spider()
+    return OriginalsPipeline.from_crawler(crawler)
+
+
+def test_an_original_that_is_not_kept_goes_to_the_jpeg_stage_in_memory(tmp_path):
+    """KEEP_ORIGINALS off: no write, read back and delete of a file the user never sees."""
+    import asyncio
+
+    from scrapy import Request
+    from scrapy.http import Response
+
+    pipe = _pipeline(tmp_path)
+    url = "https://i.pximg.net/img-original/img/2024/12/24/20/05/43/130000006_p0.png"
+    request = Request(url, meta={"artwork_id": "130000006", "page": 0, "ugoira": False})
+    body = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
+    response = Response(url, body=body, headers={"Content-Type": "image/png"}, request=request)
+    stored = asyncio.run(pipe.media_downloaded(response, request, None))
+    assert stored["body"] == body and stored["path"] == "originals/130000006_p0.png"
+    assert not (tmp_path / "originals").exists()
+
+    from crawler.items import ArtworkItem
+
+    item = ArtworkItem(artwork={"id": "130000006"}, file_urls=[url])
+    pipe.item_completed([(True, stored)], item, None)
+    assert item.images[0]["original_bytes"] == body
+    assert "body" not in item.files[0]  # item.files goes to feeds as it is
+
+
+@pytest.mark.slow
+def test_keep_originals_stores_them_beside_the_jpegs(pixiv_site, run_crawl, tmp_path):
+    from PIL import Image
+
+    run = run_crawl(pixiv_site, tmp_path / "out", "-a", "pages=1", "-s", "KEEP_ORIGINALS=True")
+    assert run.returncode == 0, run.log[-3000:]
+    rows = run.query("SELECT path, original_path FROM images WHERE status = 'kept' AND format = 'jpeg'")
+    assert rows
+    for path, original in rows:
+        assert original, path
+        with Image.open(run.output / original) as source, Image.open(run.output / path) as jpeg:
+            assert sorted(source.size) == sorted(jpeg.size)  # EXIF-rotated ones swap sides

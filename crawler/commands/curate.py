@@ -1,0 +1,79 @@
+"""``scrapy curate [PATH ...]``: run the curation stages again without crawling.
+
+A thin command over ``pipelines.recurate``: it reads the options, turns a run that cannot start
+into a usage error (exit code 2, one clear message), and prints the summary. No reactor: the work
+is synchronous and batched, in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
+from scrapy.utils.log import configure_logging
+
+from pipelines.decide import RuleError
+from pipelines.recurate import STAGES, Curator, CurateError, ModelLoadError, choose_stages
+
+logger = logging.getLogger(__name__)
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+    requires_crawler_process = False  # no crawl, no reactor
+
+    def syntax(self) -> str:
+        return "[options] [PATH ...]"
+
+    def short_desc(self) -> str:
+        return "Re-run the curation stages over the catalogue or folders of pictures"
+
+    def long_desc(self) -> str:
+        return (
+            "Runs the curation stages (faces, classify, tag) again over the project's catalogue (no PATH, "
+            "a catalog.db or the OUTPUT_DIR holding it) or over folders and picture files, in batches, "
+            "skipping pictures the same model version has already seen, and writes the results (and, "
+            "with CURATE_RULES, new keep/drop decisions) to the project's catalogue. A killed run "
+            "resumes where it stopped. Pictures from folders are never moved or deleted."
+        )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument(
+            "--stages", metavar="LIST",
+            help=f"comma-separated, of {', '.join(STAGES)}; by default every stage whose model is configured "
+                 "(FACES_ENABLED, CLASSIFIER_MODEL, TAGGER_PROJECT)",
+        )
+        parser.add_argument("--report", metavar="FILE", help="write one JSON line per input picture to FILE")
+        parser.add_argument("--batch-size", type=int, metavar="N", help="pictures per batch (by default CURATE_BATCH_SIZE)")
+        parser.add_argument("--force", action="store_true", help="run the stages even where the same model version already ran")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        unknown = [a for a in args if a.startswith("-")]
+        if unknown:
+            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+        configure_logging(self.settings)
+        try:
+            curator = Curator(
+                self.settings, choose_stages(self.settings, opts.stages), batch_size=opts.batch_size,
+                force=opts.force, progress=not opts.no_progress,
+            )
+        except (CurateError, RuleError) as exc:
+            raise UsageError(str(exc), print_help=False) from None
+        try:
+            try:
+                inputs = curator.collect(args)
+            except CurateError as exc:
+                raise UsageError(str(exc), print_help=False) from None
+            summary = curator.run(inputs, report=opts.report)
+        except ModelLoadError as exc:
+            logger.error("Curate stopped: %s (finished batches are in the catalogue)", exc)
+            self.exitcode = 1
+            return
+        finally:
+            curator.close()
+        print("\n".join(summary.lines(curator.catalog_path, opts.report)), flush=True)

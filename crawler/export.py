@@ -1,0 +1,785 @@
+"""Export the catalogue's pictures as a training data set: the library under ``scrapy export``.
+
+A crawl's ``images/`` folder is not a data set: it holds dropped and duplicate pictures, no split,
+no classes, no captions. This module turns a selection of the catalogue into one of four layouts
+that training code reads as they are:
+
+* ``imagefolder``: ``DEST/{split}/{class}/{key}.jpg``, for torchvision's ``ImageFolder`` and
+  ``tf.keras.utils.image_dataset_from_directory`` (JPEG and PNG only: Keras reads no WebP).
+* ``kohya``: ``DEST/{split}/{key}.jpg`` with ``{key}.txt`` captions, and kohya-ss sd-scripts'
+  fine-tune metadata ``DEST/meta_cap_{split}.json``.
+* ``hf``: a Hugging Face ``imagefolder``: ``DEST/{split}/{key}.jpg`` and one ``metadata.jsonl`` per
+  split (``file_name``, label, caption, tags and their scores, classifier result).
+* ``webdataset``: tar shards ``DEST/{split}-{n:06d}.tar`` of ``{key}.cls/.jpg/.json/.txt``.
+
+Every export writes ``DEST/manifest.json``: what was selected and how, the counts per split and
+class, every duplicate and skipped picture, and the model versions behind the labels and tags.
+
+The same catalogue, options and seed give byte-identical output: rows in a fixed order, image
+bytes copied as stored (only non-JPEG/PNG pictures, i.e. ugoira WebP, are re-encoded: their first
+frame as JPEG, deterministic for one Pillow version), JSON with sorted keys, tar members with fixed
+metadata, and no clock: the manifest's date is the catalogue's newest change, not "now". The split
+is by artwork, from a hash of (seed, artwork id): pages of one artwork never straddle two splits,
+and adding artworks to the catalogue never moves the ones already there.
+
+The export is built in a hidden folder beside DEST and renamed into place at the end, so a killed
+export leaves DEST as it was. The catalogue is only read; a ``--where`` SQL expression runs on a
+read-only connection that also refuses anything but reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import tarfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from glob import escape as glob_escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from PIL import Image
+
+from crawler.catalog import Catalog
+from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
+from crawler.storage import catalog_path, output_dir
+from crawler.tags import TagIndex
+from models.imaging import flatten_on_white
+from models.inference import Progress
+from pipelines.decide import RuleError, check_rules, decide, read_rules_file
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+
+FORMATS = ("imagefolder", "kohya", "hf", "webdataset")
+SPLIT_NAMES = ("train", "val", "test")
+STATUSES = ("kept", "dropped")
+CLASS_SOURCES = ("auto", "classifier", "decision", "none", "tags:")
+UNLABELLED = "unlabelled"  # class of a picture the classifier never saw (--class-from classifier)
+NO_TAG_CLASS = "other"  # class of a picture with none of the --class-from tags
+SINGLE_CLASS = "all"  # the one class of --class-from none
+MANIFEST_NAME = "manifest.json"
+TEMP_SUFFIX = ".export.part"  # the hidden folder an export is built in, beside DEST
+TAR_MTIME = 0  # every tar member's mtime: a re-export must be byte-identical
+ROUND = 6  # decimals kept of a score in the exported metadata
+BLOCKED_SQL_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+
+
+class ExportError(ValueError):
+    """An export that cannot be made (bad option, unsafe DEST, empty selection); the message says why."""
+
+
+# --- options --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``--where`` asked for: nothing, a SQL expression, or curation rules."""
+
+    text: str | None = None
+    sql: str | None = None
+    rules: list[dict[str, Any]] | None = None
+    default: str = "drop"  # rules: what happens to a picture no rule matches
+
+    def as_dict(self) -> dict[str, Any]:
+        kind = "sql" if self.sql else "rules" if self.rules else None
+        out: dict[str, Any] = {"kind": kind, "where": self.text}
+        if self.rules:
+            out |= {"rules": self.rules, "default": self.default}
+        return out
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    dest: Path
+    format: str = "imagefolder"
+    selection: Selection = Selection()
+    split: tuple[tuple[str, float], ...] = (("train", 0.9), ("val", 0.1))
+    seed: int = 0
+    faces: bool = False
+    class_from: str = "auto"
+    statuses: tuple[str, ...] = ("kept",)
+    force: bool = False
+    progress: bool = True
+    phash_distance: int = 6
+    shard_size: int = 1000
+    trigger_word: str = ""
+    jpeg_quality: int = 92
+    classifier_model: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings, dest: str | os.PathLike[str], **given: Any) -> ExportOptions:
+        """Options from the EXPORT_* settings, then those ``given`` (the command line) on top."""
+        options = cls(
+            dest=Path(dest),
+            phash_distance=settings.getint("EXPORT_PHASH_DISTANCE", 6),
+            shard_size=settings.getint("EXPORT_SHARD_SIZE", 1000),
+            trigger_word=(settings.get("EXPORT_TRIGGER_WORD") or "").strip(),
+            jpeg_quality=settings.getint("JPEG_QUALITY", 92),
+            classifier_model=settings.get("CLASSIFIER_MODEL") or "",
+        )
+        options = replace(options, **{k: v for k, v in given.items() if v is not None})
+        if given.get("statuses") is None and options.class_from == "decision":
+            options = replace(options, statuses=STATUSES)  # kept vs dropped needs both
+        return options.checked()
+
+    def checked(self) -> ExportOptions:
+        if self.format not in FORMATS:
+            raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if not (self.class_from in CLASS_SOURCES[:-1] or (self.class_from.startswith("tags:") and tag_list(self.class_from))):
+            raise ExportError(f"--class-from must be auto, classifier, decision, none or tags:TAG,TAG..., not {self.class_from!r}")
+        unknown = set(self.statuses) - set(STATUSES)
+        if unknown or not self.statuses:
+            raise ExportError(f"--status must list kept and/or dropped, not {','.join(self.statuses)!r}")
+        if self.shard_size < 1:
+            raise ExportError(f"EXPORT_SHARD_SIZE must be at least 1, not {self.shard_size}")
+        return replace(self, statuses=tuple(sorted(set(self.statuses))))
+
+
+def parse_split(text: str) -> tuple[tuple[str, float], ...]:
+    """``"0.9,0.1"`` -> ((train, 0.9), (val, 0.1)); three parts add test. Shares are normalised."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        shares = [float(p) for p in parts]
+    except ValueError:
+        raise ExportError(f"--split must be 2 or 3 comma-separated numbers (train,val[,test]), not {text!r}") from None
+    if not 2 <= len(shares) <= 3 or any(s < 0 or s != s for s in shares) or sum(shares) <= 0:
+        raise ExportError(f"--split must be 2 or 3 non-negative numbers with a positive sum, not {text!r}")
+    total = sum(shares)
+    return tuple((name, share / total) for name, share in zip(SPLIT_NAMES, shares))
+
+
+def parse_statuses(text: str) -> tuple[str, ...]:
+    return tuple(sorted({s.strip() for s in text.split(",") if s.strip()}))
+
+
+def tag_list(class_from: str) -> list[str]:
+    return [t.strip() for t in class_from.removeprefix("tags:").split(",") if t.strip()]
+
+
+def parse_where(text: str | None) -> Selection:
+    """``--where``: curation rules (JSON/YAML inline, or a .json/.yaml/.yml file) or a SQL expression.
+
+    Text starting with ``{`` or ``[`` is rules, in the form of ``CURATE_RULES`` (pipelines/decide.py);
+    a rule without ``action`` means keep. A picture is exported when the first rule that matches
+    says keep; one that no rule matches is exported only when every rule is a drop rule (so
+    ``{"if": "classifier", "min": 0.8}`` exports the matches and ``{"action": "drop", "if": "r18"}``
+    exports everything else). Anything else is one SQL boolean expression over ``images i`` and
+    ``artworks a``; ``;`` is refused (one expression, never a statement).
+    """
+    if text is None or not text.strip():
+        return Selection()
+    text = text.strip()
+    if text[0] in "{[":
+        import yaml  # JSON is YAML too; YAML lets a hand-written rule skip the quotes
+
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ExportError(f"--where looks like a rule but is not valid JSON/YAML: {exc}") from None
+        return _rule_selection(text, loaded)
+    if Path(text).suffix.lower() in (".json", ".yaml", ".yml") and Path(text).is_file():
+        try:
+            return _rule_selection(text, read_rules_file(text))
+        except RuleError as exc:
+            raise ExportError(str(exc)) from None
+    if ";" in text:
+        raise ExportError("--where is one SQL expression over images i and artworks a; ';' is refused")
+    return Selection(text=text, sql=text)
+
+
+def _rule_selection(text: str, loaded: Any) -> Selection:
+    rules = [loaded] if isinstance(loaded, dict) else loaded
+    if not isinstance(rules, list):
+        raise ExportError(f"--where rules must be a rule object or a list of them, not {type(loaded).__name__}")
+    rules = [{"action": "keep", **rule} if isinstance(rule, dict) else rule for rule in rules]
+    try:
+        check_rules(rules)
+    except RuleError as exc:
+        raise ExportError(f"--where: {exc}") from None
+    default = "keep" if all(rule["action"] == "drop" for rule in rules) else "drop"
+    return Selection(text=text, rules=rules, default=default)
+
+
+# --- reading the catalogue ------------------------------------------------------------------------
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can only read: ``mode=ro``, ``query_only``, and an authorizer that denies
+    every action but reading and harmless functions (so ``--where`` cannot write, attach or load)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA query_only = ON")
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in BLOCKED_SQL_FUNCTIONS:
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+
+    conn.set_authorizer(authorize)
+    return conn
+
+
+PICTURE_COLUMNS = (
+    "i.artwork_id", "i.page", "i.path", "i.status", "i.classifier_label", "i.classifier_score",
+    "i.classifier_model", "i.classifier_target", "a.title", "a.user_id", "a.x_restrict", "a.ai_type",
+)
+
+
+def picture_query(statuses: Sequence[str], where_sql: str | None) -> str:
+    """The SELECT behind an export, runnable as it is (it goes into the manifest)."""
+    wanted = ", ".join(f"'{s}'" for s in statuses if s in STATUSES)
+    extra = f"\n  AND ({where_sql}\n  )" if where_sql else ""  # newline: a trailing -- comment stays inside
+    return (
+        f"SELECT {', '.join(PICTURE_COLUMNS)}\n"
+        "FROM images i JOIN artworks a ON a.id = i.artwork_id\n"
+        f"WHERE i.path IS NOT NULL AND i.status IN ({wanted}){extra}\n"
+        "ORDER BY i.artwork_id, i.page"
+    )
+
+
+def select_pictures(conn: sqlite3.Connection, query: str) -> list[dict[str, Any]]:
+    names = [c.split(".", 1)[1] for c in PICTURE_COLUMNS]
+    try:
+        return [dict(zip(names, row)) for row in conn.execute(query)]
+    except sqlite3.DatabaseError as exc:
+        raise ExportError(f"--where cannot run: {exc}") from None
+
+
+def catalog_updated(conn: sqlite3.Connection) -> str | None:
+    """The catalogue's newest crawl, curation or picture time: the manifest's only date."""
+    return conn.execute(
+        """
+        SELECT max(t) FROM (
+            SELECT max(coalesce(finished, started)) AS t FROM crawls
+            UNION ALL SELECT max(processed_at) FROM curation_runs
+            UNION ALL SELECT max(stored_at) FROM images
+            UNION ALL SELECT max(last_seen) FROM artworks
+        )
+        """
+    ).fetchone()[0]
+
+
+def tag_translations(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT name, translation_en FROM tags WHERE coalesce(translation_en, '') != ''"))
+
+
+def face_rows(conn: sqlite3.Connection) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    faces: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for artwork_id, page, idx, path, x, y, w, h, score in conn.execute(
+        "SELECT artwork_id, page, idx, path, x, y, w, h, score FROM faces WHERE path IS NOT NULL "
+        "ORDER BY artwork_id, page, idx"
+    ):
+        faces[(artwork_id, page)].append(
+            {"index": idx, "path": path, "x": x, "y": y, "w": w, "h": h,
+             "score": None if score is None else round(score, ROUND)}
+        )
+    return faces
+
+
+# --- the pictures of an export --------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """One picture (or face crop) on its way into the export."""
+
+    row: dict[str, Any]  # the selected columns of its images/artworks rows
+    state: dict[str, Any]  # Catalog.curation_state: classifier, model tags, faces, Pixiv tags
+    path: str  # the file as the catalogue stores it (relative to OUTPUT_DIR, or absolute)
+    key: str  # its safe file stem in DEST, unique
+    face: dict[str, Any] | None = None  # the crop's box, in --faces mode
+    label: str = ""
+    split: str = ""
+    sha256: str = ""
+    phash: int = 0
+    width: int = 0
+    height: int = 0
+    suffix: str = ".jpg"  # .jpg or .png: as stored; any other format is re-encoded to JPEG
+    convert: bool = False
+
+    @property
+    def artwork_id(self) -> str:
+        return self.row["artwork_id"]
+
+    @property
+    def order(self) -> tuple[str, int, int]:
+        return (self.row["artwork_id"], self.row["page"], self.face["index"] if self.face else -1)
+
+
+def safe_name(text: str, limit: int = 100) -> str:
+    """A file or folder name that every file system and loader takes: letters (any script), digits,
+    ``._-()``; anything else becomes ``_``."""
+    name = re.sub(r"[^\w.\-()]+", "_", text).strip("._ ")[:limit]
+    return name or "_"
+
+
+def class_folders(labels: Iterable[str]) -> dict[str, str]:
+    """Label -> folder name; labels that sanitise alike (or differ only by case) get -2, -3, ..."""
+    folders: dict[str, str] = {}
+    taken: set[str] = set()
+    for label in sorted(set(labels)):
+        base = safe_name(label)
+        name, n = base, 2
+        while name.casefold() in taken:
+            name, n = f"{base}-{n}", n + 1
+        taken.add(name.casefold())
+        folders[label] = name
+    return folders
+
+
+def split_of(artwork_id: str, seed: int, split: Sequence[tuple[str, float]]) -> str:
+    """The split of an artwork: a point in [0, 1) from sha256(seed, id), placed on the shares.
+
+    A hash rather than a seeded shuffle, so an artwork's split depends on nothing but itself:
+    new artworks in the catalogue never move the old ones between train and val.
+    """
+    digest = hashlib.sha256(f"{seed}\x00{artwork_id}".encode("utf-8")).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64
+    edge = 0.0
+    for name, share in split:
+        edge += share
+        if point < edge and share > 0:
+            return name
+    return [name for name, share in split if share > 0][-1]
+
+
+def label_of(item: Item, class_from: str, wanted_tags: Sequence[str], translations: dict[str, str],
+             tags: TagIndex | None = None) -> str:
+    """The picture's class; with ``tags:`` the first wanted tag it has, aliases and implications counted."""
+    if class_from == "classifier":
+        return item.row["classifier_label"] or UNLABELLED
+    if class_from == "decision":
+        return item.row["status"]
+    if class_from == "none":
+        return SINGLE_CLASS
+    index = tags or TagIndex()  # an empty index: every tag is its own canonical tag
+    names = [t["tag"] for t in item.state["record"]["model_tags"]]
+    for tag in item.state["artwork"]["tags"]:
+        names.append(tag["name"])
+        if tag["name"] in translations:
+            names.append(translations[tag["name"]])
+    has = set().union(*(index.keys(name) for name in names)) if names else set()
+    return next((t for t in wanted_tags if index.key(t) in has), NO_TAG_CLASS)
+
+
+def caption_tags(item: Item, trigger_word: str, translations: dict[str, str]) -> list[str]:
+    """Trigger word, then model tags by score, then Pixiv tags (English when known): once each.
+
+    Underscores stay (``long_hair``), as DeepDanbooru writes them and kohya's tag captions keep
+    them; a comma inside a tag would split it, so it becomes a space.
+    """
+    tags: list[str] = []
+    seen: set[str] = set()
+
+    def add(tag: str) -> None:
+        tag = " ".join(tag.replace(",", " ").split())
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            tags.append(tag)
+
+    add(trigger_word)
+    for tag in item.state["record"]["model_tags"]:  # score descending, then name
+        add(tag["tag"])
+    for tag in item.state["artwork"]["tags"]:  # Pixiv's order
+        add(translations.get(tag["name"]) or tag["name"])
+    return tags
+
+
+def sample_metadata(item: Item, caption: str, translations: dict[str, str]) -> dict[str, Any]:
+    """What hf's metadata.jsonl and webdataset's .json say about a sample (the same keys in every row)."""
+    record, artwork = item.state["record"], item.state["artwork"]
+    model_tags = record["model_tags"]
+    classifier = record["classifier"]
+    return {
+        "artwork_id": item.row["artwork_id"],
+        "page": item.row["page"],
+        "face": None if item.face is None else {k: v for k, v in item.face.items() if k != "path"},
+        "label": item.label,
+        "caption": caption,
+        "tags": [t["tag"] for t in model_tags],
+        "tag_scores": [round(t["score"], ROUND) for t in model_tags],
+        "tag_categories": [t["category"] for t in model_tags],
+        "tagger": model_tags[0]["model"] if model_tags else None,
+        "pixiv_tags": [t["name"] for t in artwork["tags"]],
+        "pixiv_tags_en": [translations.get(t["name"]) for t in artwork["tags"]],
+        "classifier": None if classifier is None else {
+            "label": classifier["label"], "target": classifier["target"], "model": classifier["model"],
+            "score": None if classifier["score"] is None else round(classifier["score"], ROUND),
+        },
+        "status": item.row["status"],
+        "title": item.row["title"],
+        "user_id": item.row["user_id"],
+        "x_restrict": item.row["x_restrict"],
+        "ai_type": item.row["ai_type"],
+        "width": item.width,
+        "height": item.height,
+        "sha256": item.sha256,
+    }
+
+
+def inspect_file(item: Item, file: Path) -> str | None:
+    """Fill in the item's hashes, size and output kind from its file; the reason it cannot be used, or None."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        return f"cannot read {item.path}: {exc.strerror or exc}"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format
+            item.width, item.height = image.size
+            item.phash = phash_image(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"not a readable picture: {item.path}: {exc}"
+    item.sha256 = sha256_bytes(data)
+    item.suffix = ".png" if kind == "PNG" else ".jpg"
+    item.convert = kind not in ("JPEG", "PNG")
+    return None
+
+
+def output_bytes(item: Item, file: Path, jpeg_quality: int) -> bytes:
+    """The picture's bytes as exported: as stored, or (WebP, GIF, ...) its first frame as a JPEG."""
+    data = file.read_bytes()
+    if not item.convert:
+        return data
+    with Image.open(io.BytesIO(data)) as image:
+        image.seek(0)
+        out = io.BytesIO()
+        flatten_on_white(image).convert("RGB").save(out, "JPEG", quality=jpeg_quality)
+        return out.getvalue()
+
+
+class ThrottledProgress:
+    """The shared progress bar, redrawn at most ten times a second: once per picture floods a log."""
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.bar = Progress(label, total, enabled)
+        self.pending = 0
+        self.drawn_at = 0.0
+
+    def update(self, count: int = 1) -> None:
+        self.pending += count
+        now = time.monotonic()
+        if now - self.drawn_at >= 0.1 or self.bar.done + self.pending >= self.bar.total:
+            self.bar.update(self.pending)
+            self.pending, self.drawn_at = 0, now
+
+    def close(self) -> None:
+        if self.pending:
+            self.bar.update(self.pending)
+        self.bar.close()
+
+
+def dump_json(value: Any, indent: int | None = 2) -> str:
+    separators = (",", ": ") if indent else (",", ":")
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent, separators=separators)
+
+
+# --- writers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Writer:
+    """Writes the samples of one export into ``root`` (the hidden build folder)."""
+
+    root: Path
+    options: ExportOptions
+    folders: dict[str, str]  # label -> class folder
+    class_index: dict[str, int]  # label -> the class number ImageFolder-style loaders give it
+    translations: dict[str, str]
+    files: Callable[[Item], bytes]
+
+    def put(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def caption(self, item: Item) -> str:
+        return ", ".join(caption_tags(item, self.options.trigger_word, self.translations))
+
+    def write(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
+        fmt = self.options.format
+        if fmt == "imagefolder":
+            for item in items:
+                self.put(f"{split}/{self.folders[item.label]}/{item.key}{item.suffix}", self.files(item))
+                progress.update(1)
+        elif fmt == "kohya":
+            self.write_kohya(split, items, progress)
+        elif fmt == "hf":
+            self.write_hf(split, items, progress)
+        else:
+            self.write_webdataset(split, items, progress)
+
+    def write_kohya(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
+        """Caption files, and sd-scripts' fine-tune metadata keyed by file stem.
+
+        sd-scripts trains on ``caption + ", " + tags`` (or ``tags`` alone without a caption), so the
+        trigger word goes in ``caption`` and the rest in ``tags``: what it trains on is the .txt.
+        """
+        metadata: dict[str, dict[str, str]] = {}
+        for item in items:
+            tags = caption_tags(item, self.options.trigger_word, self.translations)
+            self.put(f"{split}/{item.key}{item.suffix}", self.files(item))
+            self.put(f"{split}/{item.key}.txt", ", ".join(tags).encode("utf-8"))
+            trigger = self.options.trigger_word and tags and tags[0] == self.options.trigger_word
+            metadata[item.key] = (
+                {"caption": tags[0], "tags": ", ".join(tags[1:])} if trigger else {"tags": ", ".join(tags)}
+            )
+            progress.update(1)
+        self.put(f"meta_cap_{split}.json", (dump_json(metadata) + "\n").encode("utf-8"))
+
+    def write_hf(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
+        lines = []
+        for item in items:
+            file_name = f"{item.key}{item.suffix}"
+            self.put(f"{split}/{file_name}", self.files(item))
+            lines.append(dump_json({"file_name": file_name, **sample_metadata(item, self.caption(item), self.translations)}, None))
+            progress.update(1)
+        self.put(f"{split}/metadata.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
+
+    def write_webdataset(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
+        size = self.options.shard_size
+        for shard, start in enumerate(range(0, len(items), size)):
+            path = self.root / f"{split}-{shard:06d}.tar"
+            with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+                for item in items[start:start + size]:
+                    caption = self.caption(item)
+                    members = {
+                        f"{item.key}.cls": f"{self.class_index[item.label]}\n".encode(),
+                        f"{item.key}{item.suffix}": self.files(item),
+                        f"{item.key}.json": dump_json(sample_metadata(item, caption, self.translations), None).encode("utf-8"),
+                        f"{item.key}.txt": caption.encode("utf-8"),
+                    }
+                    for name in sorted(members):
+                        add_tar_member(tar, name, members[name])
+                    progress.update(1)
+
+
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """A regular file with fixed metadata, so that the same bytes make the same tar."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = TAR_MTIME
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+# --- destination ----------------------------------------------------------------------------------
+
+
+def prepare_destination(dest: Path, force: bool, protected: Sequence[Path]) -> Path:
+    """Check DEST can be written, and make the hidden build folder beside it."""
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(f"{dest} exists and is not a folder")
+    resolved = dest.resolve()
+    for path in protected:
+        if path.resolve() == resolved or path.resolve().is_relative_to(resolved):
+            raise ExportError(f"{dest} holds {path}: export somewhere else")
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        raise ExportError(f"{dest} is not empty; --force replaces it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in dest.parent.glob(f".{glob_escape(dest.name)}.*{TEMP_SUFFIX}"):  # a killed export's
+        shutil.rmtree(leftover, ignore_errors=True)
+    build = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    build.mkdir()
+    return build
+
+
+def move_into_place(build: Path, dest: Path) -> None:
+    """Rename the finished export onto DEST; an old DEST (``--force``) is moved aside, then deleted."""
+    if dest.is_dir() and any(dest.iterdir()):
+        old = build.with_name(build.name.replace(TEMP_SUFFIX, ".old" + TEMP_SUFFIX))
+        os.replace(dest, old)
+        os.replace(build, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(build, dest)  # over an empty folder too (POSIX rename)
+
+
+# --- the export -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    dest: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    def lines(self) -> list[str]:
+        m = self.manifest
+        splits = ", ".join(f"{name} {m['totals'][name]}" for name in m["split"] if name in m["totals"])
+        exact = sum(1 for d in m["duplicates"] if d["kind"] == "exact")
+        return [
+            f"Exported {m['total']} {'face crops' if m['faces'] else 'pictures'} ({splits}) as {m['format']} "
+            f"to {self.dest}",
+            f"  classes: {', '.join(f'{label} {n}' for label, n in sorted(m['class_totals'].items()))}",
+            f"  duplicates left out: {len(m['duplicates'])} ({exact} exact, {len(m['duplicates']) - exact} near); "
+            f"skipped: {len(m['skipped'])}; re-encoded to JPEG: {len(m['converted'])}",
+            f"  manifest: {self.dest / MANIFEST_NAME}",
+        ]
+
+
+def export(settings: BaseSettings, options: ExportOptions) -> ExportResult:
+    """Export what ``options`` select from the project's catalogue into ``options.dest``."""
+    db = catalog_path(settings)
+    root = Path(settings.get("FILES_STORE") or output_dir(settings))
+    if not db.is_file():
+        raise ExportError(f"no catalogue at {db} (crawl first, or set OUTPUT_DIR / CATALOG_DB)")
+    dest = options.dest
+    build = prepare_destination(dest, options.force, [db, root])
+    try:
+        manifest = _build(db, root, build, options)
+        (build / MANIFEST_NAME).write_text(dump_json(manifest) + "\n", encoding="utf-8")
+        move_into_place(build, dest)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return ExportResult(dest, manifest)
+
+
+def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[str, Any]:
+    catalog = Catalog(db)  # brings an older catalogue's columns up to date; then only read
+    conn = open_read_only(db)
+    try:
+        query = picture_query(options.statuses, options.selection.sql)
+        rows = select_pictures(conn, query)
+        translations = tag_translations(conn)
+        updated = catalog_updated(conn)
+        faces = face_rows(conn) if options.faces else {}
+        tags = TagIndex.load(conn) or None  # aliases and implications, as the crawl's rules see them
+        items = _items(rows, catalog, options, faces, tags)
+    finally:
+        conn.close()
+        catalog.close()
+    if not items:
+        raise ExportError("the selection matched no pictures" + (" with face crops" if options.faces else ""))
+
+    skipped: list[dict[str, str]] = []
+    usable: list[Item] = []
+    progress = ThrottledProgress("export: reading", len(items), options.progress)
+    for item in items:
+        why = inspect_file(item, _file(root, item.path))
+        if why:
+            skipped.append({"key": item.key, "reason": why})
+        else:
+            usable.append(item)
+        progress.update(1)
+    progress.close()
+
+    # The largest copy of a duplicated picture is the one exported.
+    by_key = {item.key: item for item in usable}
+    ranked = sorted(usable, key=lambda item: (-item.width * item.height, item.order))
+    kept, duplicates = find_duplicates(
+        (Candidate(item.key, item.sha256, item.phash) for item in ranked), options.phash_distance
+    )
+    chosen = sorted((by_key[c.key] for c in kept), key=lambda item: item.order)
+
+    class_from = options.class_from
+    if class_from == "auto":
+        class_from = "classifier" if any(item.row["classifier_label"] for item in chosen) else "none"
+    wanted_tags = tag_list(class_from) if class_from.startswith("tags:") else []
+    for item in chosen:
+        item.label = label_of(item, "tags" if wanted_tags else class_from, wanted_tags, translations, tags)
+        item.split = split_of(item.artwork_id, options.seed, options.split)
+    folders = class_folders(item.label for item in chosen)
+    # The number each class gets from loaders that sort the folder names (ImageFolder, Keras).
+    class_index = {label: n for n, label in enumerate(sorted(folders, key=folders.__getitem__))}
+
+    writer = Writer(build, options, folders, class_index, translations, lambda item: output_bytes(item, _file(root, item.path), options.jpeg_quality))
+    progress = ThrottledProgress("export: writing", len(chosen), options.progress)
+    for name, _share in options.split:
+        members = [item for item in chosen if item.split == name]
+        if members:  # an empty split gets no folder, metadata or shard at all
+            writer.write(name, members, progress)
+    progress.close()
+
+    counts: dict[str, Counter[str]] = {name: Counter() for name, _ in options.split}
+    for item in chosen:
+        counts[item.split][item.label] += 1
+    return {
+        "format": options.format,
+        "faces": options.faces,
+        "seed": options.seed,
+        "split": {name: round(share, ROUND) for name, share in options.split},
+        "selection": {**options.selection.as_dict(), "statuses": list(options.statuses), "query": query},
+        "class_from": class_from,
+        "classes": folders,
+        "class_index": class_index,
+        "counts": {name: dict(sorted(c.items())) for name, c in counts.items()},
+        "totals": {name: sum(c.values()) for name, c in counts.items()},
+        "class_totals": dict(sorted(Counter(item.label for item in chosen).items())),
+        "total": len(chosen),
+        "artworks": {name: len({i.artwork_id for i in chosen if i.split == name}) for name, _ in options.split},
+        "duplicates": [d.as_dict() for d in sorted(duplicates, key=lambda d: by_key[d.key].order)],
+        "skipped": skipped,
+        "converted": [item.key for item in chosen if item.convert],
+        "settings": {
+            "EXPORT_PHASH_DISTANCE": options.phash_distance,
+            "EXPORT_SHARD_SIZE": options.shard_size if options.format == "webdataset" else None,
+            "EXPORT_TRIGGER_WORD": options.trigger_word,
+            "JPEG_QUALITY": options.jpeg_quality,
+        },
+        "models": _models(chosen, options.classifier_model),
+        "catalog": {"updated": updated, "selected_rows": len(rows)},
+    }
+
+
+def _items(rows: list[dict[str, Any]], catalog: Catalog, options: ExportOptions,
+           faces: dict[tuple[str, int], list[dict[str, Any]]], tags: TagIndex | None = None) -> list[Item]:
+    """The selected rows as items: filtered by the rules, expanded to face crops with --faces."""
+    items: list[Item] = []
+    for row in rows:
+        state = catalog.curation_state(row["artwork_id"], row["page"])
+        if options.selection.rules is not None:
+            action, _why = decide(state["record"], state["artwork"], options.selection.rules, options.selection.default,
+                                  tags)
+            if action != "keep":
+                continue
+        stem = safe_name(f"{row['artwork_id']}_p{row['page']}")
+        if not options.faces:
+            items.append(Item(row=row, state=state, path=row["path"], key=stem))
+            continue
+        for face in faces.get((row["artwork_id"], row["page"]), []):
+            items.append(Item(row=row, state=state, path=face["path"], key=f"{stem}_f{face['index']}", face=face))
+    keys = Counter(item.key for item in items)
+    clashes = [key for key, n in keys.items() if n > 1]
+    if clashes:
+        raise ExportError(f"artwork ids that differ only in unsafe characters give the same file name: {clashes[:5]}")
+    return items
+
+
+def _file(root: Path, stored: str) -> Path:
+    return Path(stored) if Path(stored).is_absolute() else root / stored
+
+
+def _models(items: Sequence[Item], classifier_model: str) -> dict[str, Any]:
+    """The model versions behind the exported labels and tags, and the configured classifier's card."""
+    models: dict[str, Any] = {
+        "classifier_versions": sorted({i.row["classifier_model"] for i in items if i.row["classifier_model"]}),
+        "tagger_versions": sorted({i.state["record"]["model_tags"][0]["model"] for i in items if i.state["record"]["model_tags"]}),
+        "classifier_card": None,
+    }
+    if classifier_model:
+        from models.classifier import model_version
+
+        path = Path(classifier_model)
+        card_path = path.with_suffix(".json")
+        card: dict[str, Any] = {"model": classifier_model}
+        try:
+            card["version"] = model_version(path)
+            card["card"] = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            card["error"] = f"cannot read the model or its card: {exc}"
+        models["classifier_card"] = card
+    return models

@@ -1,0 +1,628 @@
+"""Re-curation without the crawler: the library under ``scrapy curate`` (crawler/commands/curate.py).
+
+Someone with a crawl made before a better classifier, or a folder of 10,000 pictures and a
+DeepDanbooru model, wants the curation stages run again over what they already have, without
+crawling, and without paying twice for what the same model has already seen. So:
+
+* Inputs are the catalogue's stored pictures (kept or dropped) or plain folders and files, which
+  become ``local:{sha256[:20]}`` artworks of one page (content-addressed: the same picture in two
+  folders is one row). A user's files are read where they are and never moved or deleted.
+* It runs synchronously, batch after batch, in the command's process (no reactor). Each batch's
+  results are written in one transaction, so a run killed half-way resumes where it stopped.
+* ``curation_runs`` says which version of each stage last looked at a picture; a picture is
+  skipped for a stage when that version is the current one and it ran without an error.
+* With curation rules configured, every input picture is decided again from what is stored about
+  it (including the results of stages skipped this run), exactly as the crawl's decision stage
+  would, and a crawled picture's file moves between ``images/`` and ``dropped/`` to match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from crawler.catalog import Catalog, StoredPicture, utc_now
+from crawler.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir
+from crawler.tags import read_index
+from models.inference import Progress
+from pipelines.decide import decide, default_action, load_rules
+from pipelines.faces import detectors_version, page_faces, usable_detectors
+from pipelines.jpeg import BadImage, open_checked
+from pipelines.model_stage import open_pictures
+from pipelines.workers import _die_with_parent, worker_count
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("faces", "classify", "tag")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+LOCAL_PREFIX = "local:"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class CurateError(ValueError):
+    """A run that cannot start (a stage without its model, a missing input); the message says why."""
+
+
+class ModelLoadError(RuntimeError):
+    """A configured model that cannot be loaded; the run stops (finished batches stay committed)."""
+
+
+# --- stages ---------------------------------------------------------------------------------------
+# Each knows its version without loading its model (a file hash), so a run with nothing to do never
+# imports TensorFlow; ``load`` loads it when a batch needs it; ``run`` gives one result, or the reason
+# as a str, per picture, in order; ``write`` stores a result in the catalogue.
+
+
+class ClassifyStage:
+    name = "classify"
+
+    def __init__(self, settings: BaseSettings):
+        from models.classifier import model_version
+
+        self.model_path = Path(settings.get("CLASSIFIER_MODEL"))
+        if not self.model_path.is_file():
+            raise CurateError(f"CLASSIFIER_MODEL={str(self.model_path)!r}: no such file")
+        self.version = model_version(self.model_path)
+        self.model: Any = None
+
+    def load(self) -> None:
+        if self.model is None:
+            from models.classifier import CharacterClassifier  # TensorFlow only when classifying
+
+            self.model = CharacterClassifier.load(self.model_path)
+            logger.info("Classify: %s loaded from %s", self.model.version, self.model_path)
+
+    def run(self, pictures: list[Picture]) -> list[Any]:
+        images, readable, results = open_pictures(Path("/"), [str(p.file) for p in pictures])
+        if images:
+            predictions = self.model.predict(images, batch_size=len(images))
+            for i, p in zip(readable, predictions, strict=True):
+                results[i] = {"label": p.label, "target": self.model.target, "score": float(p.target_score),
+                              "model": self.model.version}
+        return results
+
+    def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
+        catalog.set_classifier(picture.artwork_id, picture.page, result)
+
+
+class TagStage:
+    name = "tag"
+
+    def __init__(self, settings: BaseSettings):
+        from models.tagger import TaggerError, project_version
+
+        self.project = Path(settings.get("TAGGER_PROJECT"))
+        try:
+            self.version = project_version(self.project)
+        except TaggerError as exc:
+            raise CurateError(f"TAGGER_PROJECT: {exc}") from None
+        self.threshold = settings.getfloat("TAGGER_THRESHOLD")
+        self.category_thresholds = dict(settings.getdict("TAGGER_CATEGORY_THRESHOLDS"))
+        self.model: Any = None
+
+    def load(self) -> None:
+        if self.model is None:
+            from models.tagger import DeepDanbooruTagger  # TensorFlow only when tagging
+
+            self.model = DeepDanbooruTagger.load(
+                self.project, threshold=self.threshold, category_thresholds=self.category_thresholds
+            )
+            self.category_by_tag = {tag: self.model.category_of(i) for i, tag in enumerate(self.model.tags)}
+            logger.info("Tag: %s loaded from %s", self.model.version, self.project)
+
+    def run(self, pictures: list[Picture]) -> list[Any]:
+        images, readable, results = open_pictures(Path("/"), [str(p.file) for p in pictures])
+        if images:
+            for i, tags in zip(readable, self.model.predict(images, batch_size=len(images)), strict=True):
+                results[i] = [
+                    {"tag": tag, "category": self.category_by_tag[tag], "score": float(score)}
+                    for tag, score in sorted(tags.items(), key=lambda kv: -kv[1])
+                ]
+        return results
+
+    def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
+        catalog.replace_model_tags(picture.artwork_id, picture.page, self.version, result)
+
+
+class FacesStage:
+    name = "faces"
+
+    def __init__(self, settings: BaseSettings, root: Path):
+        names = [n.strip().lower() for n in settings.getlist("FACES_DETECTORS") if n.strip()]
+        detector_settings = {
+            "scale_factor": settings.getfloat("FACES_SCALE_FACTOR"),
+            "min_neighbors": settings.getint("FACES_MIN_NEIGHBORS"),
+            "min_size": settings.getint("FACES_MIN_SIZE"),
+            "crop_margin": settings.getfloat("FACES_CROP_MARGIN"),
+            "crop_size": settings.getint("FACES_CROP_SIZE"),
+            "max_pixels": settings.getint("IMAGE_MAX_PIXELS"),
+        }
+        try:
+            usable, cascade, problems = usable_detectors(names, settings.get("FACES_CASCADE_PATH") or "", detector_settings)
+        except ValueError as exc:
+            raise CurateError(str(exc)) from None
+        if not usable:
+            raise CurateError("no face detector can run here: " + " | ".join(problems or ["FACES_DETECTORS is empty"]))
+        for problem in problems:
+            logger.warning(problem)
+        self.settings = {**detector_settings, "detectors": tuple(usable), "cascade_path": cascade}
+        self.version = detectors_version(self.settings)
+        self.root = str(root)
+        self.workers = worker_count(settings.getint("IMAGE_WORKERS"))
+        self.pool: ProcessPoolExecutor | None = None
+
+    def load(self) -> None:
+        """Nothing to load: the detectors are built where they run (here or in the workers)."""
+
+    def run(self, pictures: list[Picture]) -> list[Any]:
+        jobs = [(self.root, p.artwork_id, {"page": p.page, "path": str(p.file)}, self.settings) for p in pictures]
+        if self.workers == 0 or len(jobs) < 2:
+            outcomes = [page_faces(*job) for job in jobs]
+        else:
+            if self.pool is None:  # spawn, as the crawl's pool; workers die with this process
+                self.pool = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_die_with_parent, initargs=(os.getpid(),),
+                )
+            outcomes = list(self.pool.map(page_faces, *zip(*jobs)))
+        return [o["faces"] if o["faces_error"] is None else o["faces_error"] for o in outcomes]
+
+    def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
+        catalog.replace_faces(picture.artwork_id, picture.page, result)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def choose_stages(settings: BaseSettings, requested: str | None) -> list[str]:
+    """The stages to run: those named (each needs its model), else every configured one."""
+    configured = {
+        "faces": settings.getbool("FACES_ENABLED"),
+        "classify": bool(settings.get("CLASSIFIER_MODEL")),
+        "tag": bool(settings.get("TAGGER_PROJECT")),
+    }
+    if requested is None:
+        return [name for name in STAGES if configured[name]]
+    names = [n.strip().lower() for n in requested.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise CurateError(f"unknown stage {unknown[0]!r} in --stages; known: {', '.join(STAGES)}")
+    needs = {"classify": "CLASSIFIER_MODEL (-s CLASSIFIER_MODEL=path/to/classifier.keras)",
+             "tag": "TAGGER_PROJECT (-s TAGGER_PROJECT=path/to/deepdanbooru-project)"}
+    for name in names:
+        if name in needs and not configured[name]:
+            raise CurateError(f"--stages {name} needs {needs[name]}, which is not set")
+    return [name for name in STAGES if name in names]  # faces first: the order the crawl runs them
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogueInput:
+    artwork_id: str
+    page: int
+
+
+@dataclass(frozen=True)
+class FileInput:
+    path: Path  # absolute
+
+
+@dataclass
+class Picture:
+    """One input picture in the batch being curated."""
+
+    artwork_id: str
+    page: int
+    file: Path  # where it is now
+    path: str  # as ``images.path`` holds it
+    status: str
+    reason: str | None
+    label: str  # how messages and the report name it
+    error: str | None = None  # it cannot be read: no stage runs on it
+    new_row: dict[str, Any] | None = None  # a folder picture seen for the first time
+    path_changed: bool = False
+    from_catalogue: bool = False  # listed from the catalogue (or a folder file it already holds by path)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.artwork_id, self.page
+
+    @property
+    def local(self) -> bool:
+        return self.artwork_id.startswith(LOCAL_PREFIX)
+
+
+def is_catalogue_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def picture_files(folder: Path) -> list[Path]:
+    """The pictures under ``folder``, recursively, sorted; hidden files and folders left out."""
+    return [
+        p for p in sorted(folder.rglob("*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+
+
+def absolute(path: str | Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One line of the report: a picture in the catalogue (key), or a file that could not be read."""
+
+    key: tuple[str, int] | None
+    label: str
+    from_catalogue: bool
+    error: str | None = None
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    pictures: int = 0
+    from_catalogue: int = 0
+    from_folders: int = 0
+    new_pictures: int = 0
+    duplicates: int = 0
+    processed: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)  # picture -> first reason
+    decided: int = 0
+    now_kept: int = 0
+    now_dropped: int = 0
+    reasons_updated: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def lines(self, catalog: Path, report: str | None) -> list[str]:
+        out = [
+            f"Curated {self.pictures} pictures ({self.from_catalogue} from the catalogue, {self.from_folders} from "
+            f"folders, {self.new_pictures} of them new to it; {self.duplicates} more files were copies of these) in {catalog}"
+        ]
+        for stage, version in self.versions.items():
+            out.append(
+                f"  {stage} ({version}): {self.processed[stage]} processed, {self.skipped[stage]} skipped "
+                f"(same model version), {self.failed[stage]} failed"
+            )
+        if not self.versions:
+            out.append("  no stage ran (none named with --stages, or none configured)")
+        out.append(f"  failed: {len(self.failures)} pictures")
+        for label, reason in list(self.failures.items())[:20]:
+            out.append(f"    {label}: {reason}")
+        if len(self.failures) > 20:
+            out.append(f"    ... and {len(self.failures) - 20} more (see the log)")
+        if self.decided:
+            out.append(
+                f"  decisions: {self.decided} pictures decided; changed: {self.now_dropped} now dropped, "
+                f"{self.now_kept} now kept, {self.reasons_updated} with a new reason only"
+            )
+        else:
+            out.append("  decisions: unchanged (no curation rules configured)")
+        if report:
+            out.append(f"  report: {report}")
+        return out
+
+
+class Curator:
+    """Runs the chosen stages over pictures, batch by batch, into the project's catalogue."""
+
+    def __init__(self, settings: BaseSettings, stages: Sequence[str], *, batch_size: int | None = None,
+                 force: bool = False, progress: bool = True):
+        self.root = absolute(settings.get("FILES_STORE") or output_dir(settings))
+        self.catalog_path = absolute(catalog_path(settings))
+        self.batch_size = batch_size or settings.getint("CURATE_BATCH_SIZE")
+        if self.batch_size < 1:
+            raise CurateError(f"the batch size must be at least 1, not {self.batch_size}")
+        self.force = force
+        self.progress = progress
+        self.max_pixels = settings.getint("IMAGE_MAX_PIXELS")
+        self.rules = load_rules(settings)
+        self.default = default_action(settings) if self.rules else None
+        self.delete_dropped = settings.getbool("CURATE_DELETE_DROPPED")
+        makers = {"faces": lambda: FacesStage(settings, self.root), "classify": lambda: ClassifyStage(settings),
+                  "tag": lambda: TagStage(settings)}
+        self.stages = [makers[name]() for name in stages]
+        self.catalog = Catalog(self.catalog_path)
+        self.tags = read_index(self.catalog_path) if self.rules else None  # the tag rule reads aliases
+        self.summary = Summary(versions={s.name: s.version for s in self.stages})
+        self._said_library_stays = False
+
+    def close(self) -> None:
+        for stage in self.stages:
+            if isinstance(stage, FacesStage):
+                stage.close()
+        self.catalog.close()
+
+    # --- inputs -----------------------------------------------------------------------------------
+    def collect(self, paths: Sequence[str]) -> list[CatalogueInput | FileInput]:
+        """The input pictures, in order: no PATH means the project's catalogue."""
+        if not paths:
+            return self._catalogue_inputs()
+        inputs: list[CatalogueInput | FileInput] = []
+        for argument in paths:
+            path = absolute(argument)
+            if path.is_dir() and (path / "catalog.db").is_file():
+                self._check_is_ours(path / "catalog.db", argument)
+                inputs.extend(self._catalogue_inputs())
+            elif path.is_file() and is_catalogue_file(path):
+                self._check_is_ours(path, argument)
+                inputs.extend(self._catalogue_inputs())
+            elif path.is_dir():
+                inputs.extend(FileInput(p) for p in picture_files(path))
+            elif path.is_file():
+                inputs.append(FileInput(path))
+            else:
+                raise CurateError(f"{argument}: no such file or folder")
+        return inputs
+
+    def _check_is_ours(self, db: Path, argument: str) -> None:
+        if db.resolve() != self.catalog_path.resolve():
+            raise CurateError(
+                f"{argument} is another catalogue than the project's ({self.catalog_path}), where results go; "
+                f"re-curate it with -s OUTPUT_DIR={db.parent} (or -s CATALOG_DB={db})"
+            )
+
+    def _catalogue_inputs(self) -> list[CatalogueInput]:
+        return [CatalogueInput(p.artwork_id, p.page) for p in self.catalog.curatable_pictures()]
+
+    # --- the run ----------------------------------------------------------------------------------
+    def run(self, inputs: Sequence[CatalogueInput | FileInput], report: str | None = None) -> Summary:
+        reported: list[Reported] = []
+        seen: set[tuple[str, int]] = set()
+        bar = Progress("curating", len(inputs), self.progress)
+        try:
+            for start in range(0, len(inputs), self.batch_size):
+                chunk = inputs[start:start + self.batch_size]
+                batch = []
+                for source in chunk:
+                    picture, error, label = self._picture(source)
+                    if picture is None:
+                        if error:  # a file that cannot even be read: reported, logged, not catalogued
+                            reported.append(Reported(None, label, False, error))
+                            self.summary.from_folders += 1
+                            self._failed(label, error)
+                        continue
+                    reported.append(Reported(picture.key, picture.label, picture.from_catalogue))
+                    if picture.key in seen:  # the same picture again (a copy in another folder)
+                        self.summary.duplicates += 1
+                        continue
+                    seen.add(picture.key)
+                    if picture.from_catalogue:
+                        self.summary.from_catalogue += 1
+                    else:
+                        self.summary.from_folders += 1
+                    batch.append(picture)
+                self._curate(batch)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        self.summary.pictures = len(reported) - self.summary.duplicates
+        if report:
+            self.write_report(report, reported)
+        return self.summary
+
+    def _picture(self, source: CatalogueInput | FileInput) -> tuple[Picture | None, str | None, str]:
+        """The input as a Picture, or (None, why, its name) when there is no picture to curate."""
+        if isinstance(source, FileInput):
+            return self._file_picture(source.path)
+        stored = self.catalog.picture(source.artwork_id, source.page)
+        if stored is None or stored.path is None:  # gone since the listing (a crawl running beside)
+            return None, None, f"{source.artwork_id} page {source.page}"
+        return self._stored_picture(stored, stored.path), None, stored.path
+
+    def _stored_picture(self, stored: StoredPicture, label: str) -> Picture:
+        """A catalogued picture. A crawled file found in the other of images/ and dropped/ was moved
+        by a run killed before it committed the move: it goes back to where the catalogue says."""
+        assert stored.path is not None
+        picture = Picture(stored.artwork_id, stored.page, self._file_of(stored.path), stored.path, stored.status,
+                          stored.reason, label, from_catalogue=True)
+        if not picture.file.is_file() and not picture.local:
+            name = Path(stored.path).name
+            for folder in (IMAGES_DIR, DROPPED_DIR):
+                moved = self.root / folder / name
+                if moved.is_file() and moved != picture.file:
+                    picture.file.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(moved, picture.file)
+                    logger.info("Curate: %s moved back to %s (a killed run had moved it)", moved, stored.path)
+                    break
+        if stored.status == "failed":
+            picture.error = stored.reason
+        elif not picture.file.is_file():
+            picture.error = f"the file {picture.file} is missing"
+        return picture
+
+    def _file_of(self, stored_path: str) -> Path:
+        return Path(stored_path) if Path(stored_path).is_absolute() else self.root / stored_path
+
+    def _stored_path(self, file: Path) -> str:
+        """Relative to OUTPUT_DIR inside it, else absolute (see the images table)."""
+        try:
+            return file.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(file)
+
+    def _file_picture(self, file: Path) -> tuple[Picture | None, str | None, str]:
+        label = str(file)
+        path = self._stored_path(file)
+        if not Path(path).is_absolute():  # inside OUTPUT_DIR: maybe a crawled picture, by its path
+            stored = self.catalog.picture_at(path)
+            if stored is not None:
+                return self._stored_picture(stored, path), None, path
+        try:
+            data = file.read_bytes()
+        except OSError as exc:  # no content, no content address: reported and logged, not catalogued
+            return None, f"cannot read the file: {exc}", label
+        sha256 = hashlib.sha256(data).hexdigest()
+        artwork_id = f"{LOCAL_PREFIX}{sha256[:20]}"
+        stored = self.catalog.picture(artwork_id, 0)
+        if stored is not None:
+            picture = Picture(artwork_id, 0, file, path, stored.status, stored.reason, label)
+            picture.path_changed = stored.path != path
+            if stored.status == "failed":
+                picture.error = stored.reason
+            return picture, None, label
+        row: dict[str, Any] = {"path": path, "sha256": sha256, "status": "kept", "reason": None}
+        try:
+            image = open_checked(data, self.max_pixels)
+            row.update(width=image.width, height=image.height, format=(image.format or "unknown").lower())
+        except BadImage as exc:
+            row.update(status="failed", reason=str(exc))
+        except (OSError, SyntaxError, ValueError) as exc:  # what Pillow's decoders raise past open_checked
+            row.update(status="failed", reason=f"not a readable picture: {exc}")
+        picture = Picture(artwork_id, 0, file, path, row["status"], row["reason"], label, error=row["reason"],
+                          new_row={"title": file.name, **row})
+        return picture, None, label
+
+    def _failed(self, label: str, reason: str, stage: str | None = None) -> None:
+        if stage:
+            self.summary.failed[stage] += 1
+        if label not in self.summary.failures:
+            self.summary.failures[label] = reason
+            logger.warning("Curate (failed): %s: %s", label, reason)
+
+    def _curate(self, batch: list[Picture]) -> None:
+        """One batch: run the stages (no transaction open meanwhile), then write it all in one."""
+        outcomes: list[tuple[Any, list[tuple[Picture, Any]]]] = []
+        for stage in self.stages:
+            todo = []
+            for picture in batch:
+                if picture.error is not None:
+                    self._failed(picture.label, picture.error, stage.name)
+                elif not self.force and picture.new_row is None and self.catalog.stage_done(
+                    picture.artwork_id, picture.page, stage.name, stage.version
+                ):
+                    self.summary.skipped[stage.name] += 1
+                else:
+                    todo.append(picture)
+            results: list[Any] = []
+            if todo:
+                try:
+                    stage.load()
+                except Exception as exc:  # every batch would fail alike: end the run
+                    raise ModelLoadError(f"the {stage.name} model cannot be loaded: {type(exc).__name__}: {exc}") from exc
+                try:
+                    results = stage.run(todo)
+                except Exception as exc:  # noqa: BLE001 - a model that fails costs this batch, not the run
+                    logger.exception("Curate: the %s stage failed on a batch", stage.name)
+                    results = [f"the {stage.name} stage failed: {type(exc).__name__}: {exc}"] * len(todo)
+            outcomes.append((stage, list(zip(todo, results, strict=True))))
+
+        now = utc_now()
+        deletions: list[Path] = []
+        with self.catalog.batch() as catalog:
+            for picture in batch:
+                if picture.new_row is not None:
+                    row = dict(picture.new_row)
+                    catalog.add_local_picture(picture.artwork_id, row.pop("title"), row, now)
+                    self.summary.new_pictures += 1
+                elif picture.path_changed:
+                    catalog.set_picture_path(picture.artwork_id, picture.page, picture.path)
+            for stage in self.stages:  # the reason a picture could not be read, as each stage's outcome
+                for picture in batch:
+                    if picture.error is not None:
+                        catalog.record_stage_run(picture.artwork_id, picture.page, stage.name, stage.version,
+                                                 picture.error, now)
+            for stage, results in outcomes:
+                for picture, result in results:
+                    if isinstance(result, str):
+                        self._failed(picture.label, f"{stage.name}: {result}", stage.name)
+                        catalog.record_stage_run(picture.artwork_id, picture.page, stage.name, stage.version,
+                                                 result, now)
+                        continue
+                    stage.write(catalog, picture, result)
+                    catalog.record_stage_run(picture.artwork_id, picture.page, stage.name, stage.version, None, now)
+                    self.summary.processed[stage.name] += 1
+            if self.rules:
+                for picture in batch:
+                    deletion = self._decide(catalog, picture)
+                    if deletion is not None:
+                        deletions.append(deletion)
+        for file in deletions:  # once the committed catalogue no longer points at it
+            file.unlink(missing_ok=True)
+
+    def _decide(self, catalog: Catalog, picture: Picture) -> Path | None:
+        """Decide one picture again from what is stored, and put a crawled file where its status
+        says (images/ or dropped/); a file to delete (CURATE_DELETE_DROPPED) is handed back, to go
+        after the commit. A picture from a folder only changes in the catalogue."""
+        if picture.error is not None or picture.status not in ("kept", "dropped"):
+            return None
+        state = catalog.curation_state(picture.artwork_id, picture.page)
+        action, reason = decide(state["record"], state["artwork"], self.rules, self.default, self.tags)
+        status = "kept" if action == "keep" else "dropped"
+        self.summary.decided += 1
+        path: str | None = picture.path
+        if not picture.local:
+            if status == "dropped" and self.delete_dropped:
+                path = None
+            else:
+                path = f"{DROPPED_DIR if status == 'dropped' else IMAGES_DIR}/{Path(picture.path).name}"
+        if (status, reason, path) == (picture.status, picture.reason, picture.path):
+            return None
+        deletion = None
+        if path is None:
+            deletion = picture.file
+        elif path != picture.path:
+            try:
+                (self.root / path).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(picture.file, self.root / path)
+            except OSError as exc:
+                self._failed(picture.label, f"cannot move it to {path}: {exc}")
+                return None
+        elif picture.local and status == "dropped" != picture.status and not self._said_library_stays:
+            logger.info("Curate: pictures from folders are never moved or deleted; a drop is recorded in the "
+                        "catalogue only")
+            self._said_library_stays = True
+        catalog.set_decision(picture.artwork_id, picture.page, status, reason, path)
+        if status != picture.status:
+            self.summary.now_dropped += status == "dropped"
+            self.summary.now_kept += status == "kept"
+        elif reason != picture.reason:
+            self.summary.reasons_updated += 1
+        picture.status, picture.reason, picture.path = status, reason, path or picture.path
+        return deletion
+
+    # --- the report -------------------------------------------------------------------------------
+    def report_line(self, entry: Reported) -> dict[str, Any]:
+        """What the catalogue now says about one input picture."""
+        if entry.key is None:
+            return {"path": entry.label, "faces": None, "classifier": None, "tags": {}, "decision": "failed",
+                    "reason": entry.error}
+        state = self.catalog.curation_state(*entry.key)
+        picture, record = state["picture"], state["record"]
+        return {
+            # a catalogued picture where it is now (the decision may have moved it); a file as given
+            "path": picture.path if entry.from_catalogue and picture.path is not None else entry.label,
+            "faces": None if record["faces"] is None else [[f["x"], f["y"], f["w"], f["h"]] for f in record["faces"]],
+            "classifier": record["classifier"],
+            "tags": {t["tag"]: t["score"] for t in record["model_tags"]},
+            "decision": picture.status,
+            "reason": picture.reason,
+        }
+
+    def write_report(self, path: str, reported: Sequence[Reported]) -> None:
+        lines = [json.dumps(self.report_line(entry), ensure_ascii=False) + "\n" for entry in reported]
+        atomic_write(path, "".join(lines).encode("utf-8"))

@@ -1,0 +1,378 @@
+"""``scrapy export``: a real crawl of the local site, curated by hand, exported in every format and
+read back with each format's own loader (Keras, a plain ImageFolder reader, json, tarfile)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from collections import defaultdict
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from scrapy.settings import Settings
+
+from crawler import export as export_module
+from crawler.catalog import Catalog, utc_now
+from crawler.export import ExportError, ExportOptions, export, parse_split, parse_where, split_of
+from tests.conftest import project_settings
+
+REPO = Path(__file__).resolve().parents[2]
+TRIGGER = "monaxyz"
+EXACT_COPY, NEAR_COPY = "900000001", "900000002"
+FORMATS = ("imagefolder", "kohya", "hf", "webdataset")
+
+
+def dump(db: Path) -> list[str]:
+    with closing(sqlite3.connect(db)) as conn:
+        return list(conn.iterdump())
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def settings_for(output: Path, **extra) -> Settings:
+    return Settings(project_settings(OUTPUT_DIR=str(output), EXPORT_TRIGGER_WORD=TRIGGER, EXPORT_SHARD_SIZE=10, **extra))
+
+
+def run_export(output: Path, dest: Path, where: str | None = None, **given) -> dict:
+    settings = settings_for(output)
+    options = ExportOptions.from_settings(
+        settings, dest, selection=parse_where(where), split=parse_split(given.pop("split", "0.8,0.2")),
+        seed=given.pop("seed", 3), progress=False, **given,
+    )
+    return export(settings, options).manifest
+
+
+def stem_artwork(name: str) -> str:
+    return name.split("_p", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory, pixiv_site):
+    """One page of the local site, crawled for real; then classifier labels, model tags and face
+    crops written through Catalog, and two more artworks: an exact and a near copy of a picture."""
+    from tests.conftest import crawl_command, crawl_env
+
+    output = tmp_path_factory.mktemp("export") / "out"
+    done = subprocess.run(crawl_command(pixiv_site, output, "-a", "pages=1", "-s", "IMAGE_WORKERS=0"),
+                          cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    catalog = Catalog(output / "catalog.db")
+    kept = catalog.conn.execute(
+        "SELECT artwork_id, page, path FROM images WHERE status = 'kept' ORDER BY artwork_id, page"
+    ).fetchall()
+    assert len(kept) > 40
+    with catalog.batch():
+        for n, (artwork_id, page, path) in enumerate(kept):
+            if path.endswith(".webp"):
+                continue  # the ugoira stays unlabelled
+            mona = n % 3 == 0
+            catalog.set_classifier(artwork_id, page, {"label": "mona" if mona else "other", "score": 0.9 if mona else 0.1,
+                                                       "target": "mona", "model": "classifier-test"})
+            if n % 2 == 0:
+                catalog.replace_model_tags(artwork_id, page, "tagger-test", [
+                    {"tag": "long_hair", "category": "General", "score": 0.7},
+                    {"tag": "mona_(genshin_impact)", "category": "Character", "score": 0.95 if mona else 0.6},
+                ])
+            if n < 8:
+                crop = Image.open(output / path).convert("RGB").crop((0, 0, 32, 32)).resize((96, 96))
+                face_path = f"faces/{artwork_id}_p{page}_f0.jpg"
+                (output / "faces").mkdir(exist_ok=True)
+                crop.save(output / face_path, quality=90)
+                catalog.replace_faces(artwork_id, page, [{"index": 0, "x": 0, "y": 0, "w": 32, "h": 32,
+                                                          "score": 0.9, "sources": "test", "path": face_path}])
+    # The copies: the first JPEG byte for byte, and the second one smaller and re-compressed.
+    first, second = [row for row in kept if row[2].endswith(".jpg")][:2]
+    exact = (output / first[2]).read_bytes()
+    source = Image.open(output / second[2])
+    near_image = source.resize((source.width * 3 // 4, source.height * 3 // 4), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    near_image.save(buffer, "JPEG", quality=75)
+    for artwork_id, data, size in ((EXACT_COPY, exact, Image.open(io.BytesIO(exact)).size),
+                                   (NEAR_COPY, buffer.getvalue(), near_image.size)):
+        path = f"images/{artwork_id}_p0.jpg"
+        (output / path).write_bytes(data)
+        catalog.record_artwork(
+            {"id": artwork_id, "title": "repost", "page_count": 1, "status": "ok", "x_restrict": 0, "ai_type": 1,
+             "tags": [{"name": "原神", "translation_en": "Genshin Impact"}]},
+            [{"page": 0, "path": path, "sha256": hashlib.sha256(data).hexdigest(), "width": size[0],
+              "height": size[1], "format": "jpeg", "source_format": "jpeg", "status": "kept",
+              "classifier": {"label": "mona", "score": 0.9, "target": "mona", "model": "classifier-test"}}],
+            utc_now(),
+        )
+    catalog.close()
+    return {"output": output, "db": output / "catalog.db", "exact_of": f"{first[0]}_p{first[1]}",
+            "near_of": f"{second[0]}_p{second[1]}"}
+
+
+@pytest.fixture(scope="module")
+def exports(catalogue, tmp_path_factory):
+    """Each format exported once (the tests below read them back), with its manifest."""
+    root = tmp_path_factory.mktemp("exports")
+    return {fmt: (root / fmt, run_export(catalogue["output"], root / fmt, format=fmt)) for fmt in FORMATS}
+
+
+def expected_caption(db: Path, artwork_id: str, page: int) -> list[str]:
+    with closing(sqlite3.connect(db)) as conn:
+        model = [t for (t,) in conn.execute(
+            "SELECT tag FROM image_tags WHERE artwork_id = ? AND page = ? ORDER BY score DESC, tag", [artwork_id, page])]
+        pixiv = [en or name for name, en in conn.execute(
+            "SELECT t.name, t.translation_en FROM artwork_tags x JOIN tags t ON t.name = x.tag "
+            "WHERE x.artwork_id = ? ORDER BY x.position", [artwork_id])]
+    return [TRIGGER, *model, *pixiv]
+
+
+def assert_split_by_artwork(names_by_split: dict[str, list[str]]) -> None:
+    seen: dict[str, str] = {}
+    for split, names in names_by_split.items():
+        for name in names:
+            assert seen.setdefault(stem_artwork(name), split) == split, f"{name} is in {seen[stem_artwork(name)]} and {split}"
+
+
+def read_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """What torchvision's ImageFolder does, in plain Python: sorted class folders, every picture decoded."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    samples = []
+    for index, name in enumerate(classes):
+        for path in sorted((root / name).iterdir()):
+            assert path.suffix in (".jpg", ".png"), path
+            with Image.open(path) as image:
+                image.convert("RGB").load()
+            samples.append((path, index))
+    return classes, samples
+
+
+def test_imagefolder_reads_back_with_keras_and_a_plain_reader(exports, catalogue):
+    dest, manifest = exports["imagefolder"]
+    assert manifest["class_from"] == "classifier"
+    assert set(manifest["class_totals"]) == {"mona", "other", "unlabelled"}
+    names_by_split = {}
+    for split in ("train", "val"):
+        classes, samples = read_image_folder(dest / split)
+        assert classes == sorted(manifest["counts"][split])
+        for index, name in enumerate(classes):
+            assert sum(1 for _, i in samples if i == index) == manifest["counts"][split][name]
+        names_by_split[split] = [path.stem for path, _ in samples]
+    assert manifest["totals"]["val"] > 0 and manifest["artworks"]["val"] > 0
+    assert_split_by_artwork(names_by_split)
+    # The ugoira's WebP is exported as its first frame in JPEG, and says so.
+    assert manifest["converted"] and all(list(dest.rglob(f"{key}.jpg")) for key in manifest["converted"])
+
+    import tensorflow as tf
+
+    dataset = tf.keras.utils.image_dataset_from_directory(
+        dest / "train", image_size=(32, 32), batch_size=128, shuffle=False)
+    assert dataset.class_names == sorted(manifest["counts"]["train"])
+    assert sum(int(images.shape[0]) for images, _labels in dataset) == manifest["totals"]["train"]
+
+
+def test_duplicates_are_listed_not_exported(exports, catalogue):
+    dest, manifest = exports["imagefolder"]
+    found = {d["key"]: d for d in manifest["duplicates"]}
+    assert found[f"{EXACT_COPY}_p0"] == {"key": f"{EXACT_COPY}_p0", "duplicate_of": catalogue["exact_of"],
+                                         "kind": "exact", "distance": 0}
+    near = found[f"{NEAR_COPY}_p0"]
+    assert near["kind"] == "near" and near["duplicate_of"] == catalogue["near_of"] and near["distance"] <= 6
+    exported = {p.stem for p in dest.rglob("*.jpg")}
+    assert not exported & set(found) and {catalogue["exact_of"], catalogue["near_of"]} <= exported
+    with closing(sqlite3.connect(catalogue["db"])) as conn:
+        selected = conn.execute("SELECT count(*) FROM images WHERE status = 'kept' AND path IS NOT NULL").fetchone()[0]
+    assert manifest["total"] + len(manifest["duplicates"]) + len(manifest["skipped"]) == selected
+    assert manifest["models"]["classifier_versions"] == ["classifier-test"]
+    assert manifest["models"]["tagger_versions"] == ["tagger-test"]
+    assert manifest["catalog"]["updated"]
+
+
+def test_kohya_captions_start_with_the_trigger_word(exports, catalogue):
+    dest, manifest = exports["kohya"]
+    for split in ("train", "val"):
+        metadata = json.loads((dest / f"meta_cap_{split}.json").read_text(encoding="utf-8"))
+        pictures = sorted(p for p in (dest / split).iterdir() if p.suffix != ".txt")
+        assert len(pictures) == len(metadata) == manifest["totals"][split]
+        for picture in pictures:
+            caption = (dest / split / f"{picture.stem}.txt").read_text(encoding="utf-8")
+            artwork_id, page = picture.stem.split("_p")
+            assert caption.split(", ") == expected_caption(catalogue["db"], artwork_id, int(page))
+            entry = metadata[picture.stem]  # sd-scripts trains on caption + ", " + tags
+            assert entry["caption"] == TRIGGER and f"{entry['caption']}, {entry['tags']}" == caption
+    assert any("long_hair, " in p.read_text(encoding="utf-8") for p in (dest / "train").glob("*.txt"))
+
+
+def test_hf_metadata_names_every_picture(exports, catalogue):
+    dest, manifest = exports["hf"]
+    names_by_split = {}
+    for split in ("train", "val"):
+        rows = [json.loads(line) for line in (dest / split / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == manifest["totals"][split]
+        assert sorted(r["file_name"] for r in rows) == sorted(p.name for p in (dest / split).iterdir() if p.suffix != ".jsonl")
+        for row in rows:
+            assert len(row["tags"]) == len(row["tag_scores"]) and row["caption"].startswith(f"{TRIGGER}, ")
+            assert row["label"] == (row["classifier"]["label"] if row["classifier"] else "unlabelled")
+        names_by_split[split] = [Path(r["file_name"]).stem for r in rows]
+        tagged = [r for r in rows if r["tags"]]
+        assert tagged and all(r["tags"][0] == "mona_(genshin_impact)" or r["tag_scores"][0] >= r["tag_scores"][1] for r in tagged)
+    assert_split_by_artwork(names_by_split)
+
+
+def test_webdataset_shards_read_back_with_tarfile(exports):
+    dest, manifest = exports["webdataset"]
+    for split in ("train", "val"):
+        shards = sorted(dest.glob(f"{split}-*.tar"))
+        total = manifest["totals"][split]
+        assert [s.name for s in shards] == [f"{split}-{n:06d}.tar" for n in range(-(-total // 10))]
+        samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+        order = []
+        for shard in shards:
+            with tarfile.open(shard) as tar:
+                for member in tar:
+                    assert (member.mtime, member.uid, member.gid, member.uname, member.gname) == (0, 0, 0, "", "")
+                    key, ext = member.name.split(".", 1)
+                    if key not in samples:
+                        order.append(key)
+                    samples[key][ext] = tar.extractfile(member).read()
+        assert len(samples) == total and order == sorted(order)
+        for key, sample in samples.items():
+            assert set(sample) == {"cls", "jpg", "json", "txt"}
+            meta = json.loads(sample["json"])
+            assert sample["txt"].decode("utf-8") == meta["caption"] and meta["caption"].startswith(TRIGGER)
+            assert int(sample["cls"]) == manifest["class_index"][meta["label"]]
+            Image.open(io.BytesIO(sample["jpg"])).load()
+
+
+def test_the_same_catalogue_and_seed_give_byte_identical_exports(exports, catalogue, tmp_path):
+    for fmt in FORMATS:
+        again = tmp_path / fmt
+        run_export(catalogue["output"], again, format=fmt)
+        assert file_hashes(again) == file_hashes(exports[fmt][0]), fmt
+
+
+def test_faces_exports_the_crops_with_the_class_of_their_picture(catalogue, tmp_path):
+    manifest = run_export(catalogue["output"], tmp_path / "faces", faces=True, split="0.5,0.5")
+    crops = sorted((tmp_path / "faces").rglob("*.jpg"))
+    assert manifest["faces"] and len(crops) == manifest["total"] == 8 - len(manifest["duplicates"])
+    with closing(sqlite3.connect(catalogue["db"])) as conn:
+        labels = dict(((f"{a}_p{p}"), l) for a, p, l in conn.execute("SELECT artwork_id, page, classifier_label FROM images"))
+    for crop in crops:
+        assert crop.stem.endswith("_f0") and crop.parent.name == labels[crop.stem[:-3]]
+        assert Image.open(crop).size == (96, 96)
+    assert_split_by_artwork({split: [c.stem for c in crops if c.parts[-3] == split] for split in ("train", "val")})
+    only_train = run_export(catalogue["output"], tmp_path / "one-split", faces=True, split="1,0", format="hf")
+    assert only_train["totals"] == {"train": manifest["total"], "val": 0}
+    assert sorted(p.name for p in (tmp_path / "one-split").iterdir()) == ["manifest.json", "train"]  # no empty val
+
+
+def test_where_as_sql_and_as_rules(catalogue, tmp_path):
+    sql = run_export(catalogue["output"], tmp_path / "sql", "i.classifier_label = 'mona' AND a.x_restrict = 0")
+    assert set(sql["class_totals"]) == {"mona"} and sql["selection"]["kind"] == "sql"
+    rule = run_export(catalogue["output"], tmp_path / "rule", '{"if": "classifier", "min": 0.8}')
+    assert rule["class_totals"] == sql["class_totals"] and rule["selection"]["kind"] == "rules"
+    yaml_rule = run_export(catalogue["output"], tmp_path / "yaml", "{if: tag, any: [MONA_(genshin_impact)]}",
+                           **{"class_from": "none"})
+    with closing(sqlite3.connect(catalogue["db"])) as conn:
+        tagged = conn.execute("SELECT count(DISTINCT artwork_id || page) FROM image_tags WHERE tag = 'mona_(genshin_impact)'").fetchone()[0]
+    assert yaml_rule["total"] + len(yaml_rule["duplicates"]) == tagged
+    drop = run_export(catalogue["output"], tmp_path / "drop", '[{"action": "drop", "if": "classifier", "min": 0.8}]')
+    assert "mona" not in drop["class_totals"] and drop["class_totals"]["other"] > 0
+    by_tag = run_export(catalogue["output"], tmp_path / "bytag", class_from="tags:nothing_like_this,long_hair")
+    assert set(by_tag["class_totals"]) == {"long_hair", "other"}
+
+
+def test_rules_and_tag_classes_count_aliases_and_implications(catalogue, tmp_path):
+    """モナ is made an alias of the tagger's tag and the tag made to imply genshin_impact: the rule
+    filter and the ``tags:`` classes must see both, as the crawl's decision stage does."""
+    from crawler.tags import add_alias, add_implication
+
+    plain = run_export(catalogue["output"], tmp_path / "plain", "{if: tag, any: [mona_(genshin_impact)]}",
+                       class_from="tags:mona_(genshin_impact)")
+    assert plain["total"] > 0 and set(plain["class_totals"]) == {"mona_(genshin_impact)"}
+    before = dump(catalogue["db"])
+    with closing(sqlite3.connect(catalogue["db"])) as conn:
+        assert run_export(catalogue["output"], tmp_path / "unknown", class_from="tags:モナ")["class_totals"].keys() == {"other"}
+        add_alias(conn, "モナ", "mona_(genshin_impact)")
+        add_implication(conn, "mona_(genshin_impact)", "genshin_impact")
+    try:
+        by_alias = run_export(catalogue["output"], tmp_path / "alias", "{if: tag, any: [モナ]}", class_from="tags:モナ")
+        assert by_alias["total"] == plain["total"] and set(by_alias["class_totals"]) == {"モナ"}
+        implied = run_export(catalogue["output"], tmp_path / "implied", "{if: tag, any: [genshin_impact]}",
+                             class_from="tags:genshin_impact")
+        assert implied["total"] == plain["total"] and set(implied["class_totals"]) == {"genshin_impact"}
+    finally:
+        with closing(sqlite3.connect(catalogue["db"])) as conn, conn:
+            conn.execute("DELETE FROM tag_aliases")
+            conn.execute("DELETE FROM tag_implications")
+    assert dump(catalogue["db"]) == before
+
+
+def test_hostile_where_is_refused_and_the_catalogue_untouched(catalogue, tmp_path):
+    before = dump(catalogue["db"])
+    for where in ("1; DROP TABLE images", "1 = 1; DELETE FROM artworks"):
+        with pytest.raises(ExportError, match="';' is refused"):
+            run_export(catalogue["output"], tmp_path / "x", where)
+    with pytest.raises(ExportError, match="not authorized"):  # the authorizer: no extensions, no pragmas
+        run_export(catalogue["output"], tmp_path / "x", "load_extension('/tmp/evil') IS NULL")
+    with pytest.raises(ExportError, match="cannot run"):
+        run_export(catalogue["output"], tmp_path / "x", "no_such_column = 1")
+    done = subprocess.run(
+        [sys.executable, "-m", "scrapy", "export", str(tmp_path / "y"), "--where", "1; DROP TABLE images",
+         "-s", f"OUTPUT_DIR={catalogue['output']}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "';' is refused" in done.stderr
+    assert dump(catalogue["db"]) == before
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_a_failed_export_leaves_dest_as_it_was(catalogue, tmp_path, monkeypatch):
+    dest = tmp_path / "dest"
+    run_export(catalogue["output"], dest, format="hf")
+    before = file_hashes(dest)
+    with pytest.raises(ExportError, match="not empty; --force"):
+        run_export(catalogue["output"], dest, format="kohya")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed half-way")
+
+    monkeypatch.setattr(export_module.Writer, "write_kohya", crash)
+    with pytest.raises(RuntimeError):
+        run_export(catalogue["output"], dest, format="kohya", force=True)
+    assert file_hashes(dest) == before and not list(tmp_path.glob(".*"))
+    with pytest.raises(ExportError, match="holds"):
+        run_export(catalogue["output"], catalogue["output"], force=True)
+
+
+def test_split_depends_on_the_artwork_and_seed_only():
+    split = parse_split("0.8,0.1,0.1")
+    ids = [str(120000000 + n) for n in range(3000)]
+    first = {i: split_of(i, 7, split) for i in ids}
+    assert {i: split_of(i, 7, split) for i in reversed(ids)} == first
+    shares = {name: sum(1 for s in first.values() if s == name) / len(ids) for name, _ in split}
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["test"] - 0.1) < 0.03
+    assert sum(split_of(i, 8, split) != first[i] for i in ids) > 500  # another seed, another split
+    assert {split_of(i, 1, parse_split("1,0")) for i in ids[:100]} == {"train"}
+    for bad in ("1", "0.5,0.3,0.1,0.1", "a,b", "-1,2", "0,0"):
+        with pytest.raises(ExportError):
+            parse_split(bad)
+
+
+def test_the_command_runs_as_users_run_it(catalogue, tmp_path):
+    dest = tmp_path / "wds"
+    command = [sys.executable, "-m", "scrapy", "export", str(dest), "--format", "webdataset", "--seed", "3",
+               "--split", "0.8,0.2", "--no-progress", "-s", f"OUTPUT_DIR={catalogue['output']}",
+               "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}", "-s", "EXPORT_SHARD_SIZE=10"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Exported" in done.stdout and "duplicates left out: 2 (1 exact, 1 near)" in done.stdout
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["format"] == "webdataset" and manifest["settings"]["EXPORT_SHARD_SIZE"] == 10
+    forced = subprocess.run([*command, "--force"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 0 and file_hashes(dest)["manifest.json"]
+    helped = subprocess.run([sys.executable, "-m", "scrapy", "export", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert helped.returncode == 0 and "--format" in helped.stdout and "--faces" in helped.stdout

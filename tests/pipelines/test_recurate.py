@@ -1,0 +1,290 @@
+"""Re-curation in-process: inputs, content addresses, skipping by model version, re-deciding, file moves.
+
+The command itself (subprocesses, real models, kill -9) is tested in tests/crawler/test_curate_command.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+import pytest
+from PIL import Image
+from scrapy.settings import Settings
+
+from crawler.catalog import Catalog
+from models.faces import synthetic_face
+from pipelines.recurate import Curator, CurateError, choose_stages
+from tests.conftest import project_settings
+
+CLASSIFIER = "classifier-0123456789ab"
+KEEP_MONA = json.dumps([{"action": "keep", "if": "classifier", "min": 0.8}])
+
+
+def settings(output, **overrides) -> Settings:
+    return Settings(project_settings(OUTPUT_DIR=str(output), IMAGE_WORKERS=0, **overrides))
+
+
+def picture(path, color, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def local_id(path) -> str:
+    return "local:" + hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+def crawled(catalog: Catalog, root, artwork_id: str, score: float, status: str = "kept") -> None:
+    """A crawled one-page artwork, as the crawl leaves it: its JPEG in images/ (or dropped/), its
+    classifier score, and the curation_runs row the crawl writes for it."""
+    folder = "images" if status == "kept" else "dropped"
+    picture(root / folder / f"{artwork_id}_p0.jpg", (200, 100, 50))
+    catalog.record_artwork(
+        {"id": artwork_id, "title": "t", "status": "ok", "page_count": 1, "x_restrict": 0, "ai_type": 1,
+         "tags": [{"name": "原神"}]},
+        [{"page": 0, "path": f"{folder}/{artwork_id}_p0.jpg", "status": status,
+          "reason": None if status == "kept" else "drop: earlier rules",
+          "classifier": {"label": "mona" if score >= 0.5 else "other", "target": "mona", "score": score,
+                         "model": CLASSIFIER}}],
+        "2024-01-01T00:00:00+00:00",
+    )
+
+
+def run(output, paths=(), stages=(), **overrides):
+    curator = Curator(settings(output, **overrides), list(stages), progress=False)
+    try:
+        summary = curator.run(curator.collect(list(paths)), report=str(output / "report.jsonl"))
+    finally:
+        curator.close()
+    lines = [json.loads(line) for line in (output / "report.jsonl").read_text().splitlines()]
+    return summary, lines
+
+
+def rows(db, sql, params=()):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_stages_default_to_the_configured_ones_and_a_named_one_needs_its_model(tmp_path):
+    assert choose_stages(settings(tmp_path), None) == []
+    configured = settings(tmp_path, FACES_ENABLED=True, CLASSIFIER_MODEL="m.keras", TAGGER_PROJECT="dd/")
+    assert choose_stages(configured, None) == ["faces", "classify", "tag"]
+    assert choose_stages(configured, "tag,faces") == ["faces", "tag"]
+    assert choose_stages(settings(tmp_path), "faces") == ["faces"]  # needs no model file
+    assert choose_stages(settings(tmp_path), "") == []
+    with pytest.raises(CurateError, match="unknown stage 'tags' in --stages; known: faces, classify, tag"):
+        choose_stages(configured, "tags")
+    with pytest.raises(CurateError, match="--stages classify needs CLASSIFIER_MODEL"):
+        choose_stages(settings(tmp_path), "classify")
+    with pytest.raises(CurateError, match="--stages tag needs TAGGER_PROJECT"):
+        choose_stages(settings(tmp_path, CLASSIFIER_MODEL="m.keras"), "classify,tag")
+
+
+def test_the_crawl_records_which_model_saw_each_page_and_a_rewrite_forgets_it(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.db")
+    tags = [{"tag": "red", "category": "General", "score": 0.9, "model": "dd-1"}]
+    catalog.record_artwork({"id": "1", "status": "ok", "page_count": 3}, [
+        {"page": 0, "status": "kept", "classifier": {"label": "mona", "target": "mona", "score": 0.9, "model": "c-1"},
+         "classifier_model": "c-1", "model_tags": tags, "tagger_model": "dd-1", "faces": [], "faces_model": "f-1"},
+        {"page": 1, "status": "kept", "tagger_model": "dd-1", "model_tags": [],  # tagged, nothing above threshold
+         "classifier_model": "c-1", "classifier_error": "could not read images/1_p1.jpg"},
+        {"page": 2, "status": "failed", "reason": "truncated"},
+    ], "now")
+    assert sorted(rows(tmp_path / "catalog.db", "SELECT page, stage, model, error FROM curation_runs")) == [
+        (0, "classify", "c-1", None), (0, "faces", "f-1", None), (0, "tag", "dd-1", None),
+        (1, "classify", "c-1", "could not read images/1_p1.jpg"), (1, "tag", "dd-1", None),
+    ]
+    assert catalog.stage_done("1", 0, "classify", "c-1") and not catalog.stage_done("1", 0, "classify", "c-2")
+    assert not catalog.stage_done("1", 1, "classify", "c-1")  # it failed: try again
+    assert catalog.stage_done("1", 1, "tag", "dd-1") and not catalog.stage_done("1", 2, "faces", "f-1")
+    assert rows(tmp_path / "catalog.db", "SELECT classifier_target FROM images WHERE page = 0") == [("mona",)]
+    catalog.record_artwork({"id": "1", "status": "ok", "page_count": 1}, [{"page": 0, "status": "kept"}], "later")
+    assert rows(tmp_path / "catalog.db", "SELECT count(*) FROM curation_runs") == [(0,)]
+
+
+def test_an_older_catalogue_counts_stored_results_as_done(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.db")
+    crawled(catalog, tmp_path, "7", 0.9)
+    catalog.replace_model_tags("7", 0, "dd-1", [{"tag": "red", "score": 0.9}])
+    catalog.conn.commit()
+    catalog.conn.execute("DELETE FROM curation_runs")  # as before there was such a table
+    catalog.conn.commit()
+    assert catalog.stage_done("7", 0, "classify", CLASSIFIER)
+    assert not catalog.stage_done("7", 0, "classify", "classifier-other")
+    assert catalog.stage_done("7", 0, "tag", "dd-1") and not catalog.stage_done("7", 0, "tag", "dd-2")
+    assert not catalog.stage_done("7", 0, "faces", "anything")
+
+
+def test_the_same_failure_again_leaves_the_row_as_it_was(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.db")
+    with catalog.batch():
+        catalog.record_stage_run("1", 0, "tag", "dd-1", "broken", "first")
+    with catalog.batch():
+        catalog.record_stage_run("1", 0, "tag", "dd-1", "broken", "second")
+    assert rows(tmp_path / "catalog.db", "SELECT processed_at, error FROM curation_runs") == [("first", "broken")]
+    with catalog.batch():
+        catalog.record_stage_run("1", 0, "tag", "dd-2", "broken", "third")  # another model: recorded
+    with catalog.batch():
+        catalog.record_stage_run("1", 0, "tag", "dd-2", None, "fourth")  # it ran: recorded
+    assert rows(tmp_path / "catalog.db", "SELECT model, processed_at, error FROM curation_runs") == [
+        ("dd-2", "fourth", None)]
+
+
+def test_folder_pictures_are_content_addressed_and_stay_where_they_are(tmp_path):
+    out = tmp_path / "out"
+    red = picture(tmp_path / "a" / "red.jpg", (250, 10, 10))
+    (tmp_path / "b").mkdir()
+    copy = tmp_path / "b" / "same.jpg"
+    copy.write_bytes(red.read_bytes())
+    blue = picture(tmp_path / "b" / "deep" / "blue.PNG", (10, 10, 250), size=(20, 50))
+    (tmp_path / "b" / ".hidden.jpg").write_bytes(red.read_bytes())
+    (tmp_path / "b" / "notes.txt").write_text("not a picture")
+    inside = picture(out / "mine" / "green.webp", (10, 250, 10))
+
+    summary, report = run(out, [tmp_path / "a", tmp_path / "b", inside])
+
+    db = out / "catalog.db"
+    images = rows(db, "SELECT artwork_id, page, path, width, height, format, status, reason FROM images ORDER BY path")
+    assert images == [
+        (local_id(red), 0, str(red), 40, 30, "jpeg", "kept", None),
+        (local_id(blue), 0, str(blue), 20, 50, "png", "kept", None),
+        (local_id(inside), 0, "mine/green.webp", 40, 30, "webp", "kept", None),  # relative inside OUTPUT_DIR
+    ]
+    artworks = rows(db, "SELECT id, title, page_count, tags, status FROM artworks ORDER BY title")
+    assert artworks == [(local_id(blue), "blue.PNG", 1, "[]", "ok"), (local_id(inside), "green.webp", 1, "[]", "ok"),
+                        (local_id(red), "red.jpg", 1, "[]", "ok")]
+    assert [line["path"] for line in report] == [str(red), str(blue), str(copy), str(inside)]  # input order
+    assert report[2] == {**report[0], "path": str(copy)}  # one picture, two files
+    assert (summary.pictures, summary.new_pictures, summary.duplicates) == (3, 3, 1)
+
+    # the library moved: the same pictures, found elsewhere, keep their rows and get their new place
+    before = rows(db, "SELECT * FROM artworks")
+    moved = tmp_path / "moved.jpg"
+    red.rename(moved)
+    summary, _ = run(out, [moved])
+    assert summary.new_pictures == 0
+    assert rows(db, "SELECT path FROM images WHERE artwork_id = ?", (local_id(moved),)) == [(str(moved),)]
+    assert rows(db, "SELECT * FROM artworks") == before
+
+
+def test_faces_of_folder_pictures_get_file_system_safe_crop_names(tmp_path):
+    out = tmp_path / "out"
+    face = tmp_path / "lib" / "face.png"
+    face.parent.mkdir()
+    synthetic_face(160).save(face)
+    blank = picture(tmp_path / "lib" / "blank.jpg", (255, 255, 255), size=(120, 120))
+
+    summary, report = run(out, [tmp_path / "lib"], stages=["faces"], FACES_DETECTORS="animeface")
+
+    assert summary.processed["faces"] == 2
+    by_path = {line["path"]: line for line in report}
+    assert by_path[str(blank)]["faces"] == []
+    [[x, y, w, h]] = by_path[str(face)]["faces"]
+    assert 20 < x < 80 and 40 < y < 100 and 40 < w < 100
+    stem = local_id(face).replace(":", "_")
+    assert rows(out / "catalog.db", "SELECT path FROM faces") == [(f"faces/{stem}_p0_f0.jpg",)]
+    assert (out / "faces" / f"{stem}_p0_f0.jpg").is_file()
+    assert rows(out / "catalog.db", "SELECT DISTINCT model FROM curation_runs") == [(summary.versions["faces"],)]
+    assert "animeface" in summary.versions["faces"]
+
+
+def test_rules_decide_again_and_move_crawled_files_but_never_library_files(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    crawled(catalog, out, "10", 0.95)                    # kept, stays kept
+    crawled(catalog, out, "11", 0.30)                    # kept, now dropped
+    crawled(catalog, out, "12", 0.90, status="dropped")  # dropped by earlier rules, now kept
+    library = picture(tmp_path / "lib" / "mine.jpg", (1, 2, 3))
+    run(out, [library])  # catalogued as it is, then scored low
+    with catalog.batch():
+        catalog.set_classifier(local_id(library), 0, {"label": "other", "score": 0.1, "target": "mona", "model": CLASSIFIER})
+    catalog.close()
+
+    summary, report = run(out, [out, library], CURATE_RULES=KEEP_MONA, CURATE_DEFAULT="drop")
+
+    db = out / "catalog.db"
+    assert rows(db, "SELECT artwork_id, path, status, reason FROM images ORDER BY artwork_id") == [
+        ("10", "images/10_p0.jpg", "kept", f"keep: classifier mona 0.950 >= 0.8 ({CLASSIFIER}) (rule 1)"),
+        ("11", "dropped/11_p0.jpg", "dropped", "drop: no rule matched (CURATE_DEFAULT)"),
+        ("12", "images/12_p0.jpg", "kept", f"keep: classifier mona 0.900 >= 0.8 ({CLASSIFIER}) (rule 1)"),
+        (local_id(library), str(library), "dropped", "drop: no rule matched (CURATE_DEFAULT)"),
+    ]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["10_p0.jpg", "12_p0.jpg"]
+    assert sorted(p.name for p in (out / "dropped").iterdir()) == ["11_p0.jpg"]
+    assert library.is_file()  # a user's file is never moved
+    assert (summary.now_dropped, summary.now_kept, summary.reasons_updated) == (2, 1, 1)
+    assert [(line["path"], line["decision"]) for line in report] == [
+        ("images/10_p0.jpg", "kept"), ("dropped/11_p0.jpg", "dropped"), ("images/12_p0.jpg", "kept"),
+        (str(library), "dropped"),  # the catalogue lists it too: the second input is a copy of it
+        (str(library), "dropped"),
+    ]
+    assert report[0]["classifier"] == {"label": "mona", "score": 0.95, "target": "mona", "model": CLASSIFIER}
+    assert report[0]["faces"] is None and report[0]["tags"] == {}
+
+    # the same rules again: nothing to change
+    summary, _ = run(out, [], CURATE_RULES=KEEP_MONA, CURATE_DEFAULT="drop")
+    assert (summary.now_dropped, summary.now_kept, summary.reasons_updated, summary.decided) == (0, 0, 0, 4)
+
+    # deleting dropped pictures deletes crawled files only
+    run(out, [], CURATE_RULES=json.dumps([{"action": "drop", "if": "classifier", "max": 0.92}]),
+        CURATE_DELETE_DROPPED=True)
+    assert rows(db, "SELECT artwork_id, path, status FROM images WHERE status = 'dropped' ORDER BY artwork_id") == [
+        ("11", None, "dropped"), ("12", None, "dropped"), (local_id(library), str(library), "dropped")]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["10_p0.jpg"]
+    assert not list((out / "dropped").iterdir()) and library.is_file()
+
+
+def test_without_rules_decisions_stay_and_the_report_says_them(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    crawled(catalog, out, "12", 0.9, status="dropped")
+    catalog.close()
+    summary, [line] = run(out)
+    assert summary.decided == 0
+    assert (line["path"], line["decision"], line["reason"]) == ("dropped/12_p0.jpg", "dropped", "drop: earlier rules")
+    assert (out / "dropped" / "12_p0.jpg").is_file()
+
+
+def test_a_move_that_a_killed_run_left_uncommitted_is_undone(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    crawled(catalog, out, "20", 0.9)
+    catalog.close()
+    (out / "dropped").mkdir()
+    (out / "images" / "20_p0.jpg").rename(out / "dropped" / "20_p0.jpg")  # moved, then killed before the commit
+    summary, [line] = run(out)
+    assert (out / "images" / "20_p0.jpg").is_file() and not (out / "dropped" / "20_p0.jpg").exists()
+    assert line["path"] == "images/20_p0.jpg" and not summary.failures
+
+
+def test_a_missing_crawled_file_is_a_failure_not_a_crash(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    crawled(catalog, out, "30", 0.9)
+    crawled(catalog, out, "31", 0.9)
+    catalog.close()
+    (out / "images" / "30_p0.jpg").unlink()
+    summary, report = run(out, stages=["faces"], FACES_DETECTORS="animeface")
+    assert summary.processed["faces"] == 1 and summary.failed["faces"] == 1
+    assert "30_p0.jpg is missing" in summary.failures["images/30_p0.jpg"]
+    assert rows(out / "catalog.db", "SELECT artwork_id, error IS NOT NULL FROM curation_runs WHERE stage = 'faces' ORDER BY 1") == [
+        ("30", 1), ("31", 0)]
+    assert report[0]["faces"] is None and report[1]["faces"] == []
+
+
+def test_another_catalogue_is_refused_with_the_way_to_do_it(tmp_path):
+    other = tmp_path / "other"
+    Catalog(other / "catalog.db").close()
+    curator = Curator(settings(tmp_path / "out"), [], progress=False)
+    try:
+        with pytest.raises(CurateError, match=r"another catalogue .* -s OUTPUT_DIR=.*other"):
+            curator.collect([str(other)])
+        with pytest.raises(CurateError, match="another catalogue"):
+            curator.collect([str(other / "catalog.db")])
+        with pytest.raises(CurateError, match="no such file or folder"):
+            curator.collect([str(tmp_path / "nowhere")])
+        assert curator.collect([str(tmp_path / "out")]) == []  # the project's own: fine
+    finally:
+        curator.close()
