@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from crawler.command_base import OfflineCommand
 from crawler.catalog import Catalog
 
 ACTIONS = ("merge",)
@@ -25,9 +25,7 @@ def _catalog_file(path: str) -> Path:
     return given / "catalog.db" if given.is_dir() else given
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "merge [--node NAME] DEST SRC [SRC ...]"

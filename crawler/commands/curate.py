@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
+
+from crawler.command_base import OfflineCommand
 
 from pipelines.decide import RuleError
 from pipelines.recurate import STAGES, Curator, CurateError, ModelLoadError, choose_stages
@@ -20,9 +21,7 @@ from pipelines.recurate import STAGES, Curator, CurateError, ModelLoadError, cho
 logger = logging.getLogger(__name__)
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "[options] [PATH ...]"

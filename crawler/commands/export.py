@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from crawler.command_base import OfflineCommand
 from crawler.export import FORMATS, ExportError, ExportOptions, export, parse_split, parse_statuses, parse_where
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "[options] DEST"

@@ -8,11 +8,11 @@ and prints the results. torch is imported only when an action runs.
 from __future__ import annotations
 
 import argparse
-import textwrap
 
-from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
+
+from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help
 
 ACTIONS = {
     "train": (["FACES_DIR", "OUT"], "train on every .jpg/.png under FACES_DIR (a `scrapy export DEST --faces` "
@@ -23,13 +23,7 @@ ACTIONS = {
 }
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, ScrapyHelpFormatter):
-    """Scrapy's headings, and the description's own line breaks (the list of actions)."""
-
-
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "[options] ACTION ARGUMENT ..."
@@ -38,16 +32,10 @@ class Command(ScrapyCommand):
         return "Train a DCGAN on the face crops, and sample faces from it (torch)"
 
     def long_desc(self) -> str:
-        width = max(len(" ".join([name, *operands])) for name, (operands, _) in ACTIONS.items())
-        lines = [
-            textwrap.fill(what, 96, initial_indent=f"  {' '.join([name, *operands]):<{width}}  ",
-                          subsequent_indent=" " * (width + 4))
-            for name, (operands, what) in ACTIONS.items()
-        ]
         return (
             "A DCGAN (Radford et al.) for 96x96 faces, with one-sided label smoothing. Runs on CUDA with bf16\n"
             "autocast when there is a GPU, else on the CPU.\n\n"
-            "Actions:\n" + "\n".join(lines) + "\n\n"
+            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
             "Examples:\n"
             "  scrapy export data/faces --faces --class-from none\n"
             "  scrapy gan train data/faces models/dcgan --epochs 50 --checkpoint-every 5\n"
@@ -57,7 +45,7 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = _Formatter
+        parser.formatter_class = ActionsHelpFormatter
         group = parser.add_argument_group("train")
         group.add_argument("--epochs", type=int, default=25, metavar="N",
                            help="train up to this epoch, counting those of a resumed run (default 25)")

@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from crawler.command_base import OfflineCommand
 from crawler.storage import catalog_path, output_dir
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,7 @@ def _dest(args: tuple[str, ...], kwargs: dict[str, Any]) -> str:
     return long.lstrip("-").replace("-", "_")
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "ACTION [options] [ARGUMENT ...]"

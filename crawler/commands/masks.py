@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
+
+from crawler.command_base import OfflineCommand
 
 from models.labelme import LabelmeError, convert_folder
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "[options] LABELME_DIR DEST"

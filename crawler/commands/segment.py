@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 from pathlib import Path
 
-from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
+
+from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help
 
 # action: (operands, what it does). The order is the order --help lists them in.
 ACTIONS = {
@@ -27,10 +27,6 @@ ACTIONS = {
     "predict": (["CKPT", "IMAGE..."], "for each picture (files or folders): --out/masks/NAME.png, the index mask, "
                                       "and --out/cutouts/NAME.png, the picture with the background transparent"),
 }
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, ScrapyHelpFormatter):
-    """Scrapy's headings, and the description's own line breaks (the list of actions)."""
 
 
 def parse_shares(text: str | None) -> tuple[float, float, float] | None:
@@ -46,9 +42,7 @@ def parse_shares(text: str | None) -> tuple[float, float, float] | None:
     return shares  # type: ignore[return-value]
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "[options] ACTION ARGUMENT ..."
@@ -57,16 +51,10 @@ class Command(ScrapyCommand):
         return "Train, evaluate and apply a segmentation model on labelme-made masks (torch)"
 
     def long_desc(self) -> str:
-        width = max(len(" ".join([name, *operands])) for name, (operands, _) in ACTIONS.items())
-        lines = [
-            textwrap.fill(what, 96, initial_indent=f"  {' '.join([name, *operands]):<{width}}  ",
-                          subsequent_indent=" " * (width + 4))
-            for name, (operands, what) in ACTIONS.items()
-        ]
         return (
             "A U-Net (or a ResNet-18/34 encoder under the U-Net decoder) that labels every pixel with a class of\n"
             "DATA/labels.txt. Runs on CUDA with bf16 autocast when there is a GPU, else on the CPU.\n\n"
-            "Actions:\n" + "\n".join(lines) + "\n\n"
+            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
             "Examples:\n"
             "  scrapy masks labelme/ data/seg\n"
             "  scrapy segment train data/seg models/seg --epochs 60 --image-size 256\n"
@@ -78,7 +66,7 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = _Formatter
+        parser.formatter_class = ActionsHelpFormatter
         group = parser.add_argument_group("train")
         group.add_argument("--epochs", type=int, default=40, metavar="N", help="default 40")
         group.add_argument("--image-size", type=int, default=256, metavar="PX",

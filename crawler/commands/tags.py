@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 from contextlib import closing
 from pathlib import Path
 
-from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
 
+from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help
 from crawler import tags
 from crawler.catalog import Catalog
 from crawler.storage import catalog_path
@@ -34,13 +33,7 @@ ACTIONS = {
 }
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, ScrapyHelpFormatter):
-    """Scrapy's headings, and the description's own line breaks (the list of actions)."""
-
-
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False  # no crawl, no reactor
+class Command(OfflineCommand):
 
     def syntax(self) -> str:
         return "[options] ACTION [ARGUMENT ...]"
@@ -49,17 +42,11 @@ class Command(ScrapyCommand):
         return "Search tags; make tag aliases (any language) and implications"
 
     def long_desc(self) -> str:
-        width = max(len(" ".join([name, *operands])) for name, (operands, _) in ACTIONS.items())
-        lines = [
-            textwrap.fill(what, 96, initial_indent=f"  {' '.join([name, *operands]):<{width}}  ",
-                          subsequent_indent=" " * (width + 4))
-            for name, (operands, what) in ACTIONS.items()
-        ]
         return (
             "Tags in the project's catalogue (OUTPUT_DIR/catalog.db or CATALOG_DB), compared through aliases\n"
             "and implications: names are matched whatever their case, full-width or half-width, spaces or\n"
             "underscores. Keep/drop rules (CURATE_RULES) and the export use the same canonical tags.\n\n"
-            "Actions:\n" + "\n".join(lines) + "\n\n"
+            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
             "Examples:\n"
             "  scrapy tags search 莫娜\n"
             "  scrapy tags alias 莫娜 'mona_(genshin_impact)'\n"
@@ -69,7 +56,7 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = _Formatter
+        parser.formatter_class = ActionsHelpFormatter
         parser.add_argument("--limit", type=int, default=20, metavar="N", help="search: at most N tags (default 20)")
         parser.add_argument("--status", default="kept", metavar="LIST",
                             help="pictures: comma-separated statuses, of kept, dropped, failed (default kept)")
