@@ -161,7 +161,9 @@ class OriginalsPipeline(FilesPipeline):
             if ok:
                 record["original_path"] = value["path"]
                 if "body" in value:
-                    record["original_bytes"] = value["body"]
+                    # Popped, not copied: MediaPipeline caches this very dict for the whole crawl
+                    # (SpiderInfo.downloaded), so a body left in it is never freed (~6 KB an artwork).
+                    record["original_bytes"] = value.pop("body")
             else:
                 reason = str(value.value) or value.value.__class__.__name__
                 transient = reason.startswith("download failed") or reason.startswith("HTTP 5") or reason.startswith("HTTP 429")
