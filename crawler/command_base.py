@@ -10,6 +10,7 @@ import argparse
 import textwrap
 
 from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
+from scrapy.exceptions import UsageError
 
 
 class OfflineCommand(ScrapyCommand):
@@ -31,3 +32,18 @@ def actions_help(actions: dict[str, tuple[list[str], str]]) -> str:
                       subsequent_indent=" " * (width + 4))
         for name, (operands, what) in actions.items()
     )
+
+
+def refuse_unknown_options(args: list[str]) -> None:
+    """What argparse left among the operands and looks like an option is a typo: say so."""
+    unknown = [a for a in args if a.startswith("-") and len(a) > 1]
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+
+
+def split_action(args: list[str], actions: dict[str, tuple[list[str], str]]) -> tuple[str, list[str]]:
+    """``ACTION OPERAND...`` → (action, operands), or a usage error naming the actions there are."""
+    if not args or args[0] not in actions:
+        given = f"unknown action {args[0]!r}: " if args else "say what to do: "
+        raise UsageError(given + f"one of {', '.join(actions)}", print_help=False)
+    return args[0], args[1:]

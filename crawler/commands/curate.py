@@ -13,7 +13,7 @@ import logging
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
-from crawler.command_base import OfflineCommand
+from crawler.command_base import OfflineCommand, refuse_unknown_options
 
 from pipelines.decide import RuleError
 from pipelines.recurate import STAGES, Curator, CurateError, ModelLoadError, choose_stages
@@ -52,9 +52,7 @@ class Command(OfflineCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        unknown = [a for a in args if a.startswith("-")]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+        refuse_unknown_options(args)
         configure_logging(self.settings)
         try:
             curator = Curator(

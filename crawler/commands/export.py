@@ -11,7 +11,7 @@ import argparse
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
-from crawler.command_base import OfflineCommand
+from crawler.command_base import OfflineCommand, refuse_unknown_options
 from crawler.export import FORMATS, ExportError, ExportOptions, export, parse_split, parse_statuses, parse_where
 
 
@@ -63,9 +63,7 @@ class Command(OfflineCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        unknown = [a for a in args if a.startswith("-")]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+        refuse_unknown_options(args)
         if len(args) != 1:
             raise UsageError("give one DEST folder", print_help=False)
         configure_logging(self.settings)

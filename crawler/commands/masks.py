@@ -13,7 +13,7 @@ import argparse
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
-from crawler.command_base import OfflineCommand
+from crawler.command_base import OfflineCommand, refuse_unknown_options
 
 from models.labelme import LabelmeError, convert_folder
 
@@ -47,9 +47,7 @@ class Command(OfflineCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        unknown = [a for a in args if a.startswith("-")]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+        refuse_unknown_options(args)
         if len(args) != 2:
             raise UsageError("give LABELME_DIR and DEST", print_help=False)
         configure_logging(self.settings)

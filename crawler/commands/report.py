@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
-from crawler.command_base import OfflineCommand
+from crawler.command_base import OfflineCommand, refuse_unknown_options
 from crawler.report import write_report
 from crawler.storage import catalog_path, output_dir
 
@@ -38,9 +38,7 @@ class Command(OfflineCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        unknown = [a for a in args if a.startswith("-")]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+        refuse_unknown_options(args)
         if len(args) > 1:
             raise UsageError("at most one DEST folder", print_help=False)
         catalog = Path(catalog_path(self.settings))

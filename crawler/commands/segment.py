@@ -15,7 +15,9 @@ from pathlib import Path
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
-from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help
+from crawler.command_base import (
+    ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options, split_action,
+)
 
 # action: (operands, what it does). The order is the order --help lists them in.
 ACTIONS = {
@@ -96,13 +98,8 @@ class Command(OfflineCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        unknown = [a for a in args if a.startswith("-") and len(a) > 1]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
-        if not args or args[0] not in ACTIONS:
-            given = f"unknown action {args[0]!r}: " if args else "say what to do: "
-            raise UsageError(given + f"one of {', '.join(ACTIONS)}", print_help=False)
-        action, operands = args[0], args[1:]
+        refuse_unknown_options(args)
+        action, operands = split_action(args, ACTIONS)
         wanted = ACTIONS[action][0]
         if (len(operands) != len(wanted)) if action != "predict" else len(operands) < 2:
             raise UsageError(f"usage: scrapy segment {' '.join([action, *wanted])}", print_help=False)

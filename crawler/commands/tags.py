@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
-from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help
+from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options
 from crawler import tags
 from crawler.catalog import Catalog
 from crawler.storage import catalog_path
@@ -64,9 +64,7 @@ class Command(OfflineCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        unknown = [a for a in args if a.startswith("-") and len(a) > 1]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}", print_help=False)
+        refuse_unknown_options(args)
         if not args:
             raise UsageError(f"say what to do: one of {', '.join(ACTIONS)}", print_help=False)
         action, operands = args[0], args[1:]
