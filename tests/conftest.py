@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -37,20 +38,16 @@ def pixiv_site() -> Iterator[LocalSite]:
         yield site
 
 
+def _site_starter(module: str) -> Iterator:
+    """A function that starts a local site of ``module`` with given options; all stop afterwards."""
+    with ExitStack() as started:
+        yield lambda *options: started.enter_context(LocalSite(module, *options))
+
+
 @pytest.fixture
 def make_site() -> Iterator:
     """Start a site with its own options (throttling, mutations); stopped after the test."""
-    started: list[LocalSite] = []
-
-    def start(*options: str) -> LocalSite:
-        site = LocalSite("mocksites.pixiv", *options)
-        site.start()
-        started.append(site)
-        return site
-
-    yield start
-    for site in started:
-        site.stop()
+    yield from _site_starter("mocksites.pixiv")
 
 
 ISAAC_FIXTURES = REPO.parent / "shared" / "fixtures" / "isaac"  # read in place by mocksites/mediawiki.py
@@ -61,17 +58,7 @@ def make_wiki() -> Iterator:
     """Start the local Isaac wiki (mocksites/mediawiki.py) with its own options; stopped after the test."""
     if not (ISAAC_FIXTURES / "id_mapping_dict.json").is_file():
         pytest.skip(f"{ISAAC_FIXTURES} is missing: the local Isaac wiki is built from those captured files")
-    started: list[LocalSite] = []
-
-    def start(*options: str) -> LocalSite:
-        site = LocalSite("mocksites.mediawiki", *options)
-        site.start()
-        started.append(site)
-        return site
-
-    yield start
-    for site in started:
-        site.stop()
+    yield from _site_starter("mocksites.mediawiki")
 
 
 @dataclass

@@ -65,8 +65,9 @@ class Detection:
         return {"box": [round(v, 1) for v in self.box], **self.item.as_dict(), "confidence": round(self.confidence, 4)}
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (n, 4) with every box in ``b`` (m, 4)."""
+def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For boxes ``a`` (n, 4) and ``b`` (m, 4) as x0, y0, x1, y1: the (n, m) intersection areas,
+    and the areas of ``a`` as a column and of ``b`` as a row, ready to broadcast against them."""
     x0 = np.maximum(a[:, None, 0], b[None, :, 0])
     y0 = np.maximum(a[:, None, 1], b[None, :, 1])
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
@@ -74,19 +75,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    return inter, area_a[:, None], area_b[None, :]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (n, 4) with every box in ``b`` (m, 4)."""
+    inter, area_a, area_b = _pairwise_overlap(a, b)
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
 def box_containment(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over the smaller box's area, for every pair: 1 when one box lies inside the other."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-9)
+    inter, area_a, area_b = _pairwise_overlap(a, b)
+    return inter / np.maximum(np.minimum(area_a, area_b), 1e-9)
 
 
 def suppress(boxes: np.ndarray, scores: np.ndarray, overlap: float, contained: float = 1.01) -> list[int]:
