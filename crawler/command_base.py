@@ -7,10 +7,13 @@ it finds in that package as a command named after its module.
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
 from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
+
+from crawler.output_lock import EXIT_LOCKED, OutputLock
 
 
 class OfflineCommand(ScrapyCommand):
@@ -47,3 +50,17 @@ def split_action(args: list[str], actions: dict[str, tuple[list[str], str]]) -> 
         given = f"unknown action {args[0]!r}: " if args else "say what to do: "
         raise UsageError(given + f"one of {', '.join(actions)}", print_help=False)
     return args[0], args[1:]
+
+
+def take_output_lock(command: ScrapyCommand, what: str) -> OutputLock | None:
+    """OUTPUT_DIR's lock (crawler/output_lock.py), or None after saying who holds it and setting
+    the command's exit code to 75; the caller then returns without touching anything."""
+    assert command.settings is not None
+    lock = OutputLock.for_settings(command.settings)
+    holder = lock.acquire(what)
+    if holder is None:
+        return lock
+    print(f"{what}: another process holds {lock.path} ({holder}); not starting a second writer over "
+          "the same OUTPUT_DIR", file=sys.stderr, flush=True)
+    command.exitcode = EXIT_LOCKED
+    return None

@@ -23,8 +23,14 @@ is by artwork, from a hash of (seed, artwork id): pages of one artwork never str
 and adding artworks to the catalogue never moves the ones already there.
 
 The export is built in a hidden folder beside DEST and renamed into place at the end, so a killed
-export leaves DEST as it was. The catalogue is only read; a ``--where`` SQL expression runs on a
-read-only connection that also refuses anything but reading.
+export leaves DEST as it was; an export that could use none of its pictures never replaces DEST.
+DEST is never one of the crawl's own folders (``images/``, ``originals/``, ...) nor holds them: a
+``--force`` there would delete the pictures the catalogue points at.
+
+The catalogue is only read. A ``--where`` SQL expression is checked to be one expression (it cannot
+close the parentheses it is wrapped in), runs on a read-only connection whose authorizer lets it
+read only the picture and tag tables, and is stopped after ``EXPORT_WHERE_TIMEOUT`` seconds. A
+picture whose path resolves outside the crawl's files folder is skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -49,7 +56,7 @@ from PIL import Image
 
 from crawler.catalog import Catalog
 from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
-from crawler.storage import catalog_path, output_dir
+from crawler.storage import CRAWL_FOLDERS, catalog_path, output_dir
 from crawler.tags import TagIndex
 from models.imaging import flatten_on_white
 from models.inference import Progress
@@ -71,6 +78,21 @@ TEMP_SUFFIX = ".export.part"  # the hidden folder an export is built in, beside 
 TAR_MTIME = 0  # every tar member's mtime: a re-export must be byte-identical
 ROUND = 6  # decimals kept of a score in the exported metadata
 BLOCKED_SQL_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+# What a --where expression may read: the pictures, their artworks and the tag tables; nothing else.
+WHERE_TABLES = frozenset({"images", "artworks", "tags", "artwork_tags", "image_tags", "tag_aliases", "tag_implications"})
+# The functions it may call: plain text, number, date and JSON ones. Left out: those that build
+# huge values (printf, format, randomblob, zeroblob) and everything an extension adds.
+WHERE_FUNCTIONS = frozenset({
+    "abs", "avg", "char", "coalesce", "count", "date", "datetime", "glob", "group_concat", "hex", "ifnull",
+    "iif", "instr", "json_array_length", "json_extract", "json_type", "json_valid", "julianday", "length",
+    "like", "likelihood", "likely", "lower", "ltrim", "max", "min", "nullif", "replace", "round", "rtrim",
+    "strftime", "substr", "substring", "sum", "time", "total", "trim", "typeof", "unicode", "unixepoch",
+    "unlikely", "upper", "->", "->>",
+})
+WHERE_TIMEOUT = 30.0  # seconds; the EXPORT_WHERE_TIMEOUT default
+PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the --where clock
+
+logger = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -114,6 +136,7 @@ class ExportOptions:
     trigger_word: str = ""
     jpeg_quality: int = 92
     classifier_model: str = ""
+    where_timeout: float = WHERE_TIMEOUT  # seconds the picture query (with --where) may run
 
     @classmethod
     def from_settings(cls, settings: BaseSettings, dest: str | os.PathLike[str], **given: Any) -> ExportOptions:
@@ -125,6 +148,7 @@ class ExportOptions:
             trigger_word=(settings.get("EXPORT_TRIGGER_WORD") or "").strip(),
             jpeg_quality=settings.getint("JPEG_QUALITY", 92),
             classifier_model=settings.get("CLASSIFIER_MODEL") or "",
+            where_timeout=settings.getfloat("EXPORT_WHERE_TIMEOUT", WHERE_TIMEOUT),
         )
         options = replace(options, **{k: v for k, v in given.items() if v is not None})
         if given.get("statuses") is None and options.class_from == "decision":
@@ -141,6 +165,8 @@ class ExportOptions:
             raise ExportError(f"--status must list kept and/or dropped, not {','.join(self.statuses)!r}")
         if self.shard_size < 1:
             raise ExportError(f"EXPORT_SHARD_SIZE must be at least 1, not {self.shard_size}")
+        if not self.where_timeout > 0:
+            raise ExportError(f"EXPORT_WHERE_TIMEOUT must be a positive number of seconds, not {self.where_timeout}")
         return replace(self, statuses=tuple(sorted(set(self.statuses))))
 
 
@@ -173,7 +199,8 @@ def parse_where(text: str | None) -> Selection:
     says keep; one that no rule matches is exported only when every rule is a drop rule (so
     ``{"if": "classifier", "min": 0.8}`` exports the matches and ``{"action": "drop", "if": "r18"}``
     exports everything else). Anything else is one SQL boolean expression over ``images i`` and
-    ``artworks a``; ``;`` is refused (one expression, never a statement).
+    ``artworks a``; ``;`` is refused (one expression, never a statement), and so is text that would
+    close or leave open the parentheses the query wraps it in.
     """
     if text is None or not text.strip():
         return Selection()
@@ -193,7 +220,50 @@ def parse_where(text: str | None) -> Selection:
             raise ExportError(str(exc)) from None
     if ";" in text:
         raise ExportError("--where is one SQL expression over images i and artworks a; ';' is refused")
+    check_one_expression(text)
     return Selection(text=text, sql=text)
+
+
+SQL_QUOTES = {"'": "'", '"': '"', "`": "`", "[": "]"}  # string, and the three ways to quote a name
+
+
+def check_one_expression(text: str) -> None:
+    """Refuse SQL that could reach outside the ``AND (...)`` that ``picture_query`` wraps it in.
+
+    Scans as SQLite's tokenizer does (quotes, ``--`` and ``/* */`` comments) and counts parentheses:
+    a ``)`` without its ``(`` would end the wrapper and let ``OR``, ``UNION SELECT`` ... follow; an
+    unclosed ``(``, quote or comment would swallow the rest of the query.
+    """
+    if "\x00" in text:
+        raise ExportError("--where contains a NUL character")
+    depth, at = 0, 0
+    while at < len(text):
+        char = text[at]
+        if char in SQL_QUOTES:  # a doubled quote ('it''s') is two quoted runs back to back: same result
+            end = text.find(SQL_QUOTES[char], at + 1)
+            if end < 0:
+                raise ExportError(f"--where has a {char} that is never closed")
+            at = end + 1
+            continue
+        if text.startswith("--", at):
+            end = text.find("\n", at)
+            at = len(text) if end < 0 else end + 1
+            continue
+        if text.startswith("/*", at):
+            end = text.find("*/", at + 2)
+            if end < 0:
+                raise ExportError("--where has a /* comment that is never closed")
+            at = end + 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise ExportError("--where closes a parenthesis it never opened: give one SQL expression")
+        at += 1
+    if depth:
+        raise ExportError("--where leaves a parenthesis open: give one SQL expression")
 
 
 def _rule_selection(text: str, loaded: Any) -> Selection:
@@ -214,20 +284,33 @@ def _rule_selection(text: str, loaded: Any) -> Selection:
 
 def open_read_only(path: Path) -> sqlite3.Connection:
     """A connection that can only read: ``mode=ro``, ``query_only``, and an authorizer that denies
-    every action but reading and harmless functions (so ``--where`` cannot write, attach or load)."""
+    every action but reading and harmless functions (so no query on it can write, attach or load)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA query_only = ON")
-
-    def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
-            return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in BLOCKED_SQL_FUNCTIONS:
-            return sqlite3.SQLITE_OK
-        return sqlite3.SQLITE_DENY
-
-    conn.set_authorizer(authorize)
+    conn.set_authorizer(authorize_reading)
     return conn
+
+
+def authorize_reading(action: int, _arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    """The export's own queries: any table may be read, nothing else done."""
+    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in BLOCKED_SQL_FUNCTIONS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def authorize_where(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    """The query that holds ``--where``: it may read the picture and tag tables and call the plain
+    functions, nothing more (no other table, no recursive CTE, no pragma or extension)."""
+    if action == sqlite3.SQLITE_SELECT:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in WHERE_TABLES:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in WHERE_FUNCTIONS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
 
 
 PICTURE_COLUMNS = (
@@ -248,12 +331,25 @@ def picture_query(statuses: Sequence[str], where_sql: str | None) -> str:
     )
 
 
-def select_pictures(conn: sqlite3.Connection, query: str) -> list[dict[str, Any]]:
+def select_pictures(conn: sqlite3.Connection, query: str, timeout: float = WHERE_TIMEOUT) -> list[dict[str, Any]]:
+    """Run the picture query under ``authorize_where``, stopped once it has run ``timeout`` seconds:
+    a ``--where`` that never ends (a huge join) must end in a message, not a hung command."""
     names = [c.split(".", 1)[1] for c in PICTURE_COLUMNS]
+    deadline = time.monotonic() + timeout
+    conn.set_authorizer(authorize_where)
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
     try:
         return [dict(zip(names, row)) for row in conn.execute(query)]
     except sqlite3.DatabaseError as exc:
-        raise ExportError(f"--where cannot run: {exc}") from None
+        if time.monotonic() > deadline:
+            raise ExportError(f"--where took longer than {timeout:g} s (EXPORT_WHERE_TIMEOUT): "
+                              "simplify it or raise the limit") from None
+        hint = (" (it may read only images, artworks and the tag tables, with plain functions: no other table, "
+                "recursive CTE or extension)") if "not authorized" in str(exc) else ""
+        raise ExportError(f"--where cannot run: {exc}{hint}") from None
+    finally:
+        conn.set_progress_handler(None, 0)
+        conn.set_authorizer(authorize_reading)
 
 
 def catalog_updated(conn: sqlite3.Connection) -> str | None:
@@ -298,6 +394,7 @@ class Item:
     state: dict[str, Any]  # Catalog.curation_state: classifier, model tags, faces, Pixiv tags
     path: str  # the file as the catalogue stores it (relative to OUTPUT_DIR, or absolute)
     key: str  # its safe file stem in DEST, unique
+    file: Path | None = None  # that file, resolved and checked to be inside the files folder
     face: dict[str, Any] | None = None  # the crop's box, in --faces mode
     label: str = ""
     split: str = ""
@@ -579,13 +676,21 @@ def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # --- destination ----------------------------------------------------------------------------------
 
 
-def prepare_destination(dest: Path, force: bool, protected: Sequence[Path]) -> Path:
-    """Check DEST can be written, and make the hidden build folder beside it."""
+def prepare_destination(dest: Path, force: bool, protected: Sequence[Path], crawl_folders: Sequence[Path] = ()) -> Path:
+    """Check DEST can be written, and make the hidden build folder beside it.
+
+    DEST may neither hold a ``protected`` path (the catalogue, OUTPUT_DIR, the files folder) nor lie
+    in one of the ``crawl_folders``: replacing it (``--force``) would delete the crawl's pictures.
+    Both are compared with symlinks resolved, so a link to ``images/`` is ``images/``.
+    """
     if dest.exists() and not dest.is_dir():
         raise ExportError(f"{dest} exists and is not a folder")
     resolved = dest.resolve()
-    for path in protected:
-        if path.resolve() == resolved or path.resolve().is_relative_to(resolved):
+    for folder in crawl_folders:
+        if resolved.is_relative_to(folder.resolve()):  # the folder itself too
+            raise ExportError(f"{dest} is inside the crawl's own folder {folder}: export somewhere else")
+    for path in [*protected, *crawl_folders]:
+        if path.resolve().is_relative_to(resolved):
             raise ExportError(f"{dest} holds {path}: export somewhere else")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise ExportError(f"{dest} is not empty; --force replaces it")
@@ -637,7 +742,9 @@ def export(settings: BaseSettings, options: ExportOptions) -> ExportResult:
     if not db.is_file():
         raise ExportError(f"no catalogue at {db} (crawl first, or set OUTPUT_DIR / CATALOG_DB)")
     dest = options.dest
-    build = prepare_destination(dest, options.force, [db, root])
+    out = output_dir(settings)
+    crawl_folders = sorted({base / name for base in (out, root) for name in CRAWL_FOLDERS})
+    build = prepare_destination(dest, options.force, [db, root, out], crawl_folders)
     try:
         manifest = _build(db, root, build, options)
         (build / MANIFEST_NAME).write_text(dump_json(manifest) + "\n", encoding="utf-8")
@@ -653,7 +760,7 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     conn = open_read_only(db)
     try:
         query = picture_query(options.statuses, options.selection.sql)
-        rows = select_pictures(conn, query)
+        rows = select_pictures(conn, query, options.where_timeout)
         translations = tag_translations(conn)
         updated = catalog_updated(conn)
         faces = face_rows(conn) if options.faces else {}
@@ -669,13 +776,22 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     usable: list[Item] = []
     progress = ThrottledProgress("export: reading", len(items), options.progress)
     for item in items:
-        why = inspect_file(item, _file(root, item.path))
+        item.file = _file(root, item.path)
+        if item.file:
+            why = inspect_file(item, item.file)
+        else:
+            why = f"outside the crawl's folder {root}: {item.path!r}" if item.path else "no file in the catalogue"
         if why:
+            logger.warning("export: skipped %s: %s", item.key, why)
             skipped.append({"key": item.key, "reason": why})
         else:
             usable.append(item)
         progress.update(1)
     progress.close()
+    if not usable:  # an empty export must not replace a good DEST
+        reasons = "; ".join(f"{s['key']}: {s['reason']}" for s in skipped[:3])
+        raise ExportError(f"every selected picture was skipped ({len(skipped)}), nothing exported: {reasons}"
+                          + (" ..." if len(skipped) > 3 else ""))
 
     # The largest copy of a duplicated picture is the one exported.
     by_key = {item.key: item for item in usable}
@@ -696,7 +812,7 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     # The number each class gets from loaders that sort the folder names (ImageFolder, Keras).
     class_index = {label: n for n, label in enumerate(sorted(folders, key=folders.__getitem__))}
 
-    writer = Writer(build, options, folders, class_index, translations, lambda item: output_bytes(item, _file(root, item.path), options.jpeg_quality))
+    writer = Writer(build, options, folders, class_index, translations, lambda item: output_bytes(item, item.file, options.jpeg_quality))
     progress = ThrottledProgress("export: writing", len(chosen), options.progress)
     for name, _share in options.split:
         members = [item for item in chosen if item.split == name]
@@ -759,8 +875,14 @@ def _items(rows: list[dict[str, Any]], catalog: Catalog, options: ExportOptions,
     return items
 
 
-def _file(root: Path, stored: str) -> Path:
-    return Path(stored) if Path(stored).is_absolute() else root / stored
+def _file(root: Path, stored: str | None) -> Path | None:
+    """The picture's file, symlinks resolved; None when that is outside ``root`` (a catalogue row
+    or a link that points at ``../..`` or ``/etc``), or when the row has no path."""
+    if not stored:
+        return None
+    base = root.resolve()
+    file = (base / stored).resolve()  # an absolute stored path replaces base
+    return file if file.is_relative_to(base) else None
 
 
 def _models(items: Sequence[Item], classifier_model: str) -> dict[str, Any]:

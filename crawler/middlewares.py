@@ -37,15 +37,19 @@ def session_cookie(settings: BaseSettings) -> str:
 
 
 class PixivSessionMiddleware:
-    """Adds ``PHPSESSID`` to requests for the API host only.
+    """Adds ``PHPSESSID`` to requests for the API host only, and only while they are on the wire.
 
-    It is added as a header after CookiesMiddleware has run, so the value never enters the cookie
-    jar, never goes to the image host, and is not printed by ``COOKIES_DEBUG``.
+    The pair is added as the request goes out and taken off again as its response (or error)
+    comes back. So it never enters the cookie jar, never goes to the image host, is not printed by
+    ``COOKIES_DEBUG``, and is not in any request that is stored: a 429 or redirect retry that
+    JOBDIR's disk queue pickles, or HTTPCACHE's stored request headers. That is why this sits at
+    950, nearest the downloader: after CookiesMiddleware (700) and HttpCacheMiddleware (900).
     """
 
     def __init__(self, cookie: str, api_netloc: str):
         self.cookie = cookie
         self.api_netloc = api_netloc
+        self.pair = f"PHPSESSID={cookie}"
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> PixivSessionMiddleware:
@@ -55,10 +59,28 @@ class PixivSessionMiddleware:
     def process_request(self, request: Request) -> None:
         if not self.cookie or urlparse_cached(request).netloc != self.api_netloc:
             return
+        pairs = self._other_pairs(request)
+        request.headers[b"Cookie"] = "; ".join([*pairs, self.pair])
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        self._take_off(request)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        self._take_off(request)
+
+    def _other_pairs(self, request: Request) -> list[str]:
         existing = request.headers.get(b"Cookie", b"").decode("latin-1")
-        pair = f"PHPSESSID={self.cookie}"
-        if pair not in existing:
-            request.headers[b"Cookie"] = f"{existing}; {pair}" if existing else pair
+        return [p.strip() for p in existing.split(";") if p.strip() and p.strip() != self.pair]
+
+    def _take_off(self, request: Request) -> None:
+        if not self.cookie or b"Cookie" not in request.headers:
+            return
+        pairs = self._other_pairs(request)
+        if pairs:
+            request.headers[b"Cookie"] = "; ".join(pairs)
+        else:
+            del request.headers[b"Cookie"]
 
 
 def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:

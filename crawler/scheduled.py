@@ -5,10 +5,13 @@
 
 Why a wrapper rather than a bare ``scrapy crawl`` in the crontab:
 
-- **No overlap.** It holds an exclusive ``flock`` on ``SCHEDULED_LOCK_FILE`` (default
-  ``OUTPUT_DIR/scheduled.lock``) for the whole run. A second run while one is going (a crawl that
-  outlasted its night) says who holds the lock and exits with ``EXIT_LOCKED`` (75, EX_TEMPFAIL),
-  touching nothing. The kernel drops the lock when the holder dies, so a killed run leaves none.
+- **No overlap.** It holds the output folder's lock (crawler/output_lock.py: ``OUTPUT_LOCK_FILE``,
+  default ``OUTPUT_DIR/output.lock``) for the whole run, and its crawls work under it. A second run
+  while one is going (a crawl that outlasted its night), or a hand-started crawl or curation of the
+  same folder, says who holds the lock and exits with ``EXIT_LOCKED`` (75, EX_TEMPFAIL), touching
+  nothing. The kernel drops the lock when the holder dies, so a killed run leaves none.
+- **No secret on a command line.** Settings are passed to each crawl as ``-s``, which ``ps`` shows
+  to every user; the session cookie (``PIXIV_PHPSESSID``) goes through the child's environment.
 - **One log per crawl:** ``OUTPUT_DIR/logs/{date}_{time}-{tag}.log`` (the tag made file-name safe,
   with a short hash when that changed it). Its own output is one line per crawl, for cron's mail
   or the journal.
@@ -24,7 +27,6 @@ Config (TOML): ``[settings]`` are ``-s`` for every crawl; each ``[[crawl]]`` has
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import os
 import re
@@ -42,12 +44,14 @@ from typing import Any, TextIO
 
 from scrapy.settings import Settings
 
+from crawler.output_lock import EXIT_LOCKED, OutputLock
+
 REPO = Path(__file__).resolve().parents[1]  # where scrapy.cfg is: the crawls run here
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
 OK_STATUSES = ("finished", "stopped_early")
+SECRET_SETTINGS = ("PIXIV_PHPSESSID",)  # passed to a crawl as environment variables of the same name
 
 
 @dataclass
@@ -115,48 +119,15 @@ def project_settings(overrides: dict[str, str]) -> Settings:
     return settings
 
 
-class RunLock:
-    """An exclusive, non-blocking ``flock`` held for the whole run; the file says who holds it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file: TextIO | None = None
-
-    def acquire(self, what: str) -> str | None:
-        """None when taken; otherwise what the holder wrote."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            self.file = None
-            return holder
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now_text()}: {what}\n")
-        self.file.flush()
-        return None
-
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()  # closing drops the flock
-            self.file = None
-
-
-def _now_text() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class Runner:
     def __init__(self, settings: Settings, overrides: dict[str, str], jobs: list[CrawlJob], out: TextIO = sys.stdout):
         self.output = Path(settings.get("OUTPUT_DIR") or "output").resolve()
         self.catalog = Path(settings.get("CATALOG_DB") or self.output / "catalog.db").resolve()
-        self.lock = RunLock(Path(settings.get("SCHEDULED_LOCK_FILE") or self.output / "scheduled.lock").resolve())
+        self.lock = OutputLock.for_settings(settings)
         self.logs = self.output / "logs"
-        self.overrides = {**overrides, "OUTPUT_DIR": str(self.output)}
+        # secrets go to the child through its environment, never its command line (``ps``)
+        self.secrets = {name: overrides[name] for name in SECRET_SETTINGS if overrides.get(name)}
+        self.overrides = {k: v for k, v in overrides.items() if k not in SECRET_SETTINGS} | {"OUTPUT_DIR": str(self.output)}
         if settings.get("CATALOG_DB"):
             self.overrides["CATALOG_DB"] = str(self.catalog)
         self.jobs = jobs
@@ -171,7 +142,7 @@ class Runner:
         holder = self.lock.acquire(", ".join(job.tag for job in self.jobs))
         if holder is not None:
             print(
-                f"crawler.scheduled: another scheduled run holds {self.lock.path} ({holder}); "
+                f"crawler.scheduled: another run holds {self.lock.path} ({holder}); "
                 "not starting a second one over it",
                 file=sys.stderr, flush=True,
             )
@@ -208,12 +179,16 @@ class Runner:
             command += ["-s", f"{name}={value}"]
         return command
 
+    def child_env(self) -> dict[str, str]:
+        """A crawl's environment: ours, the secrets, and the descriptor of the lock it works under."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.secrets, **self.lock.child_env()}
+
     def crawl(self, job: CrawlJob) -> CrawlResult:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{datetime.now().strftime('%Y-%m-%d_%H%M%S')}-{tag_slug(job.tag)}.log"
         started = time.monotonic()
         since = (datetime.now(timezone.utc) - timedelta(seconds=2)).isoformat(timespec="seconds")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = self.child_env()
         assert self.lock.file is not None
         with log.open("ab") as stray:  # anything printed before Scrapy's logging is set up
             # Its own session: a signal reaches the crawl once, through _stop (two SIGINTs would

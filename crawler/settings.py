@@ -66,6 +66,9 @@ ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 EXPORT_PHASH_DISTANCE = 6  # bits
 EXPORT_SHARD_SIZE = 1000  # samples per webdataset tar shard
 EXPORT_TRIGGER_WORD = ""  # first word of every kohya/hf/webdataset caption (a LoRA trigger); empty: none
+# A --where SQL expression (with its query) is stopped with an error after this many seconds, so a
+# huge join or a runaway subquery ends in a message rather than a hung command.
+EXPORT_WHERE_TIMEOUT = 30  # seconds
 
 # --- Review (`scrapy report`, crawler/report.py; Datasette, metadata.json) -------------------------
 # Thumbnails go to the report folder and to the catalogue's thumbnails table (about 5 KB a picture
@@ -131,7 +134,7 @@ RETRY_TIMES = 3
 
 # --- Components ----------------------------------------------------------------------------------
 DOWNLOADER_MIDDLEWARES = {
-    "crawler.middlewares.PixivSessionMiddleware": 760,  # after CookiesMiddleware (700)
+    "crawler.middlewares.PixivSessionMiddleware": 950,  # nearest the wire: after CookiesMiddleware and HttpCache
     "crawler.middlewares.ThrottleMiddleware": 560,  # its process_response runs before RetryMiddleware's
 }
 ITEM_PIPELINES = {
@@ -157,7 +160,7 @@ CLUSTER_IDLE_CLOSE = 15.0  # seconds the shared queue stays empty, no node busy,
 CLUSTER_NODE_TIMEOUT = 30.0  # seconds without a heartbeat after which a node is taken for gone
 CLUSTER_ROLE = "any"  # "any": the first node leads (pages the search); "worker": never leads
 REDIS_URL = "redis://127.0.0.1:6379/0"
-SCHEDULED_LOCK_FILE = ""  # empty: OUTPUT_DIR/scheduled.lock; two scheduled runs never overlap on it
+OUTPUT_LOCK_FILE = ""  # empty: OUTPUT_DIR/output.lock; crawls, curation and scheduled runs of one folder never overlap
 
 # --- Scrapy housekeeping -------------------------------------------------------------------------
 FEED_EXPORT_ENCODING = "utf-8"  # Japanese tags stay readable in -O items.jsonl

@@ -23,6 +23,9 @@ IMAGES_DIR = "images"
 ORIGINALS_DIR = "originals"
 FACES_DIR = "faces"
 DROPPED_DIR = "dropped"
+# Every folder a crawl writes under OUTPUT_DIR (sprites: pipelines/sprites, logs: scheduled runs);
+# nothing else (an export's DEST) may be put inside or over one of them.
+CRAWL_FOLDERS = (IMAGES_DIR, DROPPED_DIR, ORIGINALS_DIR, FACES_DIR, "sprites", "logs")
 
 
 def output_dir(settings: BaseSettings) -> Path:

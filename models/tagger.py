@@ -10,12 +10,13 @@ with standard layers, but refuses ones holding raw TF ops (``TFOpLambda``) or ``
 For those the tagger falls back to ``tf_keras`` (Keras 2), with one warning. A ``.h5`` is trusted
 like any pickle: Keras 2 runs the Python code a ``Lambda`` layer stores.
 
-Preprocessing follows DeepDanbooru's ``load_image_for_evaluate``: RGB (transparency composited on
-white here, where TF's decoder simply drops alpha), fit inside H x W keeping the aspect ratio with
-area averaging, centred on an H x W canvas padded by replicating the edge pixels, float32 0..1, HWC.
-Differences, all sub-pixel: area averaging is PIL's BOX filter run on float channels (TF's AREA
-resize, without rounding to uint8), and the picture sits at a whole-pixel offset where
-DeepDanbooru's bilinear warp may shift it by half a pixel.
+Preprocessing follows DeepDanbooru's ``load_image_for_evaluate``: RGB, fitted inside H x W the way
+``tf.image.resize(AREA, preserve_aspect_ratio=True)`` does it (TF's rounded size, exact area
+averaging), centred on an H x W canvas as ``transform_and_pad_image`` warps it (bilinear, so an odd
+margin shifts the picture by half a pixel; the margins repeat the edge pixels), float32 0..1, HWC.
+It matches TF's own ops to float rounding. Differences: transparency is composited on white here,
+where TF's decoder simply drops alpha; and a picture so thin that TF would fit it to 0 pixels (and
+fail) keeps one pixel.
 
 Works under both Keras backends (TensorFlow, torch); ``KERAS_BACKEND`` must be set before Keras is
 first imported, so a process uses one. Keras and TensorFlow are imported only when a model loads.
@@ -155,22 +156,58 @@ def load_keras_model(path: Path, compile: bool = False) -> tuple[Any, str]:
 
 
 def fit_size(width: int, height: int, box_width: int, box_height: int) -> tuple[int, int]:
-    """The largest size inside the box with the picture's aspect ratio (floored, as TF does)."""
-    if width * box_height >= height * box_width:  # limited by the width
-        return box_width, max(1, height * box_width // width)
-    return max(1, width * box_height // height), box_height
+    """The size ``tf.image.resize(preserve_aspect_ratio=True)`` gives: float32 scale, rounded half to even.
+
+    TF would ask for a 0-pixel side (a 1x731 picture into 32x32) and fail; we keep one pixel instead.
+    """
+    scale = min(np.float32(box_height) / np.float32(height), np.float32(box_width) / np.float32(width))
+    new_width = int(np.round(scale * np.float32(width)))
+    new_height = int(np.round(scale * np.float32(height)))
+    return max(1, new_width), max(1, new_height)
+
+
+def area_resize_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """TF's AREA resize along the first axis, as float64: output row i is the mean of the input over
+    [i * s, (i + 1) * s), s = length / size, with partly covered rows weighted by their overlap.
+
+    Right for shrinking and for enlarging (where PIL's BOX filter picks whole pixels instead). Each
+    span's whole rows are summed (exactly, in uint32, for uint8 input); then the covered part of the
+    row at each edge is moved across that edge.
+    """
+    length = len(array)
+    scale = length / size
+    edges = np.arange(size + 1) * scale
+    edges[-1] = length  # no rounding past the end
+    whole = np.floor(edges).astype(np.intp)
+    accumulator = np.uint32 if array.dtype == np.uint8 else np.float64
+    spans = zip(whole[:-1], whole[1:])
+    sums = np.stack([array[start:stop].sum(axis=0, dtype=accumulator) for start, stop in spans])
+    # of row ``whole``, the part before the edge
+    covered = (edges - whole).reshape(-1, *[1] * (array.ndim - 1))
+    parts = covered * array[np.minimum(whole, length - 1)]
+    return (sums + parts[1:] - parts[:-1]) / scale
+
+
+def centre_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """``transform_and_pad_image``'s centring along the first axis: row i samples the input at
+    ``i - (size - length) / 2``, bilinear, edge rows repeated (skimage ``mode="edge"``). An odd margin
+    puts the picture half a pixel off the grid, so each output row is then the mean of two."""
+    length = len(array)
+    position = np.arange(size) - (size - length) / 2
+    below = np.floor(position)
+    weight = (position - below).reshape(-1, *[1] * (array.ndim - 1))
+    first = array[np.clip(below, 0, length - 1).astype(np.intp)]
+    second = array[np.clip(below + 1, 0, length - 1).astype(np.intp)]
+    return (1 - weight) * first + weight * second
 
 
 def preprocess_image(image: Image.Image, width: int, height: int) -> np.ndarray:
-    """(height, width, 3) float32 in 0..1: fitted with area averaging, centred, edge-padded."""
-    rgb = flatten_on_white(image).convert("RGB")
-    new_w, new_h = fit_size(rgb.width, rgb.height, width, height)
-    # BOX on float channels = area averaging without rounding to uint8 (like TF's AREA resize)
-    channels = [band.convert("F").resize((new_w, new_h), Image.Resampling.BOX) for band in rgb.split()]
-    array = np.stack([np.asarray(band, dtype=np.float32) for band in channels], axis=-1)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    padding = ((top, height - new_h - top), (left, width - new_w - left), (0, 0))
-    return (np.pad(array, padding, mode="edge") / np.float32(255.0)).astype(np.float32)
+    """(height, width, 3) float32 in 0..1, as DeepDanbooru's ``load_image_for_evaluate`` makes it."""
+    pixels = np.asarray(flatten_on_white(image).convert("RGB"), dtype=np.uint8)
+    new_width, new_height = fit_size(pixels.shape[1], pixels.shape[0], width, height)
+    fitted = area_resize_rows(area_resize_rows(pixels, new_height).swapaxes(0, 1), new_width)
+    centred = centre_rows(centre_rows(fitted, width).swapaxes(0, 1), height)  # back to (height, width)
+    return (centred / 255.0).astype(np.float32)
 
 
 @dataclass(eq=False)

@@ -20,6 +20,7 @@ from scrapy.exceptions import NotConfigured
 
 from crawler.items import ArtworkItem
 from crawler.storage import output_dir
+from models.imaging import to_8bit
 from pipelines.batching import Batcher
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def open_pictures(root: Path, paths: list[str]) -> tuple[list[Image.Image], list
     for i, relative in enumerate(paths):
         try:
             with Image.open(root / relative) as image:
+                image = to_8bit(image)  # 16-bit grayscale: scaled, where convert would clip it to white
                 images.append(image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB"))
             readable.append(i)
             errors.append(None)

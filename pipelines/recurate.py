@@ -23,6 +23,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -256,16 +257,36 @@ def is_catalogue_file(path: Path) -> bool:
 
 
 def picture_files(folder: Path) -> list[Path]:
-    """The pictures under ``folder``, recursively, sorted; hidden files and folders left out."""
+    """The pictures under ``folder``, recursively, sorted; hidden files and folders left out.
+
+    A broken symbolic link is listed too, so that the run reports why it has no picture."""
     return [
         p for p in sorted(folder.rglob("*"))
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
 
 
 def absolute(path: str | Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+def printable(text: str | os.PathLike[str]) -> str:
+    """A name as text that UTF-8 can hold: bytes of a file name that are not UTF-8 (which Python
+    keeps as lone surrogates) written as ``\\xff``. SQLite, the JSON report and the terminal
+    refuse lone surrogates; any other name comes back unchanged."""
+    text = os.fspath(text)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name makes: kept visible as one
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def from_printable(text: str) -> Path:
+    """The file that ``printable`` wrote as ``text`` (its ``\\xNN`` back to bytes)."""
+    raw = re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
+    return Path(os.fsdecode(raw))
 
 
 @dataclass(frozen=True)
@@ -301,7 +322,8 @@ class Summary:
     def lines(self, catalog: Path, report: str | None) -> list[str]:
         out = [
             f"Curated {self.pictures} pictures ({self.from_catalogue} from the catalogue, {self.from_folders} from "
-            f"folders, {self.new_pictures} of them new to it; {self.duplicates} more files were copies of these) in {catalog}"
+            f"folders, {self.new_pictures} of them new to it; {self.duplicates} more files were copies of these) "
+            f"in {printable(catalog)}"
         ]
         for stage, version in self.versions.items():
             out.append(
@@ -323,7 +345,7 @@ class Summary:
         else:
             out.append("  decisions: unchanged (no curation rules configured)")
         if report:
-            out.append(f"  report: {report}")
+            out.append(f"  report: {printable(report)}")
         return out
 
 
@@ -452,21 +474,24 @@ class Curator:
         if stored.status == "failed":
             picture.error = stored.reason
         elif not picture.file.is_file():
-            picture.error = f"the file {picture.file} is missing"
+            picture.error = f"the file {printable(picture.file)} is missing"
         return picture
 
     def _file_of(self, stored_path: str) -> Path:
-        return Path(stored_path) if Path(stored_path).is_absolute() else self.root / stored_path
+        file = Path(stored_path) if Path(stored_path).is_absolute() else self.root / stored_path
+        if "\\x" in stored_path and not os.path.lexists(file):  # a name printable() had to write
+            return from_printable(str(file))
+        return file
 
     def _stored_path(self, file: Path) -> str:
-        """Relative to OUTPUT_DIR inside it, else absolute (see the images table)."""
+        """Relative to OUTPUT_DIR inside it, else absolute (see the images table); printable."""
         try:
-            return file.relative_to(self.root).as_posix()
+            return printable(file.relative_to(self.root).as_posix())
         except ValueError:
-            return str(file)
+            return printable(file)
 
     def _file_picture(self, file: Path) -> tuple[Picture | None, str | None, str]:
-        label = str(file)
+        label = printable(file)
         path = self._stored_path(file)
         if not Path(path).is_absolute():  # inside OUTPUT_DIR: maybe a crawled picture, by its path
             stored = self.catalog.picture_at(path)
@@ -475,7 +500,9 @@ class Curator:
         try:
             data = file.read_bytes()
         except OSError as exc:  # no content, no content address: reported and logged, not catalogued
-            return None, f"cannot read the file: {exc}", label
+            if file.is_symlink():
+                return None, f"a broken symbolic link to {printable(os.readlink(file))}: {exc.strerror}", label
+            return None, printable(f"cannot read the file: {exc}"), label
         sha256 = hashlib.sha256(data).hexdigest()
         artwork_id = f"{LOCAL_PREFIX}{sha256[:20]}"
         stored = self.catalog.picture(artwork_id, 0)
@@ -494,7 +521,7 @@ class Curator:
         except (OSError, SyntaxError, ValueError) as exc:  # what Pillow's decoders raise past open_checked
             row.update(status="failed", reason=f"not a readable picture: {exc}")
         picture = Picture(artwork_id, 0, file, path, row["status"], row["reason"], label, error=row["reason"],
-                          new_row={"title": file.name, **row})
+                          new_row={"title": printable(file.name), **row})
         return picture, None, label
 
     def _failed(self, label: str, reason: str, stage: str | None = None) -> None:
@@ -549,6 +576,7 @@ class Curator:
             for stage, results in outcomes:
                 for picture, result in results:
                     if isinstance(result, str):
+                        result = printable(result)  # a reason may quote the file's name
                         self._failed(picture.label, f"{stage.name}: {result}", stage.name)
                         catalog.record_stage_run(picture.artwork_id, picture.page, stage.name, stage.version,
                                                  result, now)
@@ -590,7 +618,7 @@ class Curator:
                 (self.root / path).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(picture.file, self.root / path)
             except OSError as exc:
-                self._failed(picture.label, f"cannot move it to {path}: {exc}")
+                self._failed(picture.label, printable(f"cannot move it to {path}: {exc}"))
                 return None
         elif picture.local and status == "dropped" != picture.status and not self._said_library_stays:
             logger.info("Curate: pictures from folders are never moved or deleted; a drop is recorded in the "

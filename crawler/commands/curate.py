@@ -13,7 +13,7 @@ import logging
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
-from crawler.command_base import OfflineCommand, refuse_unknown_options
+from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
 
 from pipelines.decide import RuleError
 from pipelines.recurate import STAGES, Curator, CurateError, ModelLoadError, choose_stages
@@ -54,6 +54,14 @@ class Command(OfflineCommand):
         assert self.settings is not None
         refuse_unknown_options(args)
         configure_logging(self.settings)
+        lock = take_output_lock(self, "scrapy curate")  # it writes OUTPUT_DIR's catalogue and dropped/
+        if lock is None:
+            return
+        with lock:
+            self._curate(args, opts)
+
+    def _curate(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
         try:
             curator = Curator(
                 self.settings, choose_stages(self.settings, opts.stages), batch_size=opts.batch_size,

@@ -7,12 +7,14 @@ into a usage error (exit code 2, one clear message), and prints the summary. No 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
-from crawler.command_base import OfflineCommand, refuse_unknown_options
+from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
 from crawler.export import FORMATS, ExportError, ExportOptions, export, parse_split, parse_statuses, parse_where
+from crawler.storage import output_dir
 
 
 class Command(OfflineCommand):
@@ -32,7 +34,10 @@ class Command(OfflineCommand):
             "each). Exact (sha256) and near (perceptual hash, EXPORT_PHASH_DISTANCE bits) duplicates are left "
             "out and listed in DEST/manifest.json, with the counts per split and class, the query and the model "
             "versions. The split is by artwork, from a hash of the seed and the artwork id. The same catalogue "
-            "and options give byte-identical output. DEST is written whole or not at all."
+            "and options give byte-identical output. DEST is written whole or not at all: an export that "
+            "could use none of its pictures fails and leaves DEST as it was. DEST may be neither OUTPUT_DIR, "
+            "a folder holding it or the catalogue, nor inside the crawl's own folders (images, originals, "
+            "dropped, faces, sprites, logs)."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -42,7 +47,8 @@ class Command(OfflineCommand):
             "--where", metavar="EXPR",
             help="a SQL boolean expression over images i and artworks a (e.g. \"a.x_restrict = 0 AND "
                  "i.classifier_score >= 0.8\"), or curation rules as JSON/YAML or a .json/.yaml file "
-                 "(e.g. '{\"if\": \"tag\", \"any\": [\"mona\"]}'; see pipelines/decide.py)",
+                 "(e.g. '{\"if\": \"tag\", \"any\": [\"mona\"]}'; see pipelines/decide.py). The SQL may read "
+                 "only the picture and tag tables and is stopped after EXPORT_WHERE_TIMEOUT seconds (default 30)",
         )
         parser.add_argument("--split", metavar="TRAIN,VAL[,TEST]", default="0.9,0.1",
                             help="shares of the artworks per split (default 0.9,0.1)")
@@ -67,6 +73,11 @@ class Command(OfflineCommand):
         if len(args) != 1:
             raise UsageError("give one DEST folder", print_help=False)
         configure_logging(self.settings)
+        lock = None
+        if Path(args[0]).resolve().is_relative_to(output_dir(self.settings).resolve()):
+            lock = take_output_lock(self, "scrapy export")  # DEST is in OUTPUT_DIR: one writer there
+            if lock is None:
+                return
         try:
             options = ExportOptions.from_settings(
                 self.settings, args[0], format=opts.format, selection=parse_where(opts.where),
@@ -77,4 +88,7 @@ class Command(OfflineCommand):
             result = export(self.settings, options)
         except ExportError as exc:
             raise UsageError(str(exc), print_help=False) from None
+        finally:
+            if lock is not None:
+                lock.release()
         print("\n".join(result.lines()), flush=True)

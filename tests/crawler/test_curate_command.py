@@ -7,6 +7,7 @@ DeepDanbooru-format projects whose weights differ (tests/models/tagger_fixtures.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -257,3 +258,39 @@ def test_a_stage_that_cannot_run_is_a_usage_error(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr and done.stderr.count("error:") == 1
     assert not (tmp_path / "out" / "catalog.db").exists()  # refused before touching anything
+
+
+def test_odd_names_and_broken_links_in_a_folder_run_again_and_again(models, tmp_path):
+    """A name that is not UTF-8 once crashed the catalogue and the report on every run; a broken link was skipped unsaid."""
+    library = tmp_path / "library"
+    library.mkdir()
+    odd = Path(os.fsdecode(os.fsencode(library) + b"/\xff\xfe.png"))  # bytes no UTF-8 text can hold
+    synthetic_face(160).save(odd)
+    red = library / "red.png"
+    Image.new("RGB", (40, 40), (240, 20, 20)).save(red)
+    link = library / "link.jpg"
+    link.symlink_to(tmp_path / "deleted.jpg")
+    output = tmp_path / "out"
+    shown = f"{library}/\\xff\\xfe.png"
+    broken = f"a broken symbolic link to {tmp_path / 'deleted.jpg'}: No such file or directory"
+
+    runs = [curate(output, str(library), "--stages", "faces", *FACES, "--report", str(tmp_path / f"{n}.jsonl"))
+            for n in (1, 2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"    {link}: {broken}" in done.stdout and "Traceback" not in done.stderr
+    assert stage_counts(runs[0].stdout, "faces") == (2, 0, 0) and stage_counts(runs[1].stdout, "faces") == (0, 2, 0)
+    report = report_lines(tmp_path / "1.jsonl")
+    assert [(line["path"], line["decision"], line["reason"]) for line in report] == [
+        (str(link), "failed", broken), (str(red), "kept", None), (shown, "kept", None)]
+    assert len(report[2]["faces"]) == 1  # the picture was read through its odd name
+    assert (tmp_path / "2.jsonl").read_bytes() == (tmp_path / "1.jsonl").read_bytes()
+
+    # spoiled in place, then classified from the catalogue alone: the reason quotes the name, as text
+    odd.write_bytes(b"not a picture any more")
+    done = curate(output, "--stages", "classify", "-s", f"CLASSIFIER_MODEL={models['classifier']}", "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stage_counts(done.stdout, "classify") == (1, 0, 1)
+    assert re.search(rf"^    {re.escape(shown)}: classify: could not read {re.escape(shown)}: ", done.stdout, re.MULTILINE)
+    [(error,)] = query(output / "catalog.db", "SELECT error FROM curation_runs WHERE stage = 'classify' AND error IS NOT NULL")
+    assert error.startswith(f"could not read {shown}: ")

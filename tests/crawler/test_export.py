@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tarfile
+import time
 from collections import defaultdict
 from contextlib import closing
 from pathlib import Path
@@ -376,3 +379,175 @@ def test_the_command_runs_as_users_run_it(catalogue, tmp_path):
     helped = subprocess.run([sys.executable, "-m", "scrapy", "export", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert helped.returncode == 0 and "--format" in helped.stdout and "--faces" in helped.stdout
+
+
+# --- hardening: DEST never inside the crawl, --where never outside its parentheses ----------------
+
+
+def own_crawl(catalogue: dict, tmp_path: Path) -> Path:
+    """A copy of the crawl for a test that (without the fix) damages it: the shared one stays whole."""
+    output = tmp_path / "crawl"
+    shutil.copytree(catalogue["output"], output, symlinks=True)
+    return output
+
+
+def scrapy_export(output: Path, dest: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "scrapy", "export", str(dest), "--no-progress", *args,
+               "-s", f"OUTPUT_DIR={output}"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_usage_error(done: subprocess.CompletedProcess, message: str) -> None:
+    """Exit 2 and one clear line, never a traceback."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and message in done.stderr, done.stderr[-3000:]
+
+
+def catalogue_files_exist(output: Path) -> bool:
+    with closing(sqlite3.connect(output / "catalog.db")) as conn:
+        paths = [p for (p,) in conn.execute("SELECT path FROM images WHERE path IS NOT NULL")]
+    return bool(paths) and all((output / p).is_file() for p in paths)
+
+
+def secret_picture(folder: Path) -> Path:
+    """A readable JPEG outside the crawl, which no export may copy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "secret.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(secret, quality=90)
+    return secret
+
+
+def test_an_export_into_the_crawls_own_folders_is_refused_and_they_stay_whole(catalogue, tmp_path):
+    output = own_crawl(catalogue, tmp_path)
+    (tmp_path / "link").symlink_to(output, target_is_directory=True)
+    before = {name: file_hashes(output / name) for name in ("images", "originals", "faces")}
+    assert all(before.values())
+    db_before = dump(output / "catalog.db")
+    for dest in (output / "images", output / "originals"):
+        assert_usage_error(scrapy_export(output, dest, "--force"), "inside the crawl")
+    for dest in (output / "images" / "sub", output / "faces", output / "dropped", output / "logs",
+                 tmp_path / "link" / "images", tmp_path / "link" / "originals" / "x"):
+        with pytest.raises(ExportError, match="inside the crawl"):
+            run_export(output, dest, force=True)
+    assert {name: file_hashes(output / name) for name in before} == before
+    assert dump(output / "catalog.db") == db_before and catalogue_files_exist(output)
+    assert not (output / "dropped").exists() and not (output / "logs").exists()
+
+
+def test_an_export_onto_the_crawl_or_a_folder_holding_it_is_refused(catalogue, tmp_path):
+    output = own_crawl(catalogue, tmp_path)
+    images = file_hashes(output / "images")
+    assert_usage_error(scrapy_export(output, output, "--force"), "holds")
+    for dest in (output, tmp_path, tmp_path / "link"):
+        if dest.name == "link":
+            dest.symlink_to(output, target_is_directory=True)
+        with pytest.raises(ExportError, match="holds"):
+            run_export(output, dest, force=True)
+    # The catalogue elsewhere: its folder is refused too.
+    elsewhere = tmp_path / "db-folder"
+    elsewhere.mkdir()
+    shutil.copy2(output / "catalog.db", elsewhere / "catalog.db")
+    settings = settings_for(output, CATALOG_DB=str(elsewhere / "catalog.db"))
+    with pytest.raises(ExportError, match="holds"):
+        export(settings, ExportOptions.from_settings(settings, elsewhere, force=True, progress=False))
+    assert file_hashes(output / "images") == images and (elsewhere / "catalog.db").is_file()
+
+
+def test_an_export_that_skips_every_picture_fails_and_keeps_the_old_dest(catalogue, tmp_path):
+    output = own_crawl(catalogue, tmp_path)
+    dest = tmp_path / "dest"
+    run_export(output, dest, format="hf")
+    before = file_hashes(dest)
+    for n, picture in enumerate(sorted((output / "images").iterdir())):
+        if n % 2:
+            picture.unlink()  # missing
+        else:
+            picture.write_bytes(b"not a picture")  # unreadable
+    with pytest.raises(ExportError, match="every selected picture was skipped"):
+        run_export(output, dest, format="hf", force=True)
+    assert file_hashes(dest) == before and not list(tmp_path.glob(".*"))
+    done = scrapy_export(output, dest, "--force", "--format", "hf")
+    assert_usage_error(done, "every selected picture was skipped")
+    assert file_hashes(dest) == before and not list(tmp_path.glob(".*"))
+    fresh = tmp_path / "fresh"
+    assert_usage_error(scrapy_export(output, fresh), "every selected picture was skipped")
+    assert not fresh.exists()
+
+
+def test_where_cannot_close_its_parentheses(catalogue, tmp_path):
+    secret = secret_picture(tmp_path / "private")
+    outside = os.path.relpath(secret, catalogue["output"])
+    assert outside.startswith("..")
+    before = dump(catalogue["db"])
+    attacks = {
+        "or": "1=0) OR (1=1",  # was: every row, even those without a file: TypeError traceback
+        "union": f"1=0) UNION SELECT 'x', 0, '{outside}', 'kept', NULL, NULL, NULL, NULL, 't', 'u', 0, 0 "
+                 "FROM images WHERE (1",  # was: the secret exported
+        "comment": "1=1 /* the rest of the query",
+        "open": "(1=1",
+    }
+    for name, where in attacks.items():
+        dest = tmp_path / name
+        assert_usage_error(scrapy_export(catalogue["output"], dest, "--where", where), "--where")
+        assert not dest.exists()
+    for where in attacks.values():
+        with pytest.raises(ExportError, match="--where"):
+            parse_where(where)
+    # Parentheses and quotes inside strings and quoted names are text, not structure.
+    for fine in ("a.title != ')'", "a.title != 'it''s ) (' AND \"i\".page >= 0", "a.title NOT LIKE '%/*%' -- why\n",
+                 "(i.page = 0 OR (i.page > 0))"):
+        assert parse_where(fine).sql == fine.strip()
+    commented = run_export(catalogue["output"], tmp_path / "fine", "a.title != 'it''s ) (' -- a comment")
+    assert commented["total"] > 0
+    assert dump(catalogue["db"]) == before and not list(tmp_path.glob(".*"))
+
+
+def test_where_reads_only_the_picture_and_tag_tables(catalogue, tmp_path):
+    tagged = run_export(catalogue["output"], tmp_path / "tagged",
+                        "EXISTS (SELECT 1 FROM image_tags t WHERE t.artwork_id = i.artwork_id AND t.page = i.page "
+                        "AND lower(t.tag) = 'long_hair')")
+    assert tagged["total"] > 0
+    for where in ("EXISTS (SELECT 1 FROM sqlite_master)", "i.artwork_id IN (SELECT artwork_id FROM crawls)",
+                  "randomblob(10) IS NOT NULL"):
+        with pytest.raises(ExportError, match="not authorized"):
+            run_export(catalogue["output"], tmp_path / "x", where)
+    assert not (tmp_path / "x").exists()
+
+
+def test_where_that_never_ends_is_stopped_with_a_clear_error(catalogue, tmp_path):
+    recursive = ("EXISTS (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+                 "SELECT 1 FROM r WHERE n < 0)")
+    started = time.monotonic()
+    done = scrapy_export(catalogue["output"], tmp_path / "r", "--where", recursive, "-s", "EXPORT_WHERE_TIMEOUT=2",
+                         timeout=30)
+    assert_usage_error(done, "recursive CTE")
+    # Six copies of images joined: billions of rows, no recursion: the time bound stops it.
+    slow = ("EXISTS (SELECT 1 FROM images x1, images x2, images x3, images x4, images x5, images x6 "
+            "WHERE x1.page + x2.page + x3.page + x4.page + x5.page + x6.page < 0)")
+    done = scrapy_export(catalogue["output"], tmp_path / "s", "--where", slow, "-s", "EXPORT_WHERE_TIMEOUT=1",
+                         timeout=30)
+    assert_usage_error(done, "--where took longer than 1 s")
+    assert time.monotonic() - started < 25
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists() and not list(tmp_path.glob(".*"))
+    with pytest.raises(ExportError, match="EXPORT_WHERE_TIMEOUT"):
+        ExportOptions.from_settings(settings_for(catalogue["output"], EXPORT_WHERE_TIMEOUT=0), tmp_path / "t")
+
+
+def test_a_catalogue_path_outside_the_crawl_is_skipped_with_a_reason(catalogue, tmp_path, caplog):
+    output = own_crawl(catalogue, tmp_path)
+    secret = secret_picture(tmp_path / "private")
+    (output / "images" / "link.jpg").symlink_to(secret)
+    with closing(sqlite3.connect(output / "catalog.db")) as conn, conn:
+        rows = conn.execute("SELECT artwork_id, page FROM images WHERE status = 'kept' AND path LIKE '%.jpg' "
+                            "ORDER BY artwork_id, page LIMIT 3").fetchall()
+        for (artwork_id, page), path in zip(rows, ("../private/secret.jpg", str(secret), "images/link.jpg")):
+            conn.execute("UPDATE images SET path = ? WHERE artwork_id = ? AND page = ?", [path, artwork_id, page])
+    with caplog.at_level("WARNING", logger="crawler.export"):
+        manifest = run_export(output, tmp_path / "dest")
+    skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
+    for artwork_id, page in rows:
+        assert "outside" in skipped[f"{artwork_id}_p{page}"], skipped
+        assert f"{artwork_id}_p{page}" in caplog.text
+    assert manifest["total"] > 0
+    exported = file_hashes(tmp_path / "dest").values()
+    assert hashlib.sha256(secret.read_bytes()).hexdigest() not in exported

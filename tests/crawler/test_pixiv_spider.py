@@ -113,12 +113,18 @@ def test_r18_needs_the_cookie_and_the_cookie_never_leaks(pixiv_site, run_crawl, 
     out = tmp_path / "out"
     feed = tmp_path / "items.jsonl"
     log_file = tmp_path / "crawl.log"
+    # the HTTP cache stores each request's headers, and JOBDIR pickles the queued requests
+    stores = [tmp_path / "httpcache", tmp_path / "job"]
     run = run_crawl(pixiv_site, out, "-a", "pages=1", "-O", str(feed), "-s", f"LOG_FILE={log_file}",
-                    "-s", "LOG_LEVEL=DEBUG", env={"PIXIV_PHPSESSID": SESSION})
+                    "-s", "LOG_LEVEL=DEBUG", "-s", "HTTPCACHE_ENABLED=True", "-s", f"HTTPCACHE_DIR={stores[0]}",
+                    "-s", f"JOBDIR={stores[1]}", env={"PIXIV_PHPSESSID": SESSION})
     assert run.returncode == 0
     r18 = run.query("SELECT id FROM artworks WHERE x_restrict > 0 AND status = 'ok'")
     assert r18, "logged in, page 1 should show R-18 works"
-    for leaked_in in [log_file.read_text(), feed.read_text(), run.log, *(p.read_bytes().decode("latin-1") for p in out.glob("catalog.db*"))]:
+    stored = [p for store in stores for p in store.rglob("*") if p.is_file()]
+    assert any(p.name == "request_headers" for p in stored)  # the cache really stored request headers
+    for leaked_in in [log_file.read_text(), feed.read_text(), run.log,
+                      *(p.read_bytes().decode("latin-1") for p in [*out.glob("catalog.db*"), *stored])]:
         assert SESSION not in leaked_in
     assert json.loads(run.query("SELECT arguments FROM crawls")[0][0])["logged_in"] is True
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from crawler.scheduled import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, RunLock, load_config, tag_slug
+from crawler.output_lock import OutputLock
+from crawler.scheduled import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, load_config, tag_slug
 from mocksites.runner import REPO
-from tests.conftest import crawl_env
+from tests.conftest import crawl_command, crawl_env
 
 DEPLOY = REPO / "deploy"
 
@@ -42,7 +43,7 @@ def test_tag_slugs_are_safe_file_names_for_any_tag():
 
 
 def test_a_held_lock_makes_a_second_run_exit_75_with_a_message(tmp_path):
-    lock = RunLock(tmp_path / "out" / "scheduled.lock")
+    lock = OutputLock(tmp_path / "out" / "output.lock")
     assert lock.acquire("a long crawl") is None
     try:
         done = subprocess.run(
@@ -52,7 +53,7 @@ def test_a_held_lock_makes_a_second_run_exit_75_with_a_message(tmp_path):
     finally:
         lock.release()
     assert done.returncode == EXIT_LOCKED
-    assert "another scheduled run holds" in done.stderr and "a long crawl" in done.stderr
+    assert "another run holds" in done.stderr and "a long crawl" in done.stderr
     assert not (tmp_path / "out" / "logs").exists()  # it touched nothing
 
 
@@ -70,12 +71,23 @@ def test_runs_each_tag_with_its_own_log_and_a_concurrent_run_is_refused(make_sit
     site = make_site("--size", "90", "--image-size", "32", "--latency-ms", "30")
     output = tmp_path / "out"
     config = write_config(tmp_path / "tags.toml", site, output, '[[crawl]]\ntag = "原神"\nai = "exclude"\n')
+    session = "demo-session-0001"  # the local site's logged-in session: R-18 works are seen with it
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        "[settings]\n", f'[settings]\nPIXIV_PHPSESSID = "{session}"\n'), encoding="utf-8")
     first = subprocess.Popen(scheduled("--config", str(config)), cwd=tmp_path, env=crawl_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list((output / "logs").glob("*.log")):  # the first crawl is under way
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    # what `ps` shows of the crawl: its command line holds no cookie (it went by the environment)
+    [child] = Path(f"/proc/{first.pid}/task/{first.pid}/children").read_text().split()
+    command_line = Path(f"/proc/{child}/cmdline").read_bytes().decode()
+    assert "scrapy\0crawl\0pixiv" in command_line and session not in command_line
+    # a crawl started by hand over the same folder is refused too, naming the scheduled run
+    by_hand = subprocess.run(crawl_command(site, output), cwd=REPO, env=crawl_env(), capture_output=True,
+                             text=True, timeout=60)
+    assert by_hand.returncode == EXIT_LOCKED and f"pid {first.pid}" in by_hand.stderr, by_hand.stderr
     second = subprocess.run(scheduled("--config", str(config)), cwd=tmp_path, env=crawl_env(),
                             capture_output=True, text=True, timeout=60)
     out, err = first.communicate(timeout=120)
@@ -86,6 +98,9 @@ def test_runs_each_tag_with_its_own_log_and_a_concurrent_run_is_refused(make_sit
     [log] = (output / "logs").glob("*.log")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d{6}-原神\.log", log.name)
     assert "Spider closed (finished)" in log.read_text(encoding="utf-8")
+    assert session not in log.read_text(encoding="utf-8")
+    with sqlite3.connect(output / "catalog.db") as conn:  # the cookie reached the crawl: it saw R-18 works
+        assert conn.execute("SELECT count(*) FROM artworks WHERE x_restrict > 0").fetchone()[0] > 0
 
     # a second run is incremental: it stops early and fetches nothing
     again = subprocess.run(scheduled("--config", str(config)), cwd=tmp_path, env=crawl_env(),

@@ -3,7 +3,8 @@
 The model has DeepDanbooru's output head (1x1 conv to the tags without bias, global average
 pooling, sigmoid) after a 1x1 conv that passes R, G, B through and adds a constant-1 channel. So
 tag t's score is exactly ``sigmoid(w_t . mean_rgb + b_t)`` over the preprocessed picture, and
-``expected_scores`` computes it in numpy.
+``expected_scores`` computes it in numpy. ``deepdanbooru_preprocess`` is DeepDanbooru's own
+preprocessing, rebuilt from TF ops, to compare the tagger's against.
 """
 
 from __future__ import annotations
@@ -114,3 +115,23 @@ def build_project(
     else:
         raise ValueError(f"unknown fmt {fmt!r}")
     return directory
+
+
+def deepdanbooru_preprocess(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """DeepDanbooru's ``load_image_for_evaluate`` on decoded RGB pixels, rebuilt from TF ops.
+
+    ``tf.image.resize(AREA, preserve_aspect_ratio=True)``; then ``transform_and_pad_image``'s centring
+    warp (skimage, bilinear, mode "edge"), which is TF's projective transform with a translation,
+    bilinear sampling and nearest (edge) fill; then / 255.
+    """
+    import tensorflow as tf
+
+    fitted = tf.image.resize(pixels, (height, width), method="area", preserve_aspect_ratio=True)
+    fitted_height, fitted_width = fitted.shape[:2]
+    # output (x, y) samples the fitted picture at (x - (W - w) / 2, y - (H - h) / 2): half a pixel when odd
+    shift = [[1.0, 0.0, -(width - fitted_width) / 2, 0.0, 1.0, -(height - fitted_height) / 2, 0.0, 0.0]]
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=fitted[None], transforms=tf.constant(shift, tf.float32), output_shape=[height, width],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
+    )
+    return warped[0].numpy() / 255.0

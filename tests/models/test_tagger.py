@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.tagger import DeepDanbooruTagger, TaggerError
-from tests.models.tagger_fixtures import CHARACTER, GENERAL, SYSTEM_TAGS, build_project, expected_scores
+from models.tagger import DeepDanbooruTagger, TaggerError, fit_size, preprocess_image
+from tests.models.tagger_fixtures import (
+    CHARACTER, GENERAL, SYSTEM_TAGS, build_project, deepdanbooru_preprocess, expected_scores,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TAGS = [*GENERAL, *CHARACTER, *SYSTEM_TAGS]
@@ -103,6 +105,60 @@ def test_preprocess_tall_picture_pads_the_columns(tagger):
     assert out.shape == (32, 32, 3)
     np.testing.assert_array_equal(out[:, :12], np.repeat(out[:, 12:13], 12, axis=1))
     np.testing.assert_array_equal(out[:, 20:], np.repeat(out[:, 19:20], 12, axis=1))
+
+
+# (width, height). TF rounds the fitted size where floor would lose a pixel (401x199 -> 32x16 in 32x32,
+# 731x257 -> 48x17 in 48x32, 13x7 -> 512x276); smaller than the box means AREA enlarging; an odd
+# margin puts the picture half a pixel off the grid
+ODD_SIZES = [(257, 731), (401, 199), (731, 257), (199, 401), (13, 7), (3, 5), (1, 40), (40, 1), (33, 32), (32, 32)]
+
+
+def size_id(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def tf_fitted_size(width: int, height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    import tensorflow as tf
+
+    fitted = tf.image.resize(np.zeros((height, width, 3), np.uint8), (box_height, box_width), method="area",
+                             preserve_aspect_ratio=True)
+    return fitted.shape[1], fitted.shape[0]
+
+
+@pytest.mark.parametrize("box", [(32, 32), (299, 299), (512, 512), (48, 32)], ids=size_id)
+@pytest.mark.parametrize("size", ODD_SIZES + [(1, 1), (1000, 999), (999, 1000)], ids=size_id)
+def test_fit_size_is_tf_resize_preserve_aspect_ratio(size, box):
+    assert fit_size(*size, *box) == tf_fitted_size(*size, *box)
+
+
+def test_fit_size_rounds_where_tf_would_ask_for_zero_pixels():
+    """TF fails on a 1x731 picture (a 0-pixel side); we keep one pixel row or column."""
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf_fitted_size(1, 731, 32, 32)
+    assert fit_size(1, 731, 32, 32) == (1, 32) and fit_size(731, 1, 32, 32) == (32, 1)
+    assert fit_size(1, 63, 32, 32) == (1, 32)  # 0.508 rounds up, like TF
+
+
+@pytest.mark.parametrize("box", [(32, 32), (48, 32)], ids=size_id)
+@pytest.mark.parametrize("size", ODD_SIZES, ids=size_id)
+def test_preprocess_matches_deepdanbooru_load_image_for_evaluate(size, box):
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    ours = preprocess_image(Image.fromarray(pixels), *box)
+    assert ours.shape == (box[1], box[0], 3) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, deepdanbooru_preprocess(pixels, *box), atol=2e-5)
+
+
+def test_scores_match_deepdanbooru_on_odd_sizes(tagger):
+    rng = np.random.default_rng(7)
+    pixels = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in ODD_SIZES]
+    # a bright top-left corner: where the picture lands and how the margins repeat it moves the mean
+    for array in pixels:
+        array[: max(1, array.shape[0] // 3), : max(1, array.shape[1] // 3)] = (255, 40, 0)
+    reference = tagger.model.predict(np.stack([deepdanbooru_preprocess(p, 32, 32) for p in pixels]), verbose=0)
+    ours = tagger.predict_scores([Image.fromarray(p) for p in pixels])
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
 
 
 def test_transparent_pixels_become_white(tagger):

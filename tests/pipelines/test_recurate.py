@@ -6,15 +6,23 @@ The command itself (subprocesses, real models, kill -9) is tested in tests/crawl
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
+import os
 import sqlite3
+from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from scrapy.settings import Settings
 
 from crawler.catalog import Catalog
 from models.faces import synthetic_face
+from models.imaging import flatten_on_white
+from pipelines.jpeg import to_jpeg
+from pipelines.model_stage import open_pictures
 from pipelines.recurate import Curator, CurateError, choose_stages
 from tests.conftest import project_settings
 
@@ -288,3 +296,105 @@ def test_another_catalogue_is_refused_with_the_way_to_do_it(tmp_path):
         assert curator.collect([str(tmp_path / "out")]) == []  # the project's own: fine
     finally:
         curator.close()
+
+
+# --- odd inputs: 16-bit pictures, names that are not UTF-8, broken symbolic links -----------------
+
+
+def gradient_16bit(width=256, height=8) -> Image.Image:
+    """A real 16-bit grayscale picture (mode I;16): a left-to-right ramp over the whole 0..65535 range."""
+    row = np.linspace(0, 65535, width).round().astype("<u2")
+    return Image.frombytes("I;16", (width, height), np.tile(row, (height, 1)).tobytes())
+
+
+def assert_ramp(rgb: np.ndarray) -> None:
+    """The 16-bit ramp brought to 8 bits: full range to full range, gray, increasing (never clipped white)."""
+    ramp = rgb[0, :, 0].astype(int)
+    assert ramp[0] == 0 and ramp[-1] == 255
+    assert (np.diff(ramp) >= 0).all() and len(set(ramp.tolist())) > 200
+    assert (rgb == rgb[..., :1]).all()  # gray stays gray
+    assert abs(int(ramp[128]) - 128) <= 2  # the middle stays in the middle
+
+
+def test_a_16_bit_png_reaches_the_models_with_its_gradient(tmp_path):
+    """Pillow's convert("RGB") clips 16-bit values at 255: all but the darkest pixels came out white."""
+    png = tmp_path / "ramp16.png"
+    gradient_16bit().save(png)
+    with Image.open(png) as opened:
+        assert opened.mode == "I;16"  # what a 16-bit grayscale PNG opens as
+
+    images, readable, errors = open_pictures(Path("/"), [str(png)])  # classify and tag (curate and crawl)
+    assert readable == [0] and errors == [None] and images[0].mode == "RGB"
+    assert_ramp(np.asarray(images[0]))
+    with Image.open(png) as opened:  # faces, the JPEG stage, export, thumbnails
+        assert_ramp(np.asarray(flatten_on_white(opened).convert("RGB")))
+    converted = to_jpeg(png.read_bytes())
+    with Image.open(io.BytesIO(converted.data)) as jpeg:
+        ramp = np.asarray(jpeg.convert("RGB"))[4, :, 0].astype(int)
+    assert ramp[:8].max() < 10 and ramp[-8:].min() > 245 and abs(int(ramp[128]) - 128) <= 6  # lossy, not clipped
+
+
+@pytest.mark.parametrize("mode", ["I;16B", "I"])
+def test_other_16_bit_layouts_are_scaled_the_same_way(mode):
+    image = gradient_16bit().convert("I") if mode == "I" else Image.frombytes(
+        "I;16B", (256, 8), np.tile(np.linspace(0, 65535, 256).round().astype(">u2"), (8, 1)).tobytes())
+    assert image.mode == mode
+    assert_ramp(np.asarray(flatten_on_white(image).convert("RGB")))
+
+
+def test_an_8_bit_picture_is_flattened_as_before():
+    gray = Image.new("L", (4, 4), 77)
+    rgb = Image.new("RGB", (4, 4), (1, 2, 3))
+    assert flatten_on_white(gray) is gray and flatten_on_white(rgb) is rgb
+    half = Image.new("RGBA", (2, 2), (0, 0, 0, 128))
+    assert flatten_on_white(half).getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_a_file_name_that_is_not_utf8_is_catalogued_and_reported_on_every_run(tmp_path):
+    out = tmp_path / "out"
+    library = tmp_path / "lib"
+    odd = Path(os.fsdecode(os.fsencode(library) + b"/\xff\xfe.png"))  # a name no UTF-8 text can hold
+    picture(odd, (30, 60, 90))
+    plain = picture(library / "plain.png", (90, 60, 30))
+    shown = str(library) + "/\\xff\\xfe.png"  # how the catalogue, report and log write it
+
+    for _ in range(2):  # the second run finds it catalogued by that name and changes nothing
+        summary, report = run(out, [library], stages=["faces"], FACES_DETECTORS="animeface")
+        assert [line["path"] for line in report] == [str(plain), shown]  # sorted as Python sorts the names
+        assert [line["decision"] for line in report] == ["kept", "kept"] and not summary.failures
+    assert summary.skipped["faces"] == 2 and summary.new_pictures == 0
+    assert rows(out / "catalog.db", "SELECT title FROM artworks ORDER BY title") == [("\\xff\\xfe.png",), ("plain.png",)]
+    assert rows(out / "catalog.db", "SELECT path FROM images WHERE artwork_id = ?", (local_id(odd),)) == [(shown,)]
+
+    # from the catalogue alone: the written name leads back to the file, which is read again
+    summary, report = run(out, [], stages=["faces"], FACES_DETECTORS="animeface", CURATE_RULES=KEEP_MONA,
+                          CURATE_DEFAULT="drop")
+    assert summary.processed["faces"] == 0 and summary.skipped["faces"] == 2 and not summary.failures
+    assert sorted((line["path"], line["decision"]) for line in report) == [(shown, "dropped"), (str(plain), "dropped")]
+    assert odd.is_file()  # a user's file stays where it is
+
+    # a catalogue where the names hold such bytes too
+    deep = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out-\xe9"))
+    summary, report = run(deep, [odd])
+    assert report[0]["path"] == shown and summary.lines(deep / "catalog.db", None)[0].endswith("/out-\\xe9/catalog.db")
+    assert "\\xe9" in "\n".join(summary.lines(deep / "catalog.db", str(deep / "report.jsonl")))
+
+
+def test_a_broken_symbolic_link_is_a_reported_failure(tmp_path, caplog):
+    out = tmp_path / "out"
+    library = tmp_path / "lib"
+    plain = picture(library / "plain.png", (90, 60, 30))
+    dangling = library / "gone.jpg"
+    dangling.symlink_to(tmp_path / "deleted.jpg")
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.recurate"):
+        summary, report = run(out, [library], stages=["faces"], FACES_DETECTORS="animeface")
+
+    reason = f"a broken symbolic link to {tmp_path / 'deleted.jpg'}: No such file or directory"
+    assert report[0] == {"path": str(dangling), "faces": None, "classifier": None, "tags": {}, "decision": "failed",
+                         "reason": reason}
+    assert report[1]["path"] == str(plain) and report[1]["decision"] == "kept"
+    assert summary.failures == {str(dangling): reason} and summary.processed["faces"] == 1
+    assert f"Curate (failed): {dangling}: {reason}" in caplog.text
+    assert any(line == f"    {dangling}: {reason}" for line in summary.lines(out / "catalog.db", None))
+    assert rows(out / "catalog.db", "SELECT path FROM images") == [(str(plain),)]  # no content: not catalogued
