@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.sample_pictures import sample_pictures  # noqa: E402  (after the path is set)
 
 
 def build_model(size: int, tags: int):
@@ -69,22 +70,6 @@ def write_project(directory: Path, size: int, tags: int) -> Path:
     return directory
 
 
-def pictures(count: int):
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(7)
-    out = []
-    for _ in range(count):
-        w, h = rng.choice([(600, 800), (800, 600), (512, 512), (480, 900)])
-        image = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x, y = rng.randrange(w), rng.randrange(h)
-            draw.ellipse((x, y, x + rng.randrange(40, 200), y + rng.randrange(40, 200)), fill=tuple(rng.randrange(256) for _ in range(3)))
-        out.append(image)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
@@ -101,7 +86,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tagger = DeepDanbooruTagger.load(write_project(Path(tmp), args.size, args.tags))
-        images = pictures(args.images)
+        images = sample_pictures(args.images)
         tagger.predict(images[:2], batch_size=2)  # warm up both paths once
         tagger.model.predict(tagger.preprocess(images[0])[None], verbose=0)
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from contextlib import contextmanager
+import sqlite3
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,10 @@ ADDED_COLUMNS = [
     ("images", "classifier_target", "TEXT"),  # the class that classifier_score is for
     ("crawls", "images_dropped", "INTEGER DEFAULT 0"),
     ("crawls", "node", "TEXT"),  # the catalogue a merged crawl came from (`scrapy catalog merge`); NULL: here
+    # Pixel statistics (pipelines/filters.py), by the JPEG stage or `scrapy curate`; NULL: not taken yet
+    ("images", "colorfulness", "REAL"),  # chroma off the main hue: ~0 greyscale, sepia, one tint
+    ("images", "line_art", "REAL"),      # share of the non-paper pixels on thin strokes, 0..1
+    ("images", "phash", "TEXT"),         # 64-bit perceptual hash (crawler/dedup.py), 16 hex digits
 ]
 
 SCHEMA = """
@@ -218,6 +223,31 @@ CREATE TABLE IF NOT EXISTS wiki_pages (
     sliced_at TEXT,
     CHECK (status = 'ok' OR reason IS NOT NULL)
 );
+-- Keep or drop said by a person (`scrapy review`, crawler/review.py). It outranks every rule and
+-- model, in the crawl, `scrapy curate` and the export, and stays until the person clears it.
+CREATE TABLE IF NOT EXISTS manual_decisions (
+    artwork_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('keep', 'drop')),
+    decided_at TEXT NOT NULL,
+    PRIMARY KEY (artwork_id, page)
+) WITHOUT ROWID;
+-- Is this the wanted character? (`scrapy curate --stages identity`, pipelines/identity.py): the head
+-- region's embedding, and the last run's match against its references or the dominant cluster.
+CREATE TABLE IF NOT EXISTS identity (
+    artwork_id TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    embedder TEXT NOT NULL,          -- the embedder's version: colour-v1, or onnx-{sha256 prefix}
+    source TEXT NOT NULL,            -- what was embedded: face x,y,w,h (grown), upper or whole
+    embedding BLOB NOT NULL,         -- float32 little-endian, L2-normalised
+    matched INTEGER,                 -- 1: the character, 0: not; NULL: not matched yet
+    distance REAL,                   -- to the references' (or dominant cluster's) centroid
+    cluster INTEGER,                 -- HDBSCAN label in the last run; -1: noise
+    cluster_size INTEGER,
+    reason TEXT,                     -- distance, cluster and size, embedder version
+    matched_at TEXT,
+    PRIMARY KEY (artwork_id, page)
+) WITHOUT ROWID;
 """
 
 
@@ -387,10 +417,12 @@ class Catalog:
                 """
                 INSERT INTO images (artwork_id, page, url, path, original_path, sha256, width,
                     height, format, source_format, frame_delays, status, reason, stored_at,
-                    classifier_label, classifier_score, classifier_model, classifier_target)
+                    classifier_label, classifier_score, classifier_model, classifier_target,
+                    colorfulness, line_art, phash)
                 VALUES (:artwork_id, :page, :url, :path, :original_path, :sha256, :width,
                     :height, :format, :source_format, :frame_delays, :status, :reason, :now,
-                    :classifier_label, :classifier_score, :classifier_model, :classifier_target)
+                    :classifier_label, :classifier_score, :classifier_model, :classifier_target,
+                    :colorfulness, :line_art, :phash)
                 """,
                 [
                     {
@@ -399,6 +431,7 @@ class Catalog:
                         **{k: img.get(k) for k in (
                             "page", "url", "path", "original_path", "sha256", "width",
                             "height", "format", "source_format", "status", "reason",
+                            "colorfulness", "line_art", "phash",
                         )},
                         "frame_delays": (
                             json.dumps(img["frame_delays"]) if img.get("frame_delays") else None
@@ -726,12 +759,38 @@ class Catalog:
             return False
         return self.conn.execute(sql, [*key, model]).fetchone() is not None
 
+    def picture_stats(self, artwork_id: str, page: int) -> dict[str, Any] | None:
+        """The stored pixel statistics (colorfulness, line_art, phash), or None when not taken yet."""
+        row = self.conn.execute(
+            "SELECT colorfulness, line_art, phash FROM images WHERE artwork_id = ? AND page = ?", [artwork_id, page]
+        ).fetchone()
+        return None if row is None or row[0] is None else {"colorfulness": row[0], "line_art": row[1], "phash": row[2]}
+
+    def set_picture_stats(self, artwork_id: str, page: int, stats: dict[str, Any]) -> None:
+        self.conn.execute(
+            "UPDATE images SET colorfulness = ?, line_art = ?, phash = ? WHERE artwork_id = ? AND page = ?",
+            [stats["colorfulness"], stats["line_art"], stats["phash"], artwork_id, page],
+        )
+
+    def duplicate_facts(self) -> dict[tuple[str, int], tuple[str | None, str | None, int, int | None]]:
+        """(artwork_id, page) -> (sha256, phash, width x height, bookmark count) of every picture with
+        a file, read in one query for the curate-time duplicate grouping."""
+        return {
+            (artwork_id, page): (sha256, phash, (width or 0) * (height or 0), bookmarks)
+            for artwork_id, page, sha256, phash, width, height, bookmarks in self.conn.execute(
+                "SELECT i.artwork_id, i.page, i.sha256, i.phash, i.width, i.height, a.bookmark_count "
+                "FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id WHERE i.path IS NOT NULL"
+            )
+        }
+
     def curation_state(self, artwork_id: str, page: int) -> dict[str, Any]:
         """What is stored about one picture, shaped as the decision rules read a crawl's records:
-        ``{"picture", "record": {classifier, faces, model_tags}, "artwork": {x_restrict, ai_type, tags}}``.
+        ``{"picture", "record": {page, width, height, colorfulness, line_art, phash, classifier, faces,
+        model_tags}, "artwork": {x_restrict, ai_type, bookmark_count, tags}}``.
 
         ``faces`` is None unless the face stage ran without an error (or left rows, in a catalogue
-        older than ``curation_runs``); ``model_tags`` are those of the tagger version that last ran.
+        older than ``curation_runs``); ``model_tags`` are those of the tagger version that last ran;
+        ``identity`` is the last identity match (``identity_match``), or None.
         """
         key = [artwork_id, page]
         picture = self.picture(artwork_id, page)
@@ -741,12 +800,13 @@ class Catalog:
                 "SELECT stage, model, error FROM curation_runs WHERE artwork_id = ? AND page = ?", key
             )
         }
-        record: dict[str, Any] = {}
-        label, score, model, target = self.conn.execute(
-            "SELECT classifier_label, classifier_score, classifier_model, classifier_target FROM images "
-            "WHERE artwork_id = ? AND page = ?",
+        (label, score, model, target, width, height, colorfulness, line_art, phash) = self.conn.execute(
+            "SELECT classifier_label, classifier_score, classifier_model, classifier_target, width, height, "
+            "colorfulness, line_art, phash FROM images WHERE artwork_id = ? AND page = ?",
             key,
-        ).fetchone() or (None, None, None, None)
+        ).fetchone() or (None,) * 9
+        record: dict[str, Any] = {"page": page, "width": width, "height": height, "colorfulness": colorfulness,
+                                  "line_art": line_art, "phash": phash}
         record["classifier"] = (
             {"label": label, "score": score, "target": target, "model": model} if model is not None else None
         )
@@ -759,6 +819,7 @@ class Catalog:
         ]
         faces_run = runs.get("faces")
         record["faces"] = boxes if (faces_run and faces_run[1] is None) or boxes else None
+        record["identity"] = self.identity_match(artwork_id, page)
         tag_run = runs.get("tag")
         tag_model = tag_run[0] if tag_run and tag_run[1] is None else self.conn.execute(
             "SELECT min(model) FROM image_tags WHERE artwork_id = ? AND page = ?", key
@@ -771,12 +832,13 @@ class Catalog:
                 [*key, tag_model],
             )
         ]
-        x_restrict, ai_type = self.conn.execute(
-            "SELECT x_restrict, ai_type FROM artworks WHERE id = ?", [artwork_id]
-        ).fetchone() or (None, None)
+        x_restrict, ai_type, bookmark_count = self.conn.execute(
+            "SELECT x_restrict, ai_type, bookmark_count FROM artworks WHERE id = ?", [artwork_id]
+        ).fetchone() or (None, None, None)
         artwork = {
             "x_restrict": x_restrict,
             "ai_type": ai_type,
+            "bookmark_count": bookmark_count,
             "tags": [
                 {"name": name}
                 for (name,) in self.conn.execute(
@@ -784,6 +846,7 @@ class Catalog:
                 )
             ],
         }
+        record["manual"] = self.manual_decision(artwork_id, page)  # a person's word outranks the rules
         return {"picture": picture, "record": record, "artwork": artwork}
 
     def add_local_picture(self, artwork_id: str, title: str, image: dict[str, Any], now: str) -> None:
@@ -839,6 +902,44 @@ class Catalog:
              for face in faces],
         )
 
+    def identity_embedding(self, artwork_id: str, page: int) -> tuple[str, str, bytes] | None:
+        """(embedder version, source, float32 bytes) stored for the picture, or None."""
+        return self.conn.execute(
+            "SELECT embedder, source, embedding FROM identity WHERE artwork_id = ? AND page = ?", [artwork_id, page]
+        ).fetchone()
+
+    def set_identity_embedding(self, artwork_id: str, page: int, embedder: str, source: str, embedding: bytes) -> None:
+        """A new embedding; the match of an older one no longer holds, so it is cleared."""
+        self.conn.execute(
+            """
+            INSERT INTO identity (artwork_id, page, embedder, source, embedding) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (artwork_id, page) DO UPDATE SET embedder = excluded.embedder, source = excluded.source,
+                embedding = excluded.embedding, matched = NULL, distance = NULL, cluster = NULL,
+                cluster_size = NULL, reason = NULL, matched_at = NULL
+            """,
+            [artwork_id, page, embedder, source, embedding],
+        )
+
+    def set_identity_match(self, artwork_id: str, page: int, match: dict[str, Any], now: str) -> None:
+        self.conn.execute(
+            "UPDATE identity SET matched = ?, distance = ?, cluster = ?, cluster_size = ?, reason = ?, matched_at = ? "
+            "WHERE artwork_id = ? AND page = ?",
+            [int(match["matched"]), match["distance"], match["cluster"], match["cluster_size"], match["reason"], now,
+             artwork_id, page],
+        )
+
+    def identity_match(self, artwork_id: str, page: int) -> dict[str, Any] | None:
+        """The last identity match of the picture (``matched``, ``distance``, ``cluster``, ``cluster_size``,
+        ``reason``, ``embedder``), or None when none was made."""
+        row = self.conn.execute(
+            "SELECT matched, distance, cluster, cluster_size, reason, embedder FROM identity "
+            "WHERE artwork_id = ? AND page = ? AND matched IS NOT NULL", [artwork_id, page]
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("matched", "distance", "cluster", "cluster_size", "reason", "embedder")
+        return {**dict(zip(keys, row)), "matched": bool(row[0])}
+
     def record_stage_run(self, artwork_id: str, page: int, stage: str, model: str, error: str | None, now: str) -> None:
         """That ``model`` ran ``stage`` on the picture (and why it failed, if it did).
 
@@ -861,6 +962,26 @@ class Catalog:
         self.conn.execute(
             "UPDATE images SET status = ?, reason = ?, path = ? WHERE artwork_id = ? AND page = ?",
             [status, reason, path, artwork_id, page],
+        )
+
+    def manual_decision(self, artwork_id: str, page: int) -> dict[str, str] | None:
+        """``{"decision": "keep"|"drop", "decided_at": ...}`` when a person decided this picture."""
+        row = self.conn.execute(
+            "SELECT decision, decided_at FROM manual_decisions WHERE artwork_id = ? AND page = ?", [artwork_id, page]
+        ).fetchone()
+        return {"decision": row[0], "decided_at": row[1]} if row else None
+
+    def set_manual_decision(self, artwork_id: str, page: int, decision: str | None, now: str) -> None:
+        """Record a person's keep or drop; None clears it (the rules decide again at the next curate)."""
+        if decision is None:
+            self.conn.execute("DELETE FROM manual_decisions WHERE artwork_id = ? AND page = ?", [artwork_id, page])
+            return
+        self.conn.execute(
+            """
+            INSERT INTO manual_decisions (artwork_id, page, decision, decided_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (artwork_id, page) DO UPDATE SET decision = excluded.decision, decided_at = excluded.decided_at
+            """,
+            [artwork_id, page, decision, now],
         )
 
     # --- review (`scrapy report`, crawler/report.py) --------------------------------------------------
@@ -965,6 +1086,22 @@ class Catalog:
             "ORDER BY kind DESC, labelled, game_id DESC, css_id DESC",
             [except_sheet],
         ))
+
+
+def read_manual_decisions(path: str | os.PathLike[str]) -> dict[tuple[str, int], dict[str, str]]:
+    """Every manual decision (``scrapy review``) by (artwork id, page); {} without a catalogue.
+
+    Read once, read-only, by the crawl's decision stage, so that a re-crawled picture keeps it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+        try:
+            rows = conn.execute("SELECT artwork_id, page, decision, decided_at FROM manual_decisions").fetchall()
+        except sqlite3.OperationalError:  # a catalogue from before manual decisions
+            return {}
+    return {(artwork_id, page): {"decision": decision, "decided_at": at} for artwork_id, page, decision, at in rows}
 
 
 def stages_tried(record: dict[str, Any]) -> list[tuple[str, str, str | None]]:

@@ -6,8 +6,9 @@ that training code reads as they are:
 
 * ``imagefolder``: ``DEST/{split}/{class}/{key}.jpg``, for torchvision's ``ImageFolder`` and
   ``tf.keras.utils.image_dataset_from_directory`` (JPEG and PNG only: Keras reads no WebP).
-* ``kohya``: ``DEST/{split}/{key}.jpg`` with ``{key}.txt`` captions, and kohya-ss sd-scripts'
-  fine-tune metadata ``DEST/meta_cap_{split}.json``.
+* ``kohya``: kohya-ss sd-scripts' DreamBooth layout ``DEST/{split}/{repeats}_{trigger} {class}/{key}.jpg``
+  with ``{key}.txt`` tag captions, ``DEST/dataset.toml`` (its ``--dataset_config``) over the train
+  folders, and its fine-tune metadata ``DEST/meta_cap_{split}.json`` (both methods work from one export).
 * ``hf``: a Hugging Face ``imagefolder``: ``DEST/{split}/{key}.jpg`` and one ``metadata.jsonl`` per
   split (``file_name``, label, caption, tags and their scores, classifier result).
 * ``webdataset``: tar shards ``DEST/{split}-{n:06d}.tar`` of ``{key}.cls/.jpg/.json/.txt``.
@@ -17,7 +18,8 @@ class, every duplicate and skipped picture, and the model versions behind the la
 
 The same catalogue, options and seed give byte-identical output: rows in a fixed order, image
 bytes copied as stored (only non-JPEG/PNG pictures, i.e. ugoira WebP, are re-encoded: their first
-frame as JPEG, deterministic for one Pillow version), JSON with sorted keys, tar members with fixed
+frame as JPEG, deterministic for one Pillow version; ``--crop`` head/upper_body and ``--size``
+re-encode what they cut or resize, as models/crops.py does, alike), JSON with sorted keys, tar members with fixed
 metadata, and no clock: the manifest's date is the catalogue's newest change, not "now". The split
 is by artwork, from a hash of (seed, artwork id): pages of one artwork never straddle two splits,
 and adding artworks to the catalogue never moves the ones already there.
@@ -57,7 +59,8 @@ from PIL import Image
 from crawler.catalog import Catalog
 from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
 from crawler.storage import CRAWL_FOLDERS, catalog_path, output_dir
-from crawler.tags import TagIndex
+from crawler.tags import TagIndex, normalise
+from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box, encode, parse_colour, plan, render
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from pipelines.decide import RuleError, check_rules, decide, read_rules_file
@@ -74,6 +77,12 @@ UNLABELLED = "unlabelled"  # class of a picture the classifier never saw (--clas
 NO_TAG_CLASS = "other"  # class of a picture with none of the --class-from tags
 SINGLE_CLASS = "all"  # the one class of --class-from none
 MANIFEST_NAME = "manifest.json"
+CROP_NOUNS = {"none": "pictures", "face": "face crops", "head": "head crops", "upper_body": "upper-body crops"}
+KOHYA_CONFIG = "dataset.toml"  # sd-scripts' --dataset_config, written by the kohya format
+UNDERSCORE_STYLES = ("keep", "space")  # --caption-underscores
+KOHYA_REPEATS = 10  # EXPORT_KOHYA_REPEATS default: num_repeats of one class (of the largest, when balancing)
+KOHYA_BALANCE_CAP = 4  # a balanced class is repeated at most this many times EXPORT_KOHYA_REPEATS
+KAOMOJI_LENGTH = 3  # tags this short keep their underscores (^_^, >_<), as sd-scripts' WD14 tagger does
 TEMP_SUFFIX = ".export.part"  # the hidden folder an export is built in, beside DEST
 TAR_MTIME = 0  # every tar member's mtime: a re-export must be byte-identical
 ROUND = 6  # decimals kept of a score in the exported metadata
@@ -137,6 +146,31 @@ class ExportOptions:
     jpeg_quality: int = 92
     classifier_model: str = ""
     where_timeout: float = WHERE_TIMEOUT  # seconds the picture query (with --where) may run
+    # Captions (every format; kohya's defaults differ: underscores as spaces, characters first).
+    caption_underscores: str = ""  # keep | space; empty: space for kohya, keep for the others
+    undesired_tags: tuple[str, ...] = ()  # left out of captions, compared by crawler.tags.normalise
+    rating_tags: bool = True  # False: rating tags (rating:safe, a "Rating" category) left out of captions
+    # kohya: num_repeats per class folder (None: EXPORT_KOHYA_REPEATS, balanced over several classes),
+    # and dataset.toml's resolution and batch size.
+    repeats: int | None = None
+    repeats_base: int = KOHYA_REPEATS
+    kohya_resolution: int = 512
+    kohya_batch_size: int = 1
+    # Crops and one training size (models/crops.py). crop: none, face (the stored face crops, what
+    # --faces does), head or upper_body (cut from the stored picture around each stored face box).
+    crop: str = "none"
+    size: int | None = None  # --size: None exports the pictures at their own size
+    fit: str = "resize"  # pad | crop | resize
+    pad_colour: str = "white"  # a colour name or #rrggbb, or edge
+    multiple: int = 64  # resize: both sides cut down to a multiple of this
+    max_upscale: float = 1.0  # no picture is enlarged more than this (1: never)
+
+    @property
+    def fitting(self) -> Fit | None:
+        """The --size alignment, or None."""
+        if self.size is None:
+            return None
+        return Fit(self.size, self.fit, parse_colour(self.pad_colour), self.multiple, self.max_upscale)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings, dest: str | os.PathLike[str], **given: Any) -> ExportOptions:
@@ -149,7 +183,15 @@ class ExportOptions:
             jpeg_quality=settings.getint("JPEG_QUALITY", 92),
             classifier_model=settings.get("CLASSIFIER_MODEL") or "",
             where_timeout=settings.getfloat("EXPORT_WHERE_TIMEOUT", WHERE_TIMEOUT),
+            undesired_tags=tuple(t.strip() for t in settings.getlist("EXPORT_UNDESIRED_TAGS") if t.strip()),
+            repeats_base=settings.getint("EXPORT_KOHYA_REPEATS", KOHYA_REPEATS),
+            kohya_resolution=settings.getint("EXPORT_KOHYA_RESOLUTION", 512),
+            kohya_batch_size=settings.getint("EXPORT_KOHYA_BATCH_SIZE", 1),
         )
+        alignment = [f"--{k.replace('_', '-')}" for k in ("fit", "pad_colour", "multiple", "max_upscale")
+                     if given.get(k) is not None]
+        if alignment and given.get("size") is None:
+            raise ExportError(f"{', '.join(alignment)} needs --size N")
         options = replace(options, **{k: v for k, v in given.items() if v is not None})
         if given.get("statuses") is None and options.class_from == "decision":
             options = replace(options, statuses=STATUSES)  # kept vs dropped needs both
@@ -167,7 +209,34 @@ class ExportOptions:
             raise ExportError(f"EXPORT_SHARD_SIZE must be at least 1, not {self.shard_size}")
         if not self.where_timeout > 0:
             raise ExportError(f"EXPORT_WHERE_TIMEOUT must be a positive number of seconds, not {self.where_timeout}")
-        return replace(self, statuses=tuple(sorted(set(self.statuses))))
+        underscores = self.caption_underscores or ("space" if self.format == "kohya" else "keep")
+        if underscores not in UNDERSCORE_STYLES:
+            raise ExportError(f"--caption-underscores must be keep or space, not {underscores!r}")
+        for name, value in (("--repeats", self.repeats), ("EXPORT_KOHYA_REPEATS", self.repeats_base),
+                            ("EXPORT_KOHYA_BATCH_SIZE", self.kohya_batch_size)):
+            if value is not None and value < 1:
+                raise ExportError(f"{name} must be at least 1, not {value}")
+        if self.kohya_resolution < 64:
+            raise ExportError(f"EXPORT_KOHYA_RESOLUTION must be at least 64 (pixels), not {self.kohya_resolution}")
+        if self.crop not in CROP_KINDS:
+            raise ExportError(f"--crop must be one of {', '.join(CROP_KINDS)}, not {self.crop!r}")
+        if self.faces and self.crop not in ("none", "face"):
+            raise ExportError(f"--faces is --crop face: give one of --faces and --crop {self.crop}")
+        crop = "face" if self.faces else self.crop
+        if self.size is not None:
+            if self.fit not in FITS:
+                raise ExportError(f"--fit must be one of {', '.join(FITS)}, not {self.fit!r}")
+            for name, value in (("--size", self.size), ("--multiple", self.multiple)):
+                if value < 1:
+                    raise ExportError(f"{name} must be at least 1 (pixels), not {value}")
+            if not self.max_upscale >= 1:
+                raise ExportError(f"--max-upscale must be 1 (never enlarge) or more, not {self.max_upscale}")
+            try:
+                parse_colour(self.pad_colour)
+            except ValueError:
+                raise ExportError(f"--pad-colour must be a colour (white, #808080) or edge, not {self.pad_colour!r}") from None
+        return replace(self, statuses=tuple(sorted(set(self.statuses))), caption_underscores=underscores,
+                       crop=crop, faces=crop == "face")
 
 
 def parse_split(text: str) -> tuple[tuple[str, float], ...]:
@@ -185,6 +254,13 @@ def parse_split(text: str) -> tuple[tuple[str, float], ...]:
 
 def parse_statuses(text: str) -> tuple[str, ...]:
     return tuple(sorted({s.strip() for s in text.split(",") if s.strip()}))
+
+
+def parse_tags(text: str | None) -> tuple[str, ...] | None:
+    """``--undesired-tags a,b`` -> ("a", "b"); None (not given) stays None, so the setting applies."""
+    if text is None:
+        return None
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def tag_list(class_from: str) -> list[str]:
@@ -404,6 +480,8 @@ class Item:
     height: int = 0
     suffix: str = ".jpg"  # .jpg or .png: as stored; any other format is re-encoded to JPEG
     convert: bool = False
+    region: Box | None = None  # --crop head/upper_body: the part of the picture exported
+    focus: tuple[float, float] | None = None  # --fit crop: the point its square is centred on (the face)
 
     @property
     def artwork_id(self) -> str:
@@ -470,26 +548,86 @@ def label_of(item: Item, class_from: str, wanted_tags: Sequence[str], translatio
     return next((t for t in wanted_tags if index.key(t) in has), NO_TAG_CLASS)
 
 
-def caption_tags(item: Item, trigger_word: str, translations: dict[str, str]) -> list[str]:
+@dataclass(frozen=True)
+class CaptionStyle:
+    """How captions are written; the default is the plain one (imagefolder, hf, webdataset as before)."""
+
+    underscores: str = "keep"  # space: long_hair -> long hair (tags longer than KAOMOJI_LENGTH)
+    undesired: frozenset[str] = frozenset()  # keys (normalise, and canonical through aliases) left out
+    rating_tags: bool = True
+    characters_first: bool = False  # kohya: character tags right after the trigger word
+    characters: frozenset[str] = frozenset()  # keys of the tags known as characters (a model's Character tags)
+    index: TagIndex = field(default_factory=TagIndex)  # aliases and implications, to match tags by key
+    merge_aliases: bool = False  # kohya: two names of one tag (モナ, mona_(genshin_impact)) written once
+
+    @classmethod
+    def of(cls, options: ExportOptions, index: TagIndex | None = None,
+           items: Iterable[Item] = ()) -> CaptionStyle:
+        """The style of an export; kohya puts characters first: those the tagger calls Character in
+        any exported picture, and the Pixiv tags that are one of them (through an alias)."""
+        index = index or TagIndex()
+        kohya = options.format == "kohya"
+        characters = {index.key(t["tag"]) for item in items for t in item.state["record"]["model_tags"]
+                      if is_character(t)} if kohya else set()
+        undesired = {k for tag in options.undesired_tags for k in (normalise(tag), index.key(tag))}
+        return cls(underscores=options.caption_underscores or ("space" if kohya else "keep"),
+                   undesired=frozenset(undesired), rating_tags=options.rating_tags, characters_first=kohya,
+                   characters=frozenset(characters), index=index, merge_aliases=kohya)
+
+
+def is_character(tag: dict[str, Any]) -> bool:
+    return str(tag.get("category") or "").casefold() == "character"
+
+
+def is_rating(tag: str, category: str | None) -> bool:
+    """DeepDanbooru's ``rating:safe`` (a System tag), or any tag of a tagger's Rating category (WD14)."""
+    return str(category or "").casefold() == "rating" or normalise(tag).startswith("rating:")
+
+
+def caption_tags(item: Item, trigger_word: str, translations: dict[str, str],
+                 style: CaptionStyle = CaptionStyle()) -> list[str]:
     """Trigger word, then model tags by score, then Pixiv tags (English when known): once each.
 
-    Underscores stay (``long_hair``), as DeepDanbooru writes them and kohya's tag captions keep
-    them; a comma inside a tag would split it, so it becomes a space.
+    By default underscores stay (``long_hair``), as DeepDanbooru writes them; ``style`` turns them into
+    spaces (``long hair``, as anime LoRA captions and sd-scripts' ``--remove_underscore`` write them),
+    puts character tags before the others, and leaves out undesired and rating tags. A comma inside a
+    tag would split it, so it becomes a space.
     """
+    index = style.index
+    candidates: list[tuple[str, tuple[str, ...], bool]] = []  # (as written, the names it goes by, a character?)
+    for tag in item.state["record"]["model_tags"]:  # score descending, then name
+        if style.rating_tags or not is_rating(tag["tag"], tag.get("category")):
+            candidates.append((tag["tag"], (tag["tag"],), is_character(tag)))
+    for tag in item.state["artwork"]["tags"]:  # Pixiv's order
+        written = translations.get(tag["name"]) or tag["name"]
+        names = (tag["name"], written)
+        if style.rating_tags or not is_rating(written, None):
+            known = bool(style.characters) and any(index.key(n) in style.characters for n in names)
+            candidates.append((written, names, known))
+    if style.characters_first:
+        candidates.sort(key=lambda c: not c[2])  # stable: each group keeps its order
+
     tags: list[str] = []
     seen: set[str] = set()
 
-    def add(tag: str) -> None:
+    def add(tag: str, names: Sequence[str] = (), trigger: bool = False) -> None:
+        if not trigger:
+            if style.undesired and style.undesired & {k for n in names for k in (normalise(n), index.key(n))}:
+                return
+            if style.underscores == "space" and len(tag) > KAOMOJI_LENGTH:
+                tag = tag.replace("_", " ")
         tag = " ".join(tag.replace(",", " ").split())
-        if tag and tag.casefold() not in seen:
-            seen.add(tag.casefold())
+        if style.merge_aliases:  # any name of a tag already written: the same tag
+            keys = {index.key(n) for n in (*names, tag)}
+        else:  # as before: by case only (space: long hair and long_hair are one)
+            keys = {normalise(tag) if style.underscores == "space" else tag.casefold()}
+        if tag and not keys & seen:
+            seen.update(keys)
             tags.append(tag)
 
-    add(trigger_word)
-    for tag in item.state["record"]["model_tags"]:  # score descending, then name
-        add(tag["tag"])
-    for tag in item.state["artwork"]["tags"]:  # Pixiv's order
-        add(translations.get(tag["name"]) or tag["name"])
+    add(trigger_word, trigger=True)  # never undesired, and written as given
+    for tag, names, _character in candidates:
+        add(tag, names)
     return tags
 
 
@@ -556,6 +694,50 @@ def output_bytes(item: Item, file: Path, jpeg_quality: int) -> bytes:
         return out.getvalue()
 
 
+def shape_output(item: Item, file: Path, options: ExportOptions) -> str | None:
+    """With --crop head/upper_body or --size: the part of the picture exported, its hashes and its final
+    size; the reason it cannot be exported (too small for --size without enlarging it), or None.
+
+    A crop's near-duplicate hash is of the crop, and its exact hash of (picture, box): two faces of
+    one picture are two samples, one face of a re-posted picture is a duplicate.
+    """
+    faces = [item.face] if item.face else item.state["record"]["faces"] or []
+    if options.crop in ("head", "upper_body"):
+        item.region = crop_box(options.crop, item.face, item.width, item.height)
+        try:
+            with Image.open(file) as image:
+                item.phash = phash_image(image.crop(item.region))
+        except (OSError, ValueError) as exc:
+            return f"not a readable picture: {item.path}: {exc}"
+        item.sha256 = sha256_bytes(f"{item.sha256}:{item.region}".encode())
+    fit = options.fitting
+    if fit is None:
+        if item.region:
+            item.width, item.height = item.region[2] - item.region[0], item.region[3] - item.region[1]
+        return None
+    left, top, right, bottom = item.region or (0, 0, item.width, item.height)
+    if faces and options.crop != "face":  # the centre of the faces, for --fit crop's square
+        item.focus = ((min(f["x"] for f in faces) + max(f["x"] + f["w"] for f in faces)) / 2,
+                      (min(f["y"] for f in faces) + max(f["y"] + f["h"] for f in faces)) / 2)
+    focus = None if item.focus is None else (item.focus[0] - left, item.focus[1] - top)
+    try:
+        steps = plan(right - left, bottom - top, fit, focus)
+    except TooSmall as exc:
+        return f"too small for --size {fit.size} --fit {fit.mode}: {exc}"
+    item.width, item.height = steps.canvas
+    return None
+
+
+def export_bytes(item: Item, file: Path, options: ExportOptions) -> bytes:
+    """The exported bytes: as stored (output_bytes), or cut to the item's region and brought to --size,
+    then encoded as the picture was (PNG stays PNG, the rest JPEG at JPEG_QUALITY)."""
+    fit = options.fitting
+    if item.region is None and fit is None:
+        return output_bytes(item, file, options.jpeg_quality)
+    image = render(file.read_bytes(), item.region, fit, item.focus)
+    return encode(image, "PNG" if item.suffix == ".png" else "JPEG", options.jpeg_quality)
+
+
 class ThrottledProgress:
     """The shared progress bar, redrawn at most ten times a second: once per picture floods a log."""
 
@@ -595,6 +777,9 @@ class Writer:
     class_index: dict[str, int]  # label -> the class number ImageFolder-style loaders give it
     translations: dict[str, str]
     files: Callable[[Item], bytes]
+    style: CaptionStyle = field(default_factory=CaptionStyle)
+    kohya: dict[str, KohyaSubset] = field(default_factory=dict)  # label -> its sd-scripts subset
+    kohya_written: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # split -> labels
 
     def put(self, relative: str, data: bytes) -> None:
         path = self.root / relative
@@ -602,7 +787,7 @@ class Writer:
         path.write_bytes(data)
 
     def caption(self, item: Item) -> str:
-        return ", ".join(caption_tags(item, self.options.trigger_word, self.translations))
+        return ", ".join(caption_tags(item, self.options.trigger_word, self.translations, self.style))
 
     def write(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
         fmt = self.options.format
@@ -618,22 +803,62 @@ class Writer:
             self.write_webdataset(split, items, progress)
 
     def write_kohya(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
-        """Caption files, and sd-scripts' fine-tune metadata keyed by file stem.
+        """Pictures and .txt captions in sd-scripts' ``{repeats}_{trigger} {class}`` folders, and its
+        fine-tune metadata, keyed by ``{folder}/{stem}``: with ``image_dir = DEST/{split}`` it finds
+        each picture as ``image_dir/key.jpg``.
 
         sd-scripts trains on ``caption + ", " + tags`` (or ``tags`` alone without a caption), so the
         trigger word goes in ``caption`` and the rest in ``tags``: what it trains on is the .txt.
         """
         metadata: dict[str, dict[str, str]] = {}
         for item in items:
-            tags = caption_tags(item, self.options.trigger_word, self.translations)
-            self.put(f"{split}/{item.key}{item.suffix}", self.files(item))
-            self.put(f"{split}/{item.key}.txt", ", ".join(tags).encode("utf-8"))
+            tags = caption_tags(item, self.options.trigger_word, self.translations, self.style)
+            stem = f"{self.kohya[item.label].folder}/{item.key}"
+            self.put(f"{split}/{stem}{item.suffix}", self.files(item))
+            self.put(f"{split}/{stem}.txt", ", ".join(tags).encode("utf-8"))
+            self.kohya_written[split].add(item.label)
             trigger = self.options.trigger_word and tags and tags[0] == self.options.trigger_word
-            metadata[item.key] = (
+            metadata[stem] = (
                 {"caption": tags[0], "tags": ", ".join(tags[1:])} if trigger else {"tags": ", ".join(tags)}
             )
             progress.update(1)
         self.put(f"meta_cap_{split}.json", (dump_json(metadata) + "\n").encode("utf-8"))
+
+    def write_kohya_config(self, dest: Path) -> str | None:
+        """``dataset.toml``: sd-scripts' ``--dataset_config`` for the train split, one DreamBooth subset
+        per class folder. ``image_dir`` is absolute (sd-scripts reads a relative one from its working
+        folder), so the file names DEST as given; the config's name, or None without train pictures."""
+        split = SPLIT_NAMES[0]
+        labels = sorted(self.kohya_written.get(split, ()))
+        if not labels:
+            logger.warning("export: no picture in the %s split, so no %s (sd-scripts trains on %s only)",
+                           split, KOHYA_CONFIG, split)
+            return None
+        lines = [
+            "# kohya-ss sd-scripts dataset config, written by `scrapy export --format kohya`:",
+            "#   accelerate launch train_network.py --dataset_config dataset.toml ...",
+            "# One DreamBooth (caption) subset per class folder of the train split. Move DEST: re-export it.",
+            "[general]",
+            "shuffle_caption = true",
+            f"caption_extension = {toml_string('.txt')}",
+            f"keep_tokens = {1 if self.options.trigger_word else 0}  # the trigger word stays first",
+            "enable_bucket = true",
+            "",
+            "[[datasets]]",
+            f"resolution = {self.options.kohya_resolution}",
+            f"batch_size = {self.options.kohya_batch_size}",
+        ]
+        for label in labels:
+            subset = self.kohya[label]
+            lines += [
+                "",
+                "  [[datasets.subsets]]",
+                f"  image_dir = {toml_string(str(dest / split / subset.folder))}",
+                f"  num_repeats = {subset.num_repeats}",
+                f"  class_tokens = {toml_string(subset.class_tokens)}",
+            ]
+        self.put(KOHYA_CONFIG, ("\n".join(lines) + "\n").encode("utf-8"))
+        return KOHYA_CONFIG
 
     def write_hf(self, split: str, items: Sequence[Item], progress: ThrottledProgress) -> None:
         lines = []
@@ -660,6 +885,43 @@ class Writer:
                     for name in sorted(members):
                         add_tar_member(tar, name, members[name])
                     progress.update(1)
+
+
+@dataclass(frozen=True)
+class KohyaSubset:
+    """One class of a kohya export: its folder ``{num_repeats}_{class_tokens}`` (sanitised) in each split."""
+
+    folder: str
+    num_repeats: int
+    class_tokens: str  # "trigger class": what sd-scripts trains a picture on when its .txt is missing
+
+
+def kohya_subsets(counts: Counter[str], folders: dict[str, str], options: ExportOptions) -> dict[str, KohyaSubset]:
+    """Each class's subset. ``--repeats N`` gives every class N; else one class gets EXPORT_KOHYA_REPEATS,
+    and several are balanced: the largest gets EXPORT_KOHYA_REPEATS and each other one
+    ``round(that * largest / its count)``, so every class is seen about as often per epoch, up to
+    ``KOHYA_BALANCE_CAP`` times EXPORT_KOHYA_REPEATS (one stray picture is not repeated hundreds of times)."""
+    largest = max(counts.values())
+    subsets = {}
+    for label, count in sorted(counts.items()):
+        if options.repeats:
+            repeats = options.repeats
+        elif len(counts) == 1:
+            repeats = options.repeats_base
+        else:
+            balanced = max(1, round(options.repeats_base * largest / count))
+            repeats = min(balanced, KOHYA_BALANCE_CAP * options.repeats_base)
+        trigger = options.trigger_word
+        named = label != SINGLE_CLASS or not trigger  # one class 'all' under a trigger: the trigger alone
+        tokens = " ".join(w for w in (trigger, label if named else "") if w)
+        folder = " ".join(w for w in (safe_name(trigger) if trigger else "", folders[label] if named else "") if w)
+        subsets[label] = KohyaSubset(f"{repeats}_{folder}", repeats, tokens)
+    return subsets
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, and DEL, which JSON leaves raw, is escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -726,7 +988,7 @@ class ExportResult:
         splits = ", ".join(f"{name} {m['totals'][name]}" for name in m["split"] if name in m["totals"])
         exact = sum(1 for d in m["duplicates"] if d["kind"] == "exact")
         return [
-            f"Exported {m['total']} {'face crops' if m['faces'] else 'pictures'} ({splits}) as {m['format']} "
+            f"Exported {m['total']} {CROP_NOUNS[m['crop']['kind']]} ({splits}) as {m['format']} "
             f"to {self.dest}",
             f"  classes: {', '.join(f'{label} {n}' for label, n in sorted(m['class_totals'].items()))}",
             f"  duplicates left out: {len(m['duplicates'])} ({exact} exact, {len(m['duplicates']) - exact} near); "
@@ -765,20 +1027,20 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         updated = catalog_updated(conn)
         faces = face_rows(conn) if options.faces else {}
         tags = TagIndex.load(conn) or None  # aliases and implications, as the crawl's rules see them
-        items = _items(rows, catalog, options, faces, tags)
+        skipped: list[dict[str, str]] = []
+        items = _items(rows, catalog, options, faces, tags, skipped)
     finally:
         conn.close()
         catalog.close()
     if not items:
-        raise ExportError("the selection matched no pictures" + (" with face crops" if options.faces else ""))
+        raise ExportError("the selection matched no pictures" + ("" if options.crop == "none" else " with faces"))
 
-    skipped: list[dict[str, str]] = []
     usable: list[Item] = []
     progress = ThrottledProgress("export: reading", len(items), options.progress)
     for item in items:
         item.file = _file(root, item.path)
         if item.file:
-            why = inspect_file(item, item.file)
+            why = inspect_file(item, item.file) or shape_output(item, item.file, options)
         else:
             why = f"outside the crawl's folder {root}: {item.path!r}" if item.path else "no file in the catalogue"
         if why:
@@ -812,13 +1074,17 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     # The number each class gets from loaders that sort the folder names (ImageFolder, Keras).
     class_index = {label: n for n, label in enumerate(sorted(folders, key=folders.__getitem__))}
 
-    writer = Writer(build, options, folders, class_index, translations, lambda item: output_bytes(item, item.file, options.jpeg_quality))
+    style = CaptionStyle.of(options, tags, chosen)
+    kohya = {} if options.format != "kohya" else kohya_subsets(Counter(item.label for item in chosen), folders, options)
+    writer = Writer(build, options, folders, class_index, translations, lambda item: export_bytes(item, item.file, options),
+                    style, kohya)
     progress = ThrottledProgress("export: writing", len(chosen), options.progress)
     for name, _share in options.split:
         members = [item for item in chosen if item.split == name]
         if members:  # an empty split gets no folder, metadata or shard at all
             writer.write(name, members, progress)
     progress.close()
+    kohya_config = writer.write_kohya_config(Path(os.path.abspath(options.dest))) if kohya else None
 
     counts: dict[str, Counter[str]] = {name: Counter() for name, _ in options.split}
     for item in chosen:
@@ -826,6 +1092,8 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     return {
         "format": options.format,
         "faces": options.faces,
+        "crop": {"kind": options.crop, "ratios": RATIOS.get(options.crop)},
+        "fit": None if options.fitting is None else options.fitting.as_dict(),
         "seed": options.seed,
         "split": {name: round(share, ROUND) for name, share in options.split},
         "selection": {**options.selection.as_dict(), "statuses": list(options.statuses), "query": query},
@@ -847,13 +1115,23 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
             "JPEG_QUALITY": options.jpeg_quality,
         },
         "models": _models(chosen, options.classifier_model),
+        "captions": {"underscores": style.underscores, "undesired_tags": list(options.undesired_tags),
+                     "rating_tags": style.rating_tags, "characters_first": style.characters_first},
+        "kohya": None if not kohya else {
+            "config": kohya_config, "resolution": options.kohya_resolution, "batch_size": options.kohya_batch_size,
+            "subsets": {label: {"folder": s.folder, "num_repeats": s.num_repeats, "class_tokens": s.class_tokens}
+                        for label, s in kohya.items()},
+        },
         "catalog": {"updated": updated, "selected_rows": len(rows)},
     }
 
 
 def _items(rows: list[dict[str, Any]], catalog: Catalog, options: ExportOptions,
-           faces: dict[tuple[str, int], list[dict[str, Any]]], tags: TagIndex | None = None) -> list[Item]:
-    """The selected rows as items: filtered by the rules, expanded to face crops with --faces."""
+           faces: dict[tuple[str, int], list[dict[str, Any]]], tags: TagIndex | None = None,
+           skipped: list[dict[str, str]] | None = None) -> list[Item]:
+    """The selected rows as items: filtered by the rules, expanded to one item per face with --crop
+    (the stored crop file for face; the picture itself, cut at export time, for head and upper_body).
+    A picture without a face is listed in ``skipped``, with the reason."""
     items: list[Item] = []
     for row in rows:
         state = catalog.curation_state(row["artwork_id"], row["page"])
@@ -863,11 +1141,24 @@ def _items(rows: list[dict[str, Any]], catalog: Catalog, options: ExportOptions,
             if action != "keep":
                 continue
         stem = safe_name(f"{row['artwork_id']}_p{row['page']}")
-        if not options.faces:
+        if options.crop == "none":
             items.append(Item(row=row, state=state, path=row["path"], key=stem))
             continue
-        for face in faces.get((row["artwork_id"], row["page"]), []):
-            items.append(Item(row=row, state=state, path=face["path"], key=f"{stem}_f{face['index']}", face=face))
+        if options.crop == "face":
+            boxes = faces.get((row["artwork_id"], row["page"]), [])
+        else:  # every stored box, with or without a crop file: the picture is cut here
+            boxes = [{"index": b["index"], "path": b["path"], "x": b["x"], "y": b["y"], "w": b["w"], "h": b["h"],
+                      "score": None if b["score"] is None else round(b["score"], ROUND)}
+                     for b in state["record"]["faces"] or []]
+        if not boxes:
+            never = state["record"]["faces"] is None
+            why = "the face stage never ran on it (scrapy curate --stages faces)" if never else "no face found on it"
+            logger.info("export: skipped %s: %s", stem, why)
+            if skipped is not None:
+                skipped.append({"key": stem, "reason": why})
+        for face in boxes:
+            path = face["path"] if options.crop == "face" else row["path"]
+            items.append(Item(row=row, state=state, path=path, key=f"{stem}_f{face['index']}", face=face))
     keys = Counter(item.key for item in items)
     clashes = [key for key, n in keys.items() if n > 1]
     if clashes:

@@ -23,15 +23,20 @@ KEEP_ORIGINALS = False  # keep originals/{id}_p{n}.{ext} next to the JPEG (ugoir
 UGOIRA_WEBP_QUALITY = 90  # animated WebP made from the ugoira frames
 
 # --- Face crops (pipelines/faces.py) -------------------------------------------------------------
-# Off by default for now: the combined detector is thorough (~0.5 s per 256 px icon, ~3 s per tall
-# card on one core, bench/faces.py) and would pace a crawl; it goes on with the curation stages.
+# Off by default for now (the curation stages turn it on). With FACES_METHOD = "verified" it costs
+# ~40 ms per 256 px icon and ~0.1 s per 320x1024 card on one core (bench/faces.py: 14-17 cards/s and
+# 25-31 crawl-sized 512 px pictures/s in two worker processes); "views" is ~15-20 times slower.
 FACES_ENABLED = False
 FACES_CASCADE_PATH = ""  # empty: models/weights/ (set-up fetches it) or ../shared/models/
 FACES_CROP_MARGIN = 0.25  # the crop is the face box grown by this fraction on each side
 FACES_CROP_SIZE = 96  # px, square
 FACES_DETECTORS = "cascade,animeface"
-FACES_MIN_NEIGHBORS = 5  # the cascade's, as in the original workflow
-FACES_MIN_SIZE = 32  # px
+# "verified": the cascade proposes loosely, animeface confirms each proposal on crops (needs both
+# detectors); "views": both detectors on many views, a box kept with a second witness (the older,
+# slower way; also what runs when only one detector is usable)
+FACES_METHOD = "verified"
+FACES_MIN_NEIGHBORS = 5  # the cascade's, as in the original workflow (method "views"; "verified" proposes with 0)
+FACES_MIN_SIZE = 32  # px (method "views"; "verified" uses its own search sizes, models/faces.py)
 FACES_SCALE_FACTOR = 1.1
 
 # --- Curation models ----------------------------------------------------------------------------
@@ -41,10 +46,23 @@ CURATE_DELETE_DROPPED = False  # dropped pictures move to OUTPUT_DIR/dropped/ un
 CURATE_MAX_WAIT = 250  # ms an image waits for its batch to fill before a partial batch runs
 CURATE_RULES = []  # keep/drop rules, first match decides (pipelines/decide.py); empty: keep all
 CURATE_RULES_FILE = ""  # a file holding the rules instead: YAML if it ends in .yaml/.yml, else JSON
+CURATE_PHASH_DISTANCE = 6  # bits: the duplicate rule's default near-duplicate distance (as EXPORT_PHASH_DISTANCE)
 CLASSIFIER_MODEL = ""  # a classifier.keras trained by `python -m models.classifier train`; empty: off
 TAGGER_CATEGORY_THRESHOLDS = {}  # per category, e.g. {"General": 0.35, "Character": 0.85}
-TAGGER_PROJECT = ""  # a DeepDanbooru project folder (project.json, tags.txt, model-*.h5); empty: no tagging
+# A DeepDanbooru project folder (project.json, tags.txt, model-*.h5), or a WD14 tagger: a folder with
+# model.onnx + selected_tags.csv, or the .onnx file beside that CSV (models/wd14.py); empty: no tagging.
+# WD14 defaults: General 0.35, Character 0.85, best rating only; TAGGER_CATEGORY_THRESHOLDS overrides
+# them (category names in any case), TAGGER_THRESHOLD covers its other categories (artist, copyright, meta).
+TAGGER_PROJECT = ""
 TAGGER_THRESHOLD = 0.5  # DeepDanbooru's own default
+# One character without labels (`scrapy curate --stages identity [--reference DIR]`, models/identity.py):
+# each picture's head region (its face box grown to the hair, else the upper part) is embedded, then
+# matched to the reference pictures' centroid, or, without references, to the dominant cluster.
+IDENTITY_ENABLED = False  # run it in `scrapy curate` without naming it in --stages
+IDENTITY_EMBEDDER = ""  # an image encoder exported to ONNX (CLIP, DINO, an anime-face model); empty: built-in colour-v1
+IDENTITY_EMBEDDER_NORMALIZATION = "0-1"  # the ONNX input's scaling: 0-1, -1-1, imagenet or clip
+IDENTITY_THRESHOLD = 0.5  # max distance (unit vectors, 0..2) to the references' centroid; for colour-v1
+IDENTITY_MIN_CLUSTER_SIZE = 5  # HDBSCAN's min_cluster_size
 
 # --- Wiki sprites (pipelines/sprites/) ----------------------------------------------------------
 # Icons cut from the Isaac wiki's CSS sprite sheets: a lossless RGBA PNG at native size in
@@ -66,6 +84,13 @@ ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 EXPORT_PHASH_DISTANCE = 6  # bits
 EXPORT_SHARD_SIZE = 1000  # samples per webdataset tar shard
 EXPORT_TRIGGER_WORD = ""  # first word of every kohya/hf/webdataset caption (a LoRA trigger); empty: none
+EXPORT_UNDESIRED_TAGS = []  # tags left out of every caption (--undesired-tags replaces them), e.g. ["watermark"]
+# kohya (sd-scripts): num_repeats of a class folder (--repeats; with several classes the largest gets
+# this, smaller ones proportionally more), and DEST/dataset.toml's resolution (512 for SD 1.x, 1024
+# for SDXL) and batch size.
+EXPORT_KOHYA_REPEATS = 10
+EXPORT_KOHYA_RESOLUTION = 512  # px
+EXPORT_KOHYA_BATCH_SIZE = 1
 # A --where SQL expression (with its query) is stopped with an error after this many seconds, so a
 # huge join or a runaway subquery ends in a message rather than a hung command.
 EXPORT_WHERE_TIMEOUT = 30  # seconds

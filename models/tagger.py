@@ -106,7 +106,9 @@ def find_model_file(project_dir: Path, model_name: str) -> Path:
 def read_project(project_dir: Path) -> tuple[int, int, str]:
     """(image width, image height, model name) from ``project.json``; the folder must hold ``tags.txt`` too."""
     if not project_dir.is_dir():
-        raise TaggerError(f"{project_dir}: not a folder (expected a DeepDanbooru project folder)")
+        raise TaggerError(
+            f"{project_dir}: not a folder (expected a DeepDanbooru project folder, or a WD14 model.onnx + selected_tags.csv)"
+        )
     for required in ("project.json", "tags.txt"):
         if not (project_dir / required).is_file():
             raise TaggerError(f"{project_dir}: missing {required}")
@@ -292,3 +294,26 @@ class DeepDanbooruTagger:
         if self.loaded_with == "keras":
             return to_numpy(output)
         return np.asarray(output.numpy() if hasattr(output, "numpy") else output)
+
+
+# --- the shared entry point: a DeepDanbooru project folder or a WD14 tagger (models/wd14.py) ------
+
+
+def load_tagger(
+    path: str | Path, *, threshold: float = 0.5, category_thresholds: dict[str, float] | None = None
+) -> Any:
+    """``WD14Tagger`` for ``model.onnx`` + ``selected_tags.csv``, else ``DeepDanbooruTagger``.
+
+    Both give ``tags``, ``version``, ``category_of(i)`` and ``predict(images, batch_size)``.
+    """
+    from models.wd14 import WD14Tagger, wd14_files
+
+    loader = WD14Tagger.load if wd14_files(path) else DeepDanbooruTagger.load
+    return loader(path, threshold=threshold, category_thresholds=category_thresholds)
+
+
+def tagger_version(path: str | Path) -> str:
+    """The version ``load_tagger`` would give, without loading a model."""
+    from models.wd14 import wd14_files, wd14_project_version
+
+    return wd14_project_version(path) if wd14_files(path) else project_version(path)

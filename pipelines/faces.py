@@ -1,7 +1,8 @@
 """Stage 3: find the anime faces on each kept JPEG and store a square crop of each for training.
 
 ``find_faces`` is the plain function: it opens ``root/record["path"]``, runs
-``models.faces.detect_faces`` with the detectors the settings name (built once per worker process:
+``models.faces.detect_faces`` with the detectors and method the settings name (``verified`` by default:
+the cascade proposes, animeface confirms on crops; built once per worker process:
 loading the cascade and animeface's self-test cost more than a small picture's detection), writes
 each crop atomically to ``faces/{id}_p{page}_f{k}.jpg`` and returns one dict per face.
 ``page_faces`` wraps it for the worker pool: an unreadable page becomes ``faces_error``, not an
@@ -24,8 +25,8 @@ from scrapy.exceptions import NotConfigured
 from crawler.items import ArtworkItem
 from crawler.storage import FACES_DIR, atomic_write, output_dir
 from models.faces import (
-    CASCADE_SHA256, CASCADE_URL, AnimefaceDetector, CascadeDetector, CascadeError, Detector, crop_face, detect_faces,
-    find_cascade,
+    CASCADE_SHA256, CASCADE_URL, METHODS, AnimefaceDetector, CascadeDetector, CascadeError, Detector, crop_face,
+    detect_faces, find_cascade,
 )
 from models.inference import file_sha256
 from pipelines.jpeg import BadImage, open_checked
@@ -40,6 +41,7 @@ FACE_JPEG_QUALITY = 92
 KNOWN_DETECTORS = ("cascade", "animeface")
 DEFAULTS: dict[str, Any] = {
     "detectors": KNOWN_DETECTORS,
+    "method": "verified",  # models.faces.METHODS
     "cascade_path": "",  # empty: find_cascade's default search
     "scale_factor": 1.1,
     "min_neighbors": 5,
@@ -96,7 +98,7 @@ def detectors_version(settings: Mapping[str, Any]) -> str:
         else:
             parts.append(name)
     return (
-        f"faces:{'+'.join(parts)};sf{settings['scale_factor']};mn{settings['min_neighbors']};"
+        f"faces:{'+'.join(parts)};{settings['method']};sf{settings['scale_factor']};mn{settings['min_neighbors']};"
         f"ms{settings['min_size']};crop{settings['crop_size']}@{settings['crop_margin']}"
     )
 
@@ -108,7 +110,7 @@ def find_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Map
     settings["detectors"] = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
     root_path = Path(root)
     image = open_checked((root_path / record["path"]).read_bytes(), settings["max_pixels"])
-    faces = detect_faces(image, cached_detectors(settings))
+    faces = detect_faces(image, cached_detectors(settings), method=settings["method"])
     stem = f"{artwork_id.replace(':', '_')}_p{record['page']}"  # local:{sha} ids from `scrapy curate`
     results = []
     for k, face in enumerate(faces):
@@ -180,7 +182,11 @@ class FacesPipeline:
         if not s.getbool("FACES_ENABLED"):
             raise NotConfigured
         names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS") if n.strip()]
+        method = (s.get("FACES_METHOD") or DEFAULTS["method"]).strip().lower()
+        if method not in METHODS:
+            raise ValueError(f"FACES_METHOD: unknown face detection method {method!r}; known: {', '.join(METHODS)}")
         settings = {
+            "method": method,
             "scale_factor": s.getfloat("FACES_SCALE_FACTOR"),
             "min_neighbors": s.getint("FACES_MIN_NEIGHBORS"),
             "min_size": s.getint("FACES_MIN_SIZE"),

@@ -4,6 +4,8 @@
 transparent pixels, which is what ImagesPipeline leaves), EXIF orientation applied, explicit
 quality, ICC profile kept. A JPEG that needs no rotation is kept byte for byte: re-encoding would
 only lose quality. Broken input (truncated, not an image, over the pixel limit) raises ``BadImage``.
+The picture's pixel statistics (pipelines/filters.py) are taken here too, from the decoded pixels
+this stage has anyway, so the monochrome and duplicate rules never read the file again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from crawler.items import ArtworkItem
 from crawler.storage import IMAGES_DIR, atomic_write, output_dir
 from models.imaging import flatten_on_white
+from pipelines.filters import PictureStats, picture_stats
 from pipelines.workers import pool_for
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ class JpegResult:
     height: int
     source_format: str  # png, jpeg, gif, webp, ...
     reencoded: bool
+    stats: PictureStats | None = None
 
 
 def open_checked(data: bytes, max_pixels: int) -> Image.Image:
@@ -78,13 +82,14 @@ def to_jpeg(data: bytes, *, quality: int = 92, max_pixels: int = 64_000_000) -> 
     source_format = (image.format or "unknown").lower()
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     if source_format == "jpeg" and orientation in (0, 1) and image.mode in ("RGB", "L"):
-        return JpegResult(data, image.width, image.height, source_format, reencoded=False)
+        return JpegResult(data, image.width, image.height, source_format, reencoded=False, stats=picture_stats(image))
     icc_profile = image.info.get("icc_profile")
     image = ImageOps.exif_transpose(image)
     image = flatten_on_white(image)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality, icc_profile=icc_profile)
-    return JpegResult(out.getvalue(), image.width, image.height, source_format, reencoded=True)
+    return JpegResult(out.getvalue(), image.width, image.height, source_format, reencoded=True,
+                      stats=picture_stats(image))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -127,6 +132,7 @@ def convert_page(
         "source_format": result.source_format,
         "status": "kept",
         "reason": None,
+        **(result.stats.as_record() if result.stats else {}),
     }
 
 

@@ -14,6 +14,15 @@ crawling, and without paying twice for what the same model has already seen. So:
 * With curation rules configured, every input picture is decided again from what is stored about
   it (including the results of stages skipped this run), exactly as the crawl's decision stage
   would, and a crawled picture's file moves between ``images/`` and ``dropped/`` to match.
+* A picture without pixel statistics (pipelines/filters.py: a catalogue older than them, a folder
+  picture) gets them, read from its file once, so the monochrome rule can decide it.
+* A ``duplicate`` rule groups the run's pictures after every other decision: among the pictures
+  the rules keep when no picture counts as a duplicate, copies with the same sha256 or perceptual
+  hashes at most its ``distance`` apart (``CURATE_PHASH_DISTANCE`` by default) are one group
+  (crawler/dedup.py's matching). The best copy stays as decided: the most pixels, then the most
+  bookmarks, then the lowest artwork id (numeric ids before local: ones) and page. Every other copy
+  is decided again with the rule matching, its reason naming the kept copy. Only this run's
+  pictures are grouped: with no PATH, the whole catalogue.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from crawler.catalog import Catalog, StoredPicture, utc_now
+from crawler.dedup import Candidate, find_duplicates
 from crawler.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir
 from crawler.tags import read_index
 from models.inference import Progress
-from pipelines.decide import decide, default_action, load_rules
+from pipelines.decide import condition_of, decide, default_action, load_rules
 from pipelines.faces import detectors_version, page_faces, usable_detectors
+from pipelines.filters import picture_stats_bytes
 from pipelines.jpeg import BadImage, open_checked
 from pipelines.model_stage import open_pictures
 from pipelines.workers import _die_with_parent, worker_count
@@ -45,7 +56,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("faces", "classify", "tag")
+STAGES = ("faces", "classify", "tag", "identity")  # identity: after the batches (pipelines/identity.py)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 LOCAL_PREFIX = "local:"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -101,11 +112,11 @@ class TagStage:
     name = "tag"
 
     def __init__(self, settings: BaseSettings):
-        from models.tagger import TaggerError, project_version
+        from models.tagger import TaggerError, tagger_version
 
         self.project = Path(settings.get("TAGGER_PROJECT"))
         try:
-            self.version = project_version(self.project)
+            self.version = tagger_version(self.project)  # DeepDanbooru or WD14
         except TaggerError as exc:
             raise CurateError(f"TAGGER_PROJECT: {exc}") from None
         self.threshold = settings.getfloat("TAGGER_THRESHOLD")
@@ -114,9 +125,9 @@ class TagStage:
 
     def load(self) -> None:
         if self.model is None:
-            from models.tagger import DeepDanbooruTagger  # TensorFlow only when tagging
+            from models.tagger import load_tagger  # TensorFlow or onnxruntime only when tagging
 
-            self.model = DeepDanbooruTagger.load(
+            self.model = load_tagger(
                 self.project, threshold=self.threshold, category_thresholds=self.category_thresholds
             )
             self.category_by_tag = {tag: self.model.category_of(i) for i, tag in enumerate(self.model.tags)}
@@ -142,6 +153,7 @@ class FacesStage:
     def __init__(self, settings: BaseSettings, root: Path):
         names = [n.strip().lower() for n in settings.getlist("FACES_DETECTORS") if n.strip()]
         detector_settings = {
+            "method": (settings.get("FACES_METHOD") or "verified").strip().lower(),  # models.faces.METHODS
             "scale_factor": settings.getfloat("FACES_SCALE_FACTOR"),
             "min_neighbors": settings.getint("FACES_MIN_NEIGHBORS"),
             "min_size": settings.getint("FACES_MIN_SIZE"),
@@ -194,6 +206,7 @@ def choose_stages(settings: BaseSettings, requested: str | None) -> list[str]:
         "faces": settings.getbool("FACES_ENABLED"),
         "classify": bool(settings.get("CLASSIFIER_MODEL")),
         "tag": bool(settings.get("TAGGER_PROJECT")),
+        "identity": settings.getbool("IDENTITY_ENABLED"),  # the built-in embedder needs no model file
     }
     if requested is None:
         return [name for name in STAGES if configured[name]]
@@ -202,7 +215,7 @@ def choose_stages(settings: BaseSettings, requested: str | None) -> list[str]:
     if unknown:
         raise CurateError(f"unknown stage {unknown[0]!r} in --stages; known: {', '.join(STAGES)}")
     needs = {"classify": "CLASSIFIER_MODEL (-s CLASSIFIER_MODEL=path/to/classifier.keras)",
-             "tag": "TAGGER_PROJECT (-s TAGGER_PROJECT=path/to/deepdanbooru-project)"}
+             "tag": "TAGGER_PROJECT (-s TAGGER_PROJECT=path/to/deepdanbooru-project or wd14-folder)"}
     for name in names:
         if name in needs and not configured[name]:
             raise CurateError(f"--stages {name} needs {needs[name]}, which is not set")
@@ -317,7 +330,10 @@ class Summary:
     now_kept: int = 0
     now_dropped: int = 0
     reasons_updated: int = 0
+    measured: int = 0  # pictures whose pixel statistics this run took
+    duplicates_found: int = 0  # copies the duplicate rule matched
     versions: dict[str, str] = field(default_factory=dict)
+    identity: str = ""  # the identity stage's line: how many pictures are the character
 
     def lines(self, catalog: Path, report: str | None) -> list[str]:
         out = [
@@ -332,6 +348,8 @@ class Summary:
             )
         if not self.versions:
             out.append("  no stage ran (none named with --stages, or none configured)")
+        if self.measured:
+            out.append(f"  pixel statistics: {self.measured} pictures measured (colorfulness, line art, phash)")
         out.append(f"  failed: {len(self.failures)} pictures")
         for label, reason in list(self.failures.items())[:20]:
             out.append(f"    {label}: {reason}")
@@ -342,8 +360,12 @@ class Summary:
                 f"  decisions: {self.decided} pictures decided; changed: {self.now_dropped} now dropped, "
                 f"{self.now_kept} now kept, {self.reasons_updated} with a new reason only"
             )
+            if self.duplicates_found:
+                out.append(f"  duplicates: {self.duplicates_found} copies of kept pictures found (duplicate rule)")
         else:
             out.append("  decisions: unchanged (no curation rules configured)")
+        if self.identity:
+            out.append(f"  {self.identity}")
         if report:
             out.append(f"  report: {printable(report)}")
         return out
@@ -353,7 +375,7 @@ class Curator:
     """Runs the chosen stages over pictures, batch by batch, into the project's catalogue."""
 
     def __init__(self, settings: BaseSettings, stages: Sequence[str], *, batch_size: int | None = None,
-                 force: bool = False, progress: bool = True):
+                 force: bool = False, progress: bool = True, reference: str | None = None):
         self.root = absolute(settings.get("FILES_STORE") or output_dir(settings))
         self.catalog_path = absolute(catalog_path(settings))
         self.batch_size = batch_size or settings.getint("CURATE_BATCH_SIZE")
@@ -367,11 +389,20 @@ class Curator:
         self.delete_dropped = settings.getbool("CURATE_DELETE_DROPPED")
         makers = {"faces": lambda: FacesStage(settings, self.root), "classify": lambda: ClassifyStage(settings),
                   "tag": lambda: TagStage(settings)}
-        self.stages = [makers[name]() for name in stages]
+        self.stages = [makers[name]() for name in stages if name != "identity"]
+        if reference is not None and "identity" not in stages:
+            raise CurateError("--reference is for the identity stage (--stages identity)")
+        from pipelines.identity import IdentityStage  # it imports this module
+
+        self.identity = IdentityStage(settings, reference) if "identity" in stages else None
         self.catalog = Catalog(self.catalog_path)
         self.tags = read_index(self.catalog_path) if self.rules else None  # the tag rule reads aliases
-        self.summary = Summary(versions={s.name: s.version for s in self.stages})
+        self.summary = Summary(versions={s.name: s.version for s in [*self.stages, self.identity] if s is not None})
         self._said_library_stays = False
+        duplicate_rule = next((r for r in self.rules if condition_of(r) == "duplicate"), None)
+        self.duplicate_distance = None if duplicate_rule is None else int(
+            duplicate_rule.get("distance", settings.getint("CURATE_PHASH_DISTANCE")))
+        self._undecided: list[Picture] = []  # with a duplicate rule: decided once every batch is in
 
     def close(self) -> None:
         for stage in self.stages:
@@ -442,6 +473,16 @@ class Curator:
                 bar.update(len(chunk))
         finally:
             bar.close()
+        if self.identity is not None:  # over the whole run, before any picture is decided
+            self.summary.identity = self.identity.finish(self, self._undecided)
+            if self.rules and self.duplicate_distance is None:
+                for start in range(0, len(self._undecided), self.batch_size):
+                    with self.catalog.batch() as catalog:
+                        deletions = [self._decide(catalog, p) for p in self._undecided[start:start + self.batch_size]]
+                    for file in filter(None, deletions):
+                        file.unlink(missing_ok=True)
+        if self._undecided and self.duplicate_distance is not None:
+            self._decide_with_duplicates(self._undecided)
         self.summary.pictures = len(reported) - self.summary.duplicates
         if report:
             self.write_report(report, reported)
@@ -558,6 +599,7 @@ class Curator:
                     results = [f"the {stage.name} stage failed: {type(exc).__name__}: {exc}"] * len(todo)
             outcomes.append((stage, list(zip(todo, results, strict=True))))
 
+        measured = self._measure(batch)
         now = utc_now()
         deletions: list[Path] = []
         with self.catalog.batch() as catalog:
@@ -584,7 +626,12 @@ class Curator:
                     stage.write(catalog, picture, result)
                     catalog.record_stage_run(picture.artwork_id, picture.page, stage.name, stage.version, None, now)
                     self.summary.processed[stage.name] += 1
-            if self.rules:
+            for picture, stats in measured:
+                catalog.set_picture_stats(picture.artwork_id, picture.page, stats)
+                self.summary.measured += 1
+            if self.duplicate_distance is not None or self.identity is not None:
+                self._undecided.extend(batch)
+            elif self.rules:
                 for picture in batch:
                     deletion = self._decide(catalog, picture)
                     if deletion is not None:
@@ -592,14 +639,74 @@ class Curator:
         for file in deletions:  # once the committed catalogue no longer points at it
             file.unlink(missing_ok=True)
 
-    def _decide(self, catalog: Catalog, picture: Picture) -> Path | None:
-        """Decide one picture again from what is stored, and put a crawled file where its status
-        says (images/ or dropped/); a file to delete (CURATE_DELETE_DROPPED) is handed back, to go
-        after the commit. A picture from a folder only changes in the catalogue."""
+    def _measure(self, batch: list[Picture]) -> list[tuple[Picture, dict[str, Any]]]:
+        """The pixel statistics of the batch's readable pictures that have none stored yet."""
+        measured = []
+        for picture in batch:
+            if picture.error is not None or (
+                picture.new_row is None and self.catalog.picture_stats(picture.artwork_id, picture.page) is not None
+            ):
+                continue
+            try:
+                stats = picture_stats_bytes(picture.file.read_bytes())
+            except (OSError, SyntaxError, ValueError) as exc:  # what reading and Pillow's decoders raise
+                self._failed(picture.label, printable(f"pixel statistics: not a readable picture: {exc}"))
+                continue
+            measured.append((picture, stats.as_record()))
+        return measured
+
+    def _decide_with_duplicates(self, pictures: list[Picture]) -> None:
+        """Decide every picture, with the duplicate rule matching the lesser copies among those the
+        other rules keep (see the module's docstring), then write the decisions batch by batch."""
+        decisions: dict[tuple[str, int], tuple[str, str]] = {}
+        for picture in pictures:
+            if picture.error is None and picture.status in ("kept", "dropped"):
+                state = self.catalog.curation_state(picture.artwork_id, picture.page)
+                decisions[picture.key] = decide(state["record"], state["artwork"], self.rules, self.default, self.tags)
+        facts = self.catalog.duplicate_facts()
+        # the kept pictures that have a perceptual hash (one that cannot be read has none)
+        pool = [key for key, (action, _) in decisions.items() if action == "keep" and key in facts and facts[key][1]]
+
+        def rank(key: tuple[str, int]) -> tuple[Any, ...]:
+            artwork_id, page = key
+            _sha, _phash, pixels, bookmarks = facts[key]
+            by_id = (0, int(artwork_id), "") if artwork_id.isdigit() else (1, 0, artwork_id)
+            return -pixels, -(bookmarks or 0), by_id, page
+
+        names = {key: f"{key[0]} p{key[1]}" for key in pool}
+        by_name = {name: key for key, name in names.items()}
+        candidates = (
+            Candidate(names[key], facts[key][0] or f"no sha256: {names[key]}", int(facts[key][1], 16))
+            for key in sorted(pool, key=rank)
+        )
+        _kept, duplicates = find_duplicates(candidates, self.duplicate_distance)
+        for duplicate in duplicates:
+            key = by_name[duplicate.key]
+            state = self.catalog.curation_state(*key)
+            state["record"]["duplicate_of"] = {"of": duplicate.duplicate_of, "kind": duplicate.kind,
+                                               "distance": duplicate.distance}
+            decisions[key] = decide(state["record"], state["artwork"], self.rules, self.default, self.tags)
+        self.summary.duplicates_found = len(duplicates)
+        for start in range(0, len(pictures), self.batch_size):
+            deletions = []
+            with self.catalog.batch() as catalog:
+                for picture in pictures[start:start + self.batch_size]:
+                    deletion = self._decide(catalog, picture, decisions.get(picture.key))
+                    if deletion is not None:
+                        deletions.append(deletion)
+            for file in deletions:
+                file.unlink(missing_ok=True)
+
+    def _decide(self, catalog: Catalog, picture: Picture, decision: tuple[str, str] | None = None) -> Path | None:
+        """Decide one picture again from what is stored (or take ``decision``), and put a crawled
+        file where its status says (images/ or dropped/); a file to delete (CURATE_DELETE_DROPPED)
+        is handed back, to go after the commit. A picture from a folder only changes in the catalogue."""
         if picture.error is not None or picture.status not in ("kept", "dropped"):
             return None
-        state = catalog.curation_state(picture.artwork_id, picture.page)
-        action, reason = decide(state["record"], state["artwork"], self.rules, self.default, self.tags)
+        if decision is None:
+            state = catalog.curation_state(picture.artwork_id, picture.page)
+            decision = decide(state["record"], state["artwork"], self.rules, self.default, self.tags)
+        action, reason = decision
         status = "kept" if action == "keep" else "dropped"
         self.summary.decided += 1
         path: str | None = picture.path

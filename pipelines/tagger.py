@@ -1,6 +1,7 @@
-"""Stage: tag each kept picture with a DeepDanbooru-format model, in batches, inside the crawl.
+"""Stage: tag each kept picture with a DeepDanbooru or WD14 tagger, in batches, inside the crawl.
 
-Off unless ``TAGGER_PROJECT`` names a DeepDanbooru project folder. Results go to
+Off unless ``TAGGER_PROJECT`` names a DeepDanbooru project folder or a WD14 tagger (``model.onnx``
++ ``selected_tags.csv``; ``models.tagger.load_tagger`` tells them apart). Results go to
 ``record["model_tags"]`` (and the catalogue's ``image_tags``): tag, category, score, model version.
 """
 
@@ -19,9 +20,9 @@ class TaggerPipeline(BatchedModelStage):
     result_field = "model_tags"
 
     def load_model(self) -> Any:
-        from models.tagger import DeepDanbooruTagger  # TensorFlow is imported only when tagging is on
+        from models.tagger import load_tagger  # TensorFlow / onnxruntime are imported only when tagging is on
 
-        tagger = DeepDanbooruTagger.load(
+        tagger = load_tagger(
             self.model_path,
             threshold=self.settings.getfloat("TAGGER_THRESHOLD"),
             category_thresholds=dict(self.settings.getdict("TAGGER_CATEGORY_THRESHOLDS")),

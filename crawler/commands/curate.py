@@ -31,7 +31,7 @@ class Command(OfflineCommand):
 
     def long_desc(self) -> str:
         return (
-            "Runs the curation stages (faces, classify, tag) again over the project's catalogue (no PATH, "
+            "Runs the curation stages (faces, classify, tag, identity) again over the project's catalogue (no PATH, "
             "a catalog.db or the OUTPUT_DIR holding it) or over folders and picture files, in batches, "
             "skipping pictures the same model version has already seen, and writes the results (and, "
             "with CURATE_RULES, new keep/drop decisions) to the project's catalogue. A killed run "
@@ -43,7 +43,12 @@ class Command(OfflineCommand):
         parser.add_argument(
             "--stages", metavar="LIST",
             help=f"comma-separated, of {', '.join(STAGES)}; by default every stage whose model is configured "
-                 "(FACES_ENABLED, CLASSIFIER_MODEL, TAGGER_PROJECT)",
+                 "(FACES_ENABLED, CLASSIFIER_MODEL, TAGGER_PROJECT, IDENTITY_ENABLED)",
+        )
+        parser.add_argument(
+            "--reference", metavar="DIR",
+            help="a folder of 3+ pictures of the wanted character: the identity stage (run with it) keeps the "
+                 "pictures near them; without it, the identity stage keeps the dominant cluster",
         )
         parser.add_argument("--report", metavar="FILE", help="write one JSON line per input picture to FILE")
         parser.add_argument("--batch-size", type=int, metavar="N", help="pictures per batch (by default CURATE_BATCH_SIZE)")
@@ -63,9 +68,12 @@ class Command(OfflineCommand):
     def _curate(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         try:
+            stages = choose_stages(self.settings, opts.stages)
+            if opts.reference is not None and "identity" not in stages:
+                stages.append("identity")  # --reference asks for it
             curator = Curator(
-                self.settings, choose_stages(self.settings, opts.stages), batch_size=opts.batch_size,
-                force=opts.force, progress=not opts.no_progress,
+                self.settings, stages, batch_size=opts.batch_size,
+                force=opts.force, progress=not opts.no_progress, reference=opts.reference,
             )
         except (CurateError, RuleError) as exc:
             raise UsageError(str(exc), print_help=False) from None

@@ -6,6 +6,7 @@ DeepDanbooru-format projects whose weights differ (tests/models/tagger_fixtures.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -294,3 +295,49 @@ def test_odd_names_and_broken_links_in_a_folder_run_again_and_again(models, tmp_
     assert re.search(rf"^    {re.escape(shown)}: classify: could not read {re.escape(shown)}: ", done.stdout, re.MULTILINE)
     [(error,)] = query(output / "catalog.db", "SELECT error FROM curation_runs WHERE stage = 'classify' AND error IS NOT NULL")
     assert error.startswith(f"could not read {shown}: ")
+
+
+def test_duplicates_and_monochrome_pictures_are_dropped_naming_the_kept_copy(tmp_path):
+    """A catalogue from before the pixel statistics: curate measures each picture once, groups the
+    copies, keeps the largest and drops the others with a reason that names it."""
+    output = tmp_path / "out"
+    catalog = Catalog(output / "catalog.db")
+    scene = Image.new("RGB", (300, 400), (70, 130, 200))
+    draw = ImageDraw.Draw(scene)
+    for n, color in enumerate([(230, 40, 40), (250, 210, 60), (40, 160, 80), (240, 240, 240)]):
+        draw.rectangle((20 + 60 * n, 40 + 70 * n, 120 + 50 * n, 200 + 40 * n), fill=color)
+    pictures = {"1000": scene.resize((600, 800)), "1001": scene.crop((4, 4, 296, 396)), "1002": scene,
+                "1003": scene.convert("L").convert("RGB").rotate(90, expand=True)}
+    (output / "images").mkdir(parents=True)
+    for artwork_id, image in pictures.items():
+        image.save(output / "images" / f"{artwork_id}_p0.jpg", quality=90)
+        catalog.record_artwork(
+            {"id": artwork_id, "status": "ok", "page_count": 1, "bookmark_count": 10, "tags": []},
+            [{"page": 0, "path": f"images/{artwork_id}_p0.jpg", "status": "kept", "width": image.width,
+              "height": image.height,
+              "sha256": hashlib.sha256((output / "images" / f"{artwork_id}_p0.jpg").read_bytes()).hexdigest()}],
+            "2024-01-01T00:00:00+00:00",
+        )
+    catalog.close()
+    (tmp_path / "rules.yaml").write_text(
+        "- {action: drop, if: monochrome}\n- {action: drop, if: duplicate, distance: 6}\n", encoding="utf-8")
+
+    done = curate(output, "-s", f"CURATE_RULES_FILE={tmp_path / 'rules.yaml'}", "--report", str(tmp_path / "r.jsonl"),
+                  timeout=120)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "  pixel statistics: 4 pictures measured (colorfulness, line art, phash)" in done.stdout
+    assert "  duplicates: 2 copies of kept pictures found (duplicate rule)" in done.stdout
+    assert "3 now dropped, 0 now kept" in done.stdout
+    reasons = dict(query(output / "catalog.db", "SELECT artwork_id, reason FROM images"))
+    assert reasons["1000"] == "keep: no rule matched (CURATE_DEFAULT)"
+    assert re.fullmatch(r"drop: near-duplicate of 1000 p0 \(phash distance [1-6]\) \(rule 2\)", reasons["1001"])
+    assert re.fullmatch(r"drop: near-duplicate of 1000 p0 \(phash distance [0-6]\) \(rule 2\)", reasons["1002"])
+    assert re.fullmatch(r"drop: monochrome \(colorfulness 0\.\d <= 3\) \(rule 1\)", reasons["1003"])
+    assert sorted(files_under(output / "images")) == ["1000_p0.jpg"]
+    assert sorted(files_under(output / "dropped")) == ["1001_p0.jpg", "1002_p0.jpg", "1003_p0.jpg"]
+    assert [line["reason"] for line in report_lines(tmp_path / "r.jsonl")] == [reasons[k] for k in sorted(reasons)]
+
+    again = curate(output, "-s", f"CURATE_RULES_FILE={tmp_path / 'rules.yaml'}", timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pixel statistics" not in again.stdout and "0 now dropped, 0 now kept, 0 with a new reason only" in again.stdout

@@ -17,6 +17,7 @@ from collections import defaultdict
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from scrapy.settings import Settings
@@ -195,19 +196,186 @@ def test_duplicates_are_listed_not_exported(exports, catalogue):
     assert manifest["catalog"]["updated"]
 
 
-def test_kohya_captions_start_with_the_trigger_word(exports, catalogue):
+# What sd-scripts' dataset config accepts (library/config_util.py, ConfigSanitizer: a DreamBooth
+# dataset, whose schema refuses any other key), for the keys the export writes.
+KOHYA_GENERAL_KEYS = {"shuffle_caption", "caption_extension", "keep_tokens", "enable_bucket", "resolution",
+                      "batch_size", "num_repeats", "class_tokens", "flip_aug", "color_aug"}
+KOHYA_DATASET_KEYS = KOHYA_GENERAL_KEYS | {"subsets"}
+KOHYA_SUBSET_KEYS = {"image_dir", "is_reg", "num_repeats", "class_tokens", "caption_extension", "keep_tokens",
+                     "shuffle_caption"}
+PICTURE_SUFFIXES = (".jpg", ".png")
+
+
+def kohya_caption(db: Path, artwork_id: str, page: int, trigger: str = TRIGGER) -> list[str]:
+    """What a kohya caption should be, worked out from the catalogue: the trigger, the model's character
+    tags by score, its other tags by score, the Pixiv tags (English when known); long_hair as long hair."""
+    with closing(sqlite3.connect(db)) as conn:
+        model = conn.execute("SELECT tag, category FROM image_tags WHERE artwork_id = ? AND page = ? "
+                             "ORDER BY score DESC, tag", [artwork_id, page]).fetchall()
+        pixiv = [en or name for name, en in conn.execute(
+            "SELECT t.name, t.translation_en FROM artwork_tags x JOIN tags t ON t.name = x.tag "
+            "WHERE x.artwork_id = ? ORDER BY x.position", [artwork_id])]
+        characters = {t.casefold() for (t,) in conn.execute("SELECT tag FROM image_tags WHERE category = 'Character'")}
+
+    def key(tag: str) -> str:
+        return tag.casefold().replace(" ", "_")
+
+    # Pixiv's "Mona (Genshin Impact)" is the tagger's mona_(genshin_impact): a character, written once.
+    ordered = ([t for t, c in model if c == "Character"] + [t for t in pixiv if key(t) in characters]
+               + [t for t, c in model if c != "Character"] + [t for t in pixiv if key(t) not in characters])
+    out: dict[str, str] = {}
+    for tag in ordered:
+        out.setdefault(key(tag), tag.replace("_", " ") if len(tag) > 3 else tag)
+    return [trigger, *out.values()]
+
+
+def kohya_pictures(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in PICTURE_SUFFIXES)
+
+
+def test_kohya_is_what_sd_scripts_reads(exports, catalogue):
+    """DreamBooth folders ``{repeats}_{trigger} {class}``, a dataset.toml that tomllib reads with only
+    keys sd-scripts knows, whose image_dirs hold every train picture with its .txt caption; captions
+    trigger first, character tags next, underscores as spaces; the fine-tune metadata finds each picture."""
+    import tomllib
+
     dest, manifest = exports["kohya"]
+    config = tomllib.loads((dest / "dataset.toml").read_text(encoding="utf-8"))
+    assert set(config) == {"general", "datasets"} and set(config["general"]) <= KOHYA_GENERAL_KEYS
+    assert config["general"]["caption_extension"] == ".txt" and config["general"]["keep_tokens"] == 1
+    assert config["general"]["shuffle_caption"] is True
+    [dataset] = config["datasets"]
+    assert set(dataset) <= KOHYA_DATASET_KEYS and (dataset["resolution"], dataset["batch_size"]) == (512, 1)
+    # Three classes (mona, other, unlabelled): balanced, the largest repeated 10 times, the others more,
+    # up to 40: the one unlabelled picture (the ugoira) is not repeated 400 times.
+    totals = manifest["class_totals"]
+    assert set(totals) == {"mona", "other", "unlabelled"}
+    largest = max(totals.values())
+    subsets = manifest["kohya"]["subsets"]
+    for label, count in totals.items():
+        assert subsets[label]["num_repeats"] == min(max(1, round(10 * largest / count)), 40)
+        assert subsets[label]["folder"] == f"{subsets[label]['num_repeats']}_{TRIGGER} {label}"
+    assert subsets[max(totals, key=totals.get)]["num_repeats"] == 10 and subsets["unlabelled"]["num_repeats"] == 40
+    assert totals["unlabelled"] * 40 < largest * 10 and 10 < subsets["mona"]["num_repeats"] < 40
+
+    in_config = []
+    for subset in dataset["subsets"]:
+        assert set(subset) <= KOHYA_SUBSET_KEYS
+        image_dir = Path(subset["image_dir"])
+        assert image_dir.is_absolute() and image_dir.parent == (dest / "train").absolute()
+        repeats, tokens = image_dir.name.split("_", 1)
+        assert int(repeats) == subset["num_repeats"] and subset["class_tokens"] == tokens
+        assert tokens.startswith(f"{TRIGGER} ")
+        pictures = kohya_pictures(image_dir)
+        assert pictures and all(p.with_suffix(".txt").is_file() for p in pictures)
+        in_config += pictures
+    assert sorted(in_config) == sorted(p for p in (dest / "train").rglob("*") if p.suffix in PICTURE_SUFFIXES)
+    assert len(in_config) == manifest["totals"]["train"]
+
+    character_first = 0
     for split in ("train", "val"):
         metadata = json.loads((dest / f"meta_cap_{split}.json").read_text(encoding="utf-8"))
-        pictures = sorted(p for p in (dest / split).iterdir() if p.suffix != ".txt")
+        pictures = sorted(p for p in (dest / split).rglob("*") if p.suffix in PICTURE_SUFFIXES)
         assert len(pictures) == len(metadata) == manifest["totals"][split]
+        assert all(p.parent.parent == dest / split and p.parent.name[0].isdigit() for p in pictures)
         for picture in pictures:
-            caption = (dest / split / f"{picture.stem}.txt").read_text(encoding="utf-8")
+            caption = picture.with_suffix(".txt").read_text(encoding="utf-8")
             artwork_id, page = picture.stem.split("_p")
-            assert caption.split(", ") == expected_caption(catalogue["db"], artwork_id, int(page))
-            entry = metadata[picture.stem]  # sd-scripts trains on caption + ", " + tags
+            assert caption.split(", ") == kohya_caption(catalogue["db"], artwork_id, int(page))
+            assert "_" not in caption.replace("(genshin_impact)", "")  # long hair, mona (genshin impact)
+            character_first += caption.startswith(f"{TRIGGER}, mona (genshin impact), long hair")
+            key = f"{picture.parent.name}/{picture.stem}"  # sd-scripts: image_dir/key + an image suffix
+            entry = metadata[key]  # sd-scripts trains on caption + ", " + tags
+            assert (dest / split / f"{key}{picture.suffix}").is_file()
             assert entry["caption"] == TRIGGER and f"{entry['caption']}, {entry['tags']}" == caption
-    assert any("long_hair, " in p.read_text(encoding="utf-8") for p in (dest / "train").glob("*.txt"))
+    # The tagger scored mona (a Character) under long_hair on some pictures: she still comes first.
+    with closing(sqlite3.connect(catalogue["db"])) as conn:
+        below = conn.execute("SELECT count(*) FROM image_tags WHERE tag = 'mona_(genshin_impact)' AND score < 0.7").fetchone()[0]
+    assert below > 0 and character_first >= below - len(manifest["duplicates"])
+
+
+def test_kohya_caption_options_from_the_command_line(catalogue, tmp_path):
+    """--caption-underscores, --undesired-tags (normalised, and through aliases), --no-rating-tags and
+    --repeats, as users pass them; a Pixiv tag that is an alias of a model Character tag goes first."""
+    import tomllib
+
+    from crawler.tags import add_alias
+
+    output = own_crawl(catalogue, tmp_path)
+    db = output / "catalog.db"
+    catalog = Catalog(db)
+    with catalog.batch():
+        tagged = catalog.conn.execute(
+            "SELECT artwork_id, page FROM image_tags WHERE tag = 'long_hair' ORDER BY artwork_id, page LIMIT 1").fetchone()
+        catalog.replace_model_tags(*tagged, "tagger-test", [
+            {"tag": "long_hair", "category": "General", "score": 0.7},
+            {"tag": "^_^", "category": "General", "score": 0.65},
+            {"tag": "mona_(genshin_impact)", "category": "Character", "score": 0.6},
+            {"tag": "rating:safe", "category": "System", "score": 0.9},
+            {"tag": "questionable", "category": "Rating", "score": 0.2},
+        ])
+    # A picture without model tags whose artwork has several Pixiv tags: its last one is made Mona.
+    untagged, pixiv_tag, shown = catalog.conn.execute(
+        "SELECT i.artwork_id || '_p' || i.page, x.tag, coalesce(t.translation_en, x.tag) FROM images i "
+        "JOIN artwork_tags x ON x.artwork_id = i.artwork_id JOIN tags t ON t.name = x.tag "
+        "WHERE i.status = 'kept' AND i.path LIKE '%.jpg' AND NOT EXISTS (SELECT 1 FROM image_tags m "
+        "WHERE m.artwork_id = i.artwork_id AND m.page = i.page) "
+        "AND (SELECT count(*) FROM artwork_tags y WHERE y.artwork_id = i.artwork_id) >= 2 "
+        "ORDER BY i.artwork_id, i.page, x.position DESC LIMIT 1").fetchone()
+    add_alias(catalog.conn, pixiv_tag, "mona_(genshin_impact)")
+    catalog.close()
+    key = "_p".join(map(str, tagged))
+
+    def caption_of(dest: Path, stem: str) -> list[str]:
+        [found] = dest.rglob(f"{stem}.txt")
+        return found.read_text(encoding="utf-8").split(", ")
+
+    plain = tmp_path / "plain"
+    done = scrapy_export(output, plain, "--format", "kohya", "--class-from", "none", "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (plain / "train").iterdir()] == [f"10_{TRIGGER}"]
+    assert caption_of(plain, key)[:6] == [TRIGGER, "mona (genshin impact)", "rating:safe", "long hair", "^_^", "questionable"]
+    assert caption_of(plain, untagged)[:2] == [TRIGGER, shown.replace("_", " ") if len(shown) > 3 else shown]
+
+    options = tmp_path / "options"
+    done = scrapy_export(output, options, "--format", "kohya", "--class-from", "none", "--repeats", "3",
+                         "--caption-underscores", "keep", "--undesired-tags", "Long Hair, ｍｏｎａ_(GENSHIN_IMPACT)",
+                         "--no-rating-tags", "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}", "-s", "EXPORT_KOHYA_RESOLUTION=1024")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (options / "train").iterdir()] == [f"3_{TRIGGER}"]
+    caption = caption_of(options, key)
+    assert caption[:2] == [TRIGGER, "^_^"] and not {"long_hair", "rating:safe", "questionable"} & set(caption)
+    assert pixiv_tag not in caption_of(options, untagged) and shown not in caption_of(options, untagged)  # by alias
+    config = tomllib.loads((options / "dataset.toml").read_text(encoding="utf-8"))
+    assert config["datasets"][0]["resolution"] == 1024
+    assert [s["num_repeats"] for s in config["datasets"][0]["subsets"]] == [3]
+    manifest = json.loads((options / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["captions"] == {"underscores": "keep", "undesired_tags": ["Long Hair", "ｍｏｎａ_(GENSHIN_IMPACT)"],
+                                    "rating_tags": False, "characters_first": True}
+
+    # Other formats keep their old default (underscores kept); the options apply to their captions too.
+    hf = tmp_path / "hf"
+    done = scrapy_export(output, hf, "--format", "hf", "--class-from", "none", "--undesired-tags", "long hair",
+                         "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {json.loads(line)["file_name"].split(".")[0]: json.loads(line)
+            for split in ("train", "val") if (hf / split).is_dir()
+            for line in (hf / split / "metadata.jsonl").read_text(encoding="utf-8").splitlines()}
+    assert rows[key]["caption"].startswith(f"{TRIGGER}, rating:safe, ^_^, mona_(genshin_impact)")
+    assert "long_hair" not in rows[key]["caption"] and "long_hair" in rows[key]["tags"]
+    bad = scrapy_export(output, tmp_path / "bad", "--format", "kohya", "--repeats", "0")
+    assert_usage_error(bad, "--repeats must be at least 1")
+
+
+def test_a_kohya_export_without_a_trigger_names_its_class_folders(catalogue, tmp_path):
+    manifest = run_export(catalogue["output"], tmp_path / "k", format="kohya", trigger_word="", repeats=2,
+                          class_from="tags:mona_(genshin_impact)")
+    assert {s["folder"] for s in manifest["kohya"]["subsets"].values()} == {"2_mona_(genshin_impact)", "2_other"}
+    text = (tmp_path / "k" / "dataset.toml").read_text(encoding="utf-8")
+    assert "keep_tokens = 0" in text
+    for folder in (tmp_path / "k" / "train").iterdir():
+        for caption in folder.glob("*.txt"):
+            assert not caption.read_text(encoding="utf-8").startswith(TRIGGER)
 
 
 def test_hf_metadata_names_every_picture(exports, catalogue):
@@ -255,7 +423,17 @@ def test_the_same_catalogue_and_seed_give_byte_identical_exports(exports, catalo
     for fmt in FORMATS:
         again = tmp_path / fmt
         run_export(catalogue["output"], again, format=fmt)
-        assert file_hashes(again) == file_hashes(exports[fmt][0]), fmt
+        first, second = file_hashes(exports[fmt][0]), file_hashes(again)
+        if fmt == "kohya":  # dataset.toml names its DEST: the same but for that path
+            config = (again / "dataset.toml").read_text(encoding="utf-8")
+            assert config.replace(str(again), str(exports[fmt][0])) == (exports[fmt][0] / "dataset.toml").read_text(encoding="utf-8")
+            first.pop("dataset.toml"), second.pop("dataset.toml")
+        assert second == first, fmt
+    # Into the same DEST again (--force): every byte the same, dataset.toml included.
+    dest = exports["kohya"][0]
+    before = file_hashes(dest)
+    run_export(catalogue["output"], dest, format="kohya", force=True)
+    assert file_hashes(dest) == before
 
 
 def test_faces_exports_the_crops_with_the_class_of_their_picture(catalogue, tmp_path):
@@ -379,6 +557,7 @@ def test_the_command_runs_as_users_run_it(catalogue, tmp_path):
     helped = subprocess.run([sys.executable, "-m", "scrapy", "export", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert helped.returncode == 0 and "--format" in helped.stdout and "--faces" in helped.stdout
+    assert all(option in helped.stdout for option in ("--crop", "--size", "--fit", "--pad-colour", "--max-upscale"))
 
 
 # --- hardening: DEST never inside the crawl, --where never outside its parentheses ----------------
@@ -551,3 +730,110 @@ def test_a_catalogue_path_outside_the_crawl_is_skipped_with_a_reason(catalogue, 
     assert manifest["total"] > 0
     exported = file_hashes(tmp_path / "dest").values()
     assert hashlib.sha256(secret.read_bytes()).hexdigest() not in exported
+
+
+# --- crops (--crop head/upper_body) and one training size (--size, --fit) --------------------------
+
+
+def face_boxes(output: Path) -> dict[str, tuple[Path, dict]]:
+    """``{key}_f{idx}`` -> (the stored picture, its face box), from the catalogue."""
+    with closing(sqlite3.connect(output / "catalog.db")) as conn:
+        return {f"{a}_p{p}_f{idx}": (output / path, {"x": x, "y": y, "w": w, "h": h})
+                for a, p, idx, x, y, w, h, path in conn.execute(
+                    "SELECT f.artwork_id, f.page, f.idx, f.x, f.y, f.w, f.h, i.path FROM faces f "
+                    "JOIN images i ON i.artwork_id = f.artwork_id AND i.page = f.page")}
+
+
+def kept_count(db: Path) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT count(*) FROM images WHERE status = 'kept' AND path IS NOT NULL").fetchone()[0]
+
+
+@pytest.mark.parametrize("kind", ["head", "upper_body"])
+def test_head_and_upper_body_crops_are_cut_from_the_stored_picture(catalogue, tmp_path, kind):
+    from models.crops import RATIOS, crop_box
+
+    dest = tmp_path / kind
+    manifest = run_export(catalogue["output"], dest, crop=kind, format="hf", class_from="none", split="1,0")
+    assert manifest["crop"] == {"kind": kind, "ratios": RATIOS[kind]} and not manifest["faces"]
+    boxes = face_boxes(catalogue["output"])
+    crops = sorted((dest / "train").glob("*.jpg"))
+    assert len(crops) == manifest["total"] and manifest["total"] + len(manifest["duplicates"]) == len(boxes) == 8
+    for crop in crops:
+        picture, face = boxes[crop.stem]
+        with Image.open(picture) as source:
+            box = crop_box(kind, face, *source.size)
+            expected = np.asarray(source.convert("RGB").crop(box), dtype=float)
+            if kind == "head":  # face (0, 0, 32, 32): 1.8 x 32 across, 2.1 x 32 down, cut to the picture
+                assert box == (0, 0, min(45, source.width), min(42, source.height))
+            else:
+                assert box == (0, 0, min(64, source.width), min(80, source.height))
+        with Image.open(crop) as exported:
+            assert exported.size == (box[2] - box[0], box[3] - box[1])
+            assert np.abs(np.asarray(exported.convert("RGB"), dtype=float) - expected).mean() < 6  # JPEG only
+    rows = [json.loads(line) for line in (dest / "train" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(row["face"]["w"] == 32 and row["file_name"].endswith("_f0.jpg") for row in rows)
+    # Every other picture is listed, with why it has no crop.
+    assert manifest["total"] + len(manifest["duplicates"]) + len(manifest["skipped"]) == kept_count(catalogue["db"])
+    assert {s["reason"] for s in manifest["skipped"]} <= {"no face found on it",
+                                                          "the face stage never ran on it (scrapy curate --stages faces)"}
+    assert "_f" not in "".join(s["key"] for s in manifest["skipped"])
+
+
+def test_size_and_fit_on_the_command_line(catalogue, tmp_path):
+    from models.crops import Fit, crop_box, plan
+
+    output = catalogue["output"]
+    # resize: short side at most 48 (never enlarged), both sides on 16; byte-identical again with --force.
+    resize = ("--size", "48", "--fit", "resize", "--multiple", "16", "--class-from", "none")
+    done = scrapy_export(output, tmp_path / "resize", *resize)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "resize" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["fit"] == {"size": 48, "fit": "resize", "multiple": 16, "pad_colour": None, "max_upscale": 1.0}
+    pictures = sorted((tmp_path / "resize").rglob("*.jpg")) + sorted((tmp_path / "resize").rglob("*.png"))
+    assert len(pictures) == manifest["total"] > 20
+    for path in pictures:
+        width, height = Image.open(path).size
+        assert width % 16 == 0 and height % 16 == 0 and min(width, height) <= 48
+    before = file_hashes(tmp_path / "resize")
+    again = scrapy_export(output, tmp_path / "resize", *resize, "--force")
+    assert again.returncode == 0 and file_hashes(tmp_path / "resize") == before
+
+    # pad: the head crops (45 px at most) would need enlarging to 64: all skipped, the export refused.
+    pad = ("--crop", "head", "--size", "64", "--fit", "pad", "--pad-colour", "#000000", "--class-from", "none")
+    assert_usage_error(scrapy_export(output, tmp_path / "pad", *pad), "too small for --size 64 --fit pad")
+    assert not (tmp_path / "pad").exists()
+    done = scrapy_export(output, tmp_path / "pad", *pad, "--max-upscale", "2")
+    assert done.returncode == 0 and "head crops" in done.stdout, done.stderr[-3000:]
+    boxes = face_boxes(output)
+    crops = sorted((tmp_path / "pad").rglob("*.jpg"))
+    assert crops
+    for crop in crops:
+        picture, face = boxes[crop.stem]
+        with Image.open(picture) as source:
+            left, top, right, bottom = crop_box("head", face, *source.size)
+        steps = plan(right - left, bottom - top, Fit(64, "pad", (0, 0, 0), max_upscale=2.0))
+        pixels = np.asarray(Image.open(crop).convert("RGB"), dtype=int)
+        assert pixels.shape == (64, 64, 3) and steps.size != (64, 64)
+        (x, y), (w, h) = steps.offset, steps.size
+        bars = np.concatenate([pixels[:y].reshape(-1, 3), pixels[y + h:].reshape(-1, 3),
+                               pixels[:, :x].reshape(-1, 3), pixels[:, x + w:].reshape(-1, 3)])
+        assert len(bars) and bars.mean() < 12  # the letterbox is black (JPEG noise aside)
+
+    # --faces is --crop face: the same files.
+    faces = scrapy_export(output, tmp_path / "faces", "--faces")
+    crop_face = scrapy_export(output, tmp_path / "crop-face", "--crop", "face")
+    assert faces.returncode == crop_face.returncode == 0
+    assert file_hashes(tmp_path / "faces") == file_hashes(tmp_path / "crop-face")
+    assert_usage_error(scrapy_export(output, tmp_path / "x", "--fit", "pad"), "--fit needs --size N")
+    assert_usage_error(scrapy_export(output, tmp_path / "x", "--faces", "--crop", "head"), "--faces is --crop face")
+
+
+def test_bad_alignment_options_are_refused(catalogue, tmp_path):
+    settings = settings_for(catalogue["output"])
+    for given, message in (({"size": 64, "pad_colour": "nope"}, "--pad-colour"), ({"size": 0}, "--size"),
+                           ({"size": 64, "multiple": 0}, "--multiple"), ({"size": 64, "max_upscale": 0.5}, "--max-upscale"),
+                           ({"size": 64, "fit": "stretch"}, "--fit"), ({"crop": "feet"}, "--crop"),
+                           ({"max_upscale": 2.0}, "--max-upscale needs --size")):
+        with pytest.raises(ExportError, match=message):
+            ExportOptions.from_settings(settings, tmp_path / "x", **given)

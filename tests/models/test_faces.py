@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 import models.faces as faces_module
 from models.faces import (
     AnimefaceDetector, AnimefaceUnusable, Candidate, CascadeDetector, CascadeError, Face, View, combine,
-    crop_face, detect_faces, find_cascade, iou, suppress_overlaps, synthetic_face,
+    crop_face, detect_faces, find_cascade, flatten, iou, propose, suppress_overlaps, synthetic_face, verify,
 )
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "anime"
@@ -86,6 +86,85 @@ def test_transparent_input_is_composited_on_white(cascade, animeface):
     # the icon alone, RGBA: the detectors must see it on white, not the RGB under the alpha
     found = detect_faces(face_icon(), [cascade, animeface])
     assert len(found) == 1 and 40 < found[0].x + found[0].w / 2 < 216
+
+
+def paste_icon(picture: Image.Image, name: str, pos: tuple[int, int], size: int) -> Face:
+    if not (FIXTURES / "faces" / name).is_file():
+        pytest.skip(f"no {name} under {FIXTURES / 'faces'}")
+    icon = Image.open(FIXTURES / "faces" / name).convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
+    picture.paste(icon, pos, icon)
+    return Face(pos[0], pos[1], size, size, 1.0)
+
+
+def test_the_views_method_still_finds_the_pasted_face_and_only_it(cascade, animeface):
+    picture, pasted = scene()
+    [face] = detect_faces(picture, [cascade, animeface], method="views")
+    assert inside_share(face, pasted) > 0.9 and face.sources == ("cascade", "animeface")
+    assert detect_faces(scene(with_face=False)[0], [cascade, animeface], method="views") == []
+
+
+def test_verified_finds_each_face_of_a_group_picture(cascade, animeface):
+    picture = background(720, 360)
+    left = paste_icon(picture, "ayaka.webp", (40, 80), 220)
+    right = paste_icon(picture, "eula.webp", (420, 60), 220)
+    found = sorted(detect_faces(picture, [cascade, animeface]), key=lambda f: f.x)
+    assert len(found) == 2
+    assert inside_share(found[0], left) > 0.9 and inside_share(found[1], right) > 0.9
+
+
+def test_verified_searches_a_large_picture_shrunk_and_maps_the_box_back(cascade, animeface):
+    picture, pasted = scene()
+    big = picture.resize((1920, 1440), Image.Resampling.LANCZOS)  # 4x: beyond SEARCH_SIDE
+    [face] = detect_faces(big, [cascade, animeface])
+    assert inside_share(face, Face(pasted.x * 4, pasted.y * 4, pasted.w * 4, pasted.h * 4, 1.0)) > 0.9
+    assert face.w > pasted.w  # picture pixels, not the shrunk copy's
+
+
+def test_a_proposal_is_confirmed_on_the_face_and_refused_on_the_background(cascade, animeface):
+    picture, pasted = scene()
+    picture = flatten(picture)
+    proposals = propose(picture, cascade)
+    on_face = [p for p in proposals if inside_share(Face(*(round(v) for v in (p.x, p.y, p.w, p.h)), 0.0), pasted) > 0.9]
+    assert on_face, proposals
+    confirmed = verify(picture, on_face[0], animeface)
+    assert confirmed is not None and inside_share(confirmed, pasted) > 0.9 and confirmed.score >= 0.6
+    # the same-sized square on the busy background, away from the icon: animeface sees no face there
+    background_square = Candidate(30, 200, on_face[0].w, on_face[0].h, 5.0, "cascade", "plain", False)
+    assert verify(picture, background_square, animeface) is None
+
+
+def test_a_mirrored_crop_maps_its_box_back_unmirrored(cascade, animeface, monkeypatch):
+    picture, pasted = scene()
+    picture = flatten(picture)
+    [face] = detect_faces(picture, [cascade, animeface])
+    # a proposal off to the right of the face: the face sits left of the crop's centre, and right of it when mirrored
+    off_centre = Candidate(face.x + 0.3 * face.w, face.y, face.w, face.h, 5.0, "cascade", "plain", False)
+    plain = verify(picture, off_centre, animeface)
+    monkeypatch.setattr(faces_module, "VERIFY_ATTEMPTS", tuple(a for a in faces_module.VERIFY_ATTEMPTS if a[2]))
+    mirrored = verify(picture, off_centre, animeface)
+    assert plain is not None and mirrored is not None
+    assert iou(plain, face) > 0.7 and iou(mirrored, face) > 0.7
+
+
+def test_verified_needs_both_detectors_else_the_views_method_runs(animeface):
+    picture, pasted = scene()
+    alone = detect_faces(picture, [animeface])  # nothing to propose: the views method with its witness rule
+    assert alone == detect_faces(picture, [animeface], method="views")
+    assert len(alone) == 1 and inside_share(alone[0], pasted) > 0.9
+    with pytest.raises(ValueError, match="unknown face detection method 'fast'"):
+        detect_faces(picture, [animeface], method="fast")
+
+
+def test_tiny_and_thin_pictures_have_no_face_and_no_error(cascade, animeface):
+    for size in ((1, 300), (300, 1), (5, 5), (40, 40)):
+        assert detect_faces(Image.new("RGB", size, (200, 180, 160)), [cascade, animeface]) == [], size
+
+
+def test_the_verifier_crop_is_white_beyond_the_picture():
+    picture = Image.new("RGB", (100, 100), (0, 0, 255))
+    square = faces_module._square(picture, 0, 0, 100, 64)  # centred on the corner: 3/4 of it outside
+    assert square.size == (64, 64)
+    assert square.getpixel((5, 5)) == (255, 255, 255) and square.getpixel((60, 60)) == (0, 0, 255)
 
 
 # --- combination rules, on boxes given here ----------------------------------------------------------

@@ -155,3 +155,130 @@ def test_a_broken_rules_file_names_the_file_and_line(tmp_path, name, text, messa
 def test_a_missing_rules_file_is_a_rule_error(tmp_path):
     with pytest.raises(RuleError, match=r"missing\.yaml: cannot read the curation rules"):
         read_rules_file(tmp_path / "missing.yaml")
+
+
+# --- the filters dataset builders use ---------------------------------------------------------------
+
+PICTURE = {"page": 0, "width": 600, "height": 1400, "faces": [{"x": 1}], "colorfulness": 42.0, "line_art": 0.1}
+
+
+def reason(record: dict, rule: dict, artwork: dict | None = None) -> str | None:
+    """Why the one rule matches (decide's reason), or None when it does not (the default decides)."""
+    action, why = decide(record, {**ARTWORK, **(artwork or {})}, check_rules([rule]), "keep")
+    return None if why.endswith("(CURATE_DEFAULT)") else why
+
+
+@pytest.mark.parametrize(
+    ("rule", "record", "artwork", "expected"),
+    [
+        # size: the short side against min_side, the long side against max_side, width x height against pixels
+        ({"action": "drop", "unless": "size", "min_side": 800}, {}, {}, "drop: short side 600 < 800 (rule 1)"),
+        ({"action": "drop", "unless": "size", "min_side": 512}, {}, {}, None),
+        ({"action": "keep", "if": "size", "min_side": 512, "max_side": 2000}, {}, {},
+         "keep: short side 600 >= 512, long side 1400 <= 2000 (rule 1)"),
+        ({"action": "drop", "if": "size", "max_pixels": 1_000_000}, {}, {}, "drop: pixels 840000 <= 1000000 (rule 1)"),
+        ({"action": "drop", "unless": "size", "min_pixels": 1_000_000}, {}, {}, "drop: pixels 840000 < 1000000 (rule 1)"),
+        # aspect: long side / short side
+        ({"action": "drop", "unless": "aspect", "max": 2.0}, {}, {}, "drop: aspect 2.33 > 2.0 (rule 1)"),
+        ({"action": "drop", "unless": "aspect", "max": 2.5}, {}, {}, None),
+        ({"action": "drop", "if": "aspect", "min": 2}, {"width": 1400, "height": 600}, {}, "drop: aspect 2.33 >= 2 (rule 1)"),
+        # faces: an exact count, or a range; not searched: no match either way
+        ({"action": "keep", "if": "faces", "count": 1}, {}, {}, "keep: faces 1 == 1 (rule 1)"),
+        ({"action": "drop", "unless": "faces", "count": 1}, {"faces": [{}, {}, {}]}, {}, "drop: faces 3 != 1 (rule 1)"),
+        ({"action": "drop", "unless": "faces", "count": 1}, {"faces": None}, {}, None),
+        ({"action": "drop", "if": "faces", "min": 2}, {"faces": []}, {}, None),
+        ({"action": "drop", "if": "faces", "max": 0}, {"faces": []}, {}, "drop: faces 0 <= 0 (rule 1)"),
+        # bookmarks: the artwork's; none stored (a folder picture): no match
+        ({"action": "drop", "unless": "bookmarks", "min": 100}, {}, {"bookmark_count": 42},
+         "drop: bookmarks 42 < 100 (rule 1)"),
+        ({"action": "keep", "if": "bookmarks", "min": 100}, {}, {"bookmark_count": 150}, "keep: bookmarks 150 >= 100 (rule 1)"),
+        ({"action": "drop", "unless": "bookmarks", "min": 100}, {}, {"bookmark_count": None}, None),
+        # page: first pages only
+        ({"action": "drop", "unless": "page", "max": 0}, {"page": 2}, {}, "drop: page 2 > 0 (rule 1)"),
+        ({"action": "drop", "unless": "page", "max": 0}, {"page": 0}, {}, None),
+        ({"action": "keep", "if": "page", "min": 1, "max": 3}, {"page": 3}, {}, "keep: page 3 >= 1, page 3 <= 3 (rule 1)"),
+        # monochrome: by colorfulness, else by line art; no statistics: no match
+        ({"action": "drop", "if": "monochrome"}, {"colorfulness": 0.4}, {},
+         "drop: monochrome (colorfulness 0.4 <= 3) (rule 1)"),
+        ({"action": "drop", "if": "monochrome"}, {"colorfulness": 12.0, "line_art": 0.83}, {},
+         "drop: sketch-like line art (line_art 0.83 >= 0.6, colorfulness 12.0) (rule 1)"),
+        ({"action": "drop", "if": "monochrome", "line_art": False}, {"colorfulness": 12.0, "line_art": 0.83}, {}, None),
+        ({"action": "drop", "if": "monochrome", "max": 15}, {"colorfulness": 12.0}, {},
+         "drop: monochrome (colorfulness 12.0 <= 15) (rule 1)"),
+        ({"action": "drop", "if": "monochrome"}, {}, {}, None),
+        ({"action": "drop", "if": "monochrome"}, {"colorfulness": None, "line_art": None}, {}, None),
+        # duplicate: only the curate-time grouping says which copy a picture repeats
+        ({"action": "drop", "if": "duplicate"}, {}, {}, None),
+        ({"action": "drop", "if": "duplicate"}, {"duplicate_of": {"of": "12345 p0", "kind": "near", "distance": 3}}, {},
+         "drop: near-duplicate of 12345 p0 (phash distance 3) (rule 1)"),
+        ({"action": "drop", "if": "duplicate", "distance": 0},
+         {"duplicate_of": {"of": "12345 p1", "kind": "exact", "distance": 0}}, {},
+         "drop: exact duplicate of 12345 p1 (same sha256) (rule 1)"),
+    ],
+)
+def test_filter_conditions_match_with_value_and_threshold_in_the_reason(rule, record, artwork, expected):
+    assert reason({**PICTURE, **record}, rule, artwork) == expected
+
+
+def test_unknown_size_matches_neither_if_nor_unless():
+    for word in ("if", "unless"):
+        for rule in ({"action": "drop", word: "size", "min_side": 1}, {"action": "drop", word: "aspect", "max": 9}):
+            assert reason({"page": 0, "width": None, "height": None}, rule) is None
+
+
+def test_tag_rules_take_all_and_none():
+    record = {"model_tags": [{"tag": "1girl", "score": 0.97, "model": "dd-1"}]}
+    both = {"action": "keep", "if": "tag", "all": ["1girl", "原神"]}
+    assert reason(record, both) == "keep: model tag 1girl 0.970 (dd-1); Pixiv tag 原神 (rule 1)"
+    assert reason({}, both) is None  # 1girl missing
+    without = {"action": "drop", "if": "tag", "none": MONA}
+    assert reason(record, without) == (
+        "drop: none of the tags mona_(genshin_impact), モナ(原神), 莫娜 (rule 1)")
+    assert reason(record, without, {"tags": [{"name": "モナ(原神)"}]}) is None
+    excluded = {"action": "drop", "if": "tag", "any": ["comic", "4koma"]}  # excluding tags: drop with any
+    assert reason({}, excluded, {"tags": [{"name": "4KOMA"}]}) == "drop: Pixiv tag 4KOMA (rule 1)"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"action": "drop", "unless": "tag", "any": ["x"]}, r"'unless' works with the range conditions .*write 'if' for tag"),
+        ({"action": "drop", "if": "size", "unless": "size", "min_side": 1}, "either 'if' or 'unless', not both"),
+        ({"action": "drop", "unless": "sizes", "min_side": 1}, "'unless' must be one of"),
+        ({"action": "drop", "unless": "size"}, "a size rule needs at least one of min_side, max_side, min_pixels, max_pixels"),
+        ({"action": "drop", "unless": "size", "min_sied": 512},
+         "a size rule takes min_side, max_side, min_pixels, max_pixels; unknown key 'min_sied'"),
+        ({"action": "drop", "unless": "size", "min_side": "512"}, "size min_side must be a number >= 0, not '512'"),
+        ({"action": "drop", "unless": "faces", "count": -1}, "faces count must be a number >= 0"),
+        ({"action": "drop", "unless": "bookmarks", "min": True}, "bookmarks min must be a number"),
+        ({"action": "drop", "if": "monochrome", "line_art": 2}, "line_art must be a share from 0 to 1, or false"),
+        ({"action": "drop", "if": "monochrome", "max": "low"}, "max .colorfulness. must be a number >= 0"),
+        ({"action": "drop", "if": "monochrome", "threshold": 3}, "a monochrome rule takes max, line_art; unknown key"),
+        ({"action": "drop", "if": "duplicate", "distance": 6.5}, "distance must be a whole number of bits from 0 to 64"),
+        ({"action": "drop", "if": "tag", "any": ["x"], "none": ["y"]}, "one non-empty list: 'any', 'all' or 'none'"),
+        ({"action": "drop", "if": "tag", "all": []}, "one non-empty list"),
+    ],
+)
+def test_bad_filter_rules_are_refused_clearly(rule, message):
+    with pytest.raises(RuleError, match=message):
+        check_rules([rule])
+
+
+def test_only_one_duplicate_rule():
+    with pytest.raises(RuleError, match="only one duplicate rule"):
+        check_rules([{"action": "drop", "if": "duplicate"}, {"action": "drop", "if": "duplicate", "distance": 2}])
+
+
+def test_the_crawl_drops_monochrome_pages_and_later_pages_with_the_jpeg_stages_numbers(tmp_path):
+    rules = [{"action": "drop", "if": "monochrome"}, {"action": "drop", "unless": "page", "max": 1},
+             {"action": "drop", "if": "duplicate"}]  # no grouping in a crawl: never matches
+    pipeline = decision_pipeline(tmp_path, CURATE_RULES=json.dumps(rules))
+    item = stored_item(tmp_path, "5", ARTWORK,
+                       {"colorfulness": 40.0, "line_art": 0.1}, {"colorfulness": 0.2, "line_art": 0.1},
+                       {"colorfulness": 40.0, "line_art": 0.1})
+    pipeline.process_item(item)
+    assert [(r["status"], r["reason"]) for r in item.images] == [
+        ("kept", "keep: no rule matched (CURATE_DEFAULT)"),
+        ("dropped", "drop: monochrome (colorfulness 0.2 <= 3) (rule 1)"),
+        ("dropped", "drop: page 2 > 1 (rule 2)"),
+    ]

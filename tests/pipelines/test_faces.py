@@ -120,3 +120,31 @@ def test_no_usable_detector_skips_the_stage(tmp_path, monkeypatch):
 def test_an_unknown_detector_name_is_a_configuration_error(tmp_path):
     with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
         FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="animeface,yolo"))
+
+
+def test_the_method_setting_reaches_detection_and_the_version(tmp_path):
+    detectors = ",".join(detectors_here())
+    pipeline = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS=detectors))
+    assert pipeline.settings["method"] == "verified" and ";verified;" in pipeline.version  # the default
+    views = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS=detectors, FACES_METHOD="Views"))
+    assert views.settings["method"] == "views" and ";views;" in views.version  # `scrapy curate` redoes pages
+    with pytest.raises(ValueError, match="FACES_METHOD: unknown face detection method 'fast'"):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_METHOD="fast"))
+
+
+def test_find_faces_uses_the_method_it_is_given(tmp_path, monkeypatch):
+    picture, pasted = scene()
+    write_jpeg(tmp_path, "images/7_p0.jpg", picture)
+    record = {"page": 0, "path": "images/7_p0.jpg", "status": "kept"}
+    methods = []
+    real = faces_module.detect_faces
+
+    def recording(image, detectors, **options):
+        methods.append(options.get("method"))
+        return real(image, detectors, **options)
+
+    monkeypatch.setattr("pipelines.faces.detect_faces", recording)
+    for method in ("views", "verified"):
+        [face] = find_faces(str(tmp_path), "7", record, {"detectors": detectors_here(), "method": method})
+        assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9
+    assert methods == ["views", "verified"]

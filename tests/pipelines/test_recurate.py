@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -398,3 +399,139 @@ def test_a_broken_symbolic_link_is_a_reported_failure(tmp_path, caplog):
     assert f"Curate (failed): {dangling}: {reason}" in caplog.text
     assert any(line == f"    {dangling}: {reason}" for line in summary.lines(out / "catalog.db", None))
     assert rows(out / "catalog.db", "SELECT path FROM images") == [(str(plain),)]  # no content: not catalogued
+
+
+# --- the filters: pixel statistics taken at curate time, duplicates grouped ---------------------------
+
+
+def colour_scene(size=(300, 400), seed=0) -> Image.Image:
+    """A colourful picture whose layout depends on ``seed``, so two seeds are two different pictures."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (300, 400), tuple(int(v) for v in rng.integers(60, 200, 3)))
+    for _ in range(12):
+        x, y = rng.integers(0, 260), rng.integers(0, 360)
+        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        image.paste(color, (int(x), int(y), int(x + rng.integers(20, 120)), int(y + rng.integers(20, 120))))
+    return image.resize(size)
+
+
+def stored(catalog: Catalog, root, artwork_id: str, image: Image.Image, *, page: int = 0, bookmarks=None,
+           data: bytes | None = None) -> bytes:
+    """A crawled page as a catalogue older than the pixel statistics holds it: no colorfulness, no phash."""
+    relative = f"images/{artwork_id}_p{page}.jpg"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    if data is None:
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=90)
+        data = out.getvalue()
+    (root / relative).write_bytes(data)
+    catalog.record_artwork(
+        {"id": artwork_id, "title": "t", "status": "ok", "page_count": page + 1, "bookmark_count": bookmarks,
+         "tags": []},
+        [{"page": p, "path": relative if p == page else None, "status": "kept" if p == page else "failed",
+          "reason": None if p == page else "gone", "sha256": hashlib.sha256(data).hexdigest() if p == page else None,
+          "width": image.width, "height": image.height} for p in range(page + 1)],
+        "2024-01-01T00:00:00+00:00",
+    )
+    return data
+
+
+def test_curate_measures_pictures_that_lack_statistics_once_and_the_monochrome_rule_drops(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    stored(catalog, out, "40", colour_scene())
+    stored(catalog, out, "41", colour_scene().convert("L").convert("RGB"))
+    catalog.close()
+    assert rows(out / "catalog.db", "SELECT count(colorfulness) FROM images") == [(0,)]
+    rules = json.dumps([{"action": "drop", "if": "monochrome"}])
+
+    summary, report = run(out, CURATE_RULES=rules)
+
+    assert summary.measured == 2
+    assert "  pixel statistics: 2 pictures measured (colorfulness, line art, phash)" in summary.lines(out / "catalog.db", None)
+    stats = dict(rows(out / "catalog.db", "SELECT artwork_id, colorfulness FROM images"))
+    assert stats["40"] > 20 and stats["41"] < 1
+    assert [(line["path"], line["decision"]) for line in report] == [
+        ("images/40_p0.jpg", "kept"), ("dropped/41_p0.jpg", "dropped")]
+    assert report[1]["reason"] == f"drop: monochrome (colorfulness {stats['41']:.1f} <= 3) (rule 1)"
+
+    summary, _ = run(out, CURATE_RULES=rules)  # measured once: the second run reads the stored numbers
+    assert summary.measured == 0 and (summary.now_dropped, summary.reasons_updated) == (0, 0)
+
+
+def test_a_duplicate_rule_keeps_the_best_copy_and_names_it_in_the_others_reasons(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    scene = colour_scene(seed=1)
+    big = stored(catalog, out, "300", scene.resize((600, 800)), bookmarks=5)      # the most pixels: kept
+    stored(catalog, out, "200", scene.crop((4, 4, 296, 396)), bookmarks=900)       # cropped copy: near
+    stored(catalog, out, "301", scene.resize((600, 800)), data=big, page=1)        # the same bytes: exact
+    other = colour_scene(seed=2)
+    stored(catalog, out, "500", other, bookmarks=10)                               # the same size as 501:
+    stored(catalog, out, "501", other, bookmarks=20)                               # more bookmarks wins
+    stored(catalog, out, "600", other.convert("L").convert("RGB").resize((900, 1200)))  # largest, dropped
+    stored(catalog, out, "700", colour_scene(seed=3))                              # a picture of its own
+    catalog.close()
+    rules = json.dumps([{"action": "drop", "if": "monochrome"}, {"action": "drop", "if": "duplicate"}])
+
+    summary, report = run(out, CURATE_RULES=rules)
+
+    decided = {line["path"].split("/")[1]: (line["decision"], line["reason"]) for line in report}
+    distance = re.search(r"phash distance (\d+)", decided["200_p0.jpg"][1])
+    assert distance and 0 < int(distance[1]) <= 6
+    assert decided == {
+        "300_p0.jpg": ("kept", "keep: no rule matched (CURATE_DEFAULT)"),
+        "200_p0.jpg": ("dropped", f"drop: near-duplicate of 300 p0 (phash distance {distance[1]}) (rule 2)"),
+        "301_p1.jpg": ("dropped", "drop: exact duplicate of 300 p0 (same sha256) (rule 2)"),
+        "501_p0.jpg": ("kept", "keep: no rule matched (CURATE_DEFAULT)"),
+        "500_p0.jpg": ("dropped", "drop: exact duplicate of 501 p0 (same sha256) (rule 2)"),
+        # the greyscale copy is larger, but the monochrome rule drops it first: it cannot be the kept copy
+        "600_p0.jpg": ("dropped", decided["600_p0.jpg"][1]),
+        "700_p0.jpg": ("kept", "keep: no rule matched (CURATE_DEFAULT)"),
+    }
+    assert decided["600_p0.jpg"][1].startswith("drop: monochrome")
+    assert summary.duplicates_found == 3 and summary.now_dropped == 4
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["300_p0.jpg", "501_p0.jpg", "700_p0.jpg"]
+
+    summary, _ = run(out, CURATE_RULES=rules)  # the same again: nothing moves, no reason changes
+    assert (summary.now_dropped, summary.now_kept, summary.reasons_updated, summary.decided) == (0, 0, 0, 7)
+
+    # distance 0: only copies with the same hash; the cropped one comes back
+    rules = json.dumps([{"action": "drop", "if": "monochrome"}, {"action": "drop", "if": "duplicate", "distance": 0}])
+    summary, _ = run(out, CURATE_RULES=rules)
+    assert (summary.now_kept, summary.now_dropped) == (1, 0)
+    assert rows(out / "catalog.db", "SELECT artwork_id FROM images WHERE status = 'dropped' ORDER BY 1") == [
+        ("301",), ("500",), ("600",)]
+
+
+def test_the_distance_setting_is_the_duplicate_rules_default(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    scene = colour_scene(seed=1)
+    stored(catalog, out, "1", scene.resize((600, 800)))
+    stored(catalog, out, "2", scene.crop((4, 4, 296, 396)))  # 2 bits from the first
+    catalog.close()
+    rules = json.dumps([{"action": "drop", "if": "duplicate"}])
+    run(out, CURATE_RULES=rules, CURATE_PHASH_DISTANCE=0)
+    assert rows(out / "catalog.db", "SELECT count(*) FROM images WHERE status = 'dropped'") == [(0,)]
+    run(out, CURATE_RULES=rules)  # the default, 6 bits
+    assert rows(out / "catalog.db", "SELECT artwork_id, status FROM images ORDER BY 1") == [("1", "kept"), ("2", "dropped")]
+
+
+def test_range_rules_read_the_stored_size_page_and_bookmarks(tmp_path):
+    out = tmp_path / "out"
+    catalog = Catalog(out / "catalog.db")
+    stored(catalog, out, "50", colour_scene(size=(300, 400), seed=4), bookmarks=500)
+    stored(catalog, out, "51", colour_scene(size=(900, 300), seed=5), bookmarks=500)
+    stored(catalog, out, "52", colour_scene(size=(600, 800), seed=6), bookmarks=3)
+    stored(catalog, out, "53", colour_scene(size=(600, 800), seed=7), bookmarks=500, page=2)
+    catalog.close()
+    rules = json.dumps([{"action": "drop", "unless": "aspect", "max": 2}, {"action": "drop", "unless": "size", "min_side": 350},
+                        {"action": "drop", "unless": "bookmarks", "min": 100}, {"action": "drop", "unless": "page", "max": 0}])
+    run(out, CURATE_RULES=rules)
+    assert rows(out / "catalog.db", "SELECT artwork_id, reason FROM images WHERE path IS NOT NULL ORDER BY 1") == [
+        ("50", "drop: short side 300 < 350 (rule 2)"),
+        ("51", "drop: aspect 3.00 > 2 (rule 1)"),
+        ("52", "drop: bookmarks 3 < 100 (rule 3)"),
+        ("53", "drop: page 2 > 0 (rule 4)"),
+    ]

@@ -1,0 +1,60 @@
+"""``scrapy review``: serve the keep/drop review page (``crawler.review``) on 127.0.0.1 until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+from pathlib import Path
+
+from aiohttp import web
+from scrapy.exceptions import UsageError
+from scrapy.utils.log import configure_logging
+
+from crawler.command_base import OfflineCommand, refuse_unknown_options
+from crawler.output_lock import OutputLock
+from crawler.review import ReviewSite
+from crawler.storage import catalog_path, output_dir
+
+
+class Command(OfflineCommand):
+
+    def syntax(self) -> str:
+        return "[options]"
+
+    def short_desc(self) -> str:
+        return "Serve a local page to keep or drop pictures by hand (decisions that outrank the models)"
+
+    def long_desc(self) -> str:
+        return (
+            "Serves http://127.0.0.1:PORT/: the catalogue's pictures by status, with Keep, Drop and Clear "
+            "buttons. A click is stored in the catalogue's manual_decisions table, moves a crawled picture "
+            "between images/ and dropped/, and outranks every rule and model in later crawls, curate runs "
+            "and exports. Clear gives the picture back to the rules. Only 127.0.0.1 is listened on; every "
+            "change carries the page's token and takes OUTPUT_DIR's lock for a moment."
+        )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--port", type=int, default=8765, metavar="N", help="port (default 8765; 0: any free one)")
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        refuse_unknown_options(args)
+        if args:
+            raise UsageError("scrapy review takes no operands", print_help=False)
+        catalog = Path(catalog_path(self.settings))
+        if not catalog.is_file():
+            raise UsageError(f"no catalogue at {catalog}: crawl first, or set OUTPUT_DIR or CATALOG_DB",
+                             print_help=False)
+        configure_logging(self.settings)
+        root = Path(self.settings.get("FILES_STORE") or output_dir(self.settings))
+        site = ReviewSite(catalog, root, OutputLock.for_settings(self.settings))
+        listening = socket.socket()
+        try:
+            listening.bind(("127.0.0.1", opts.port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on 127.0.0.1:{opts.port}: {exc.strerror}", print_help=False) from None
+        port = listening.getsockname()[1]
+        print(f"Review page: http://127.0.0.1:{port}/ (Ctrl-C stops it)", flush=True)
+        web.run_app(site.app(), sock=listening, print=None, handle_signals=True, loop=asyncio.new_event_loop())

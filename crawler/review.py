@@ -1,0 +1,239 @@
+"""``scrapy review``: a small local web page to keep or drop pictures by hand.
+
+Models and rules get some pictures wrong; a person looking at a contact sheet sees it at once. The
+page lists the catalogue's pictures (kept, dropped or failed) as thumbnails with Keep, Drop and
+Clear buttons. A click is a *manual decision*: stored in the catalogue's ``manual_decisions``
+table, it moves a crawled picture between ``images/`` and ``dropped/`` as any decision does, and
+it outranks every rule and model from then on (``pipelines/decide.py``), so re-curating with a new
+model never undoes it. Clear removes it; the next ``scrapy curate`` with rules decides again.
+
+The server listens on 127.0.0.1 only. Every change is a POST that must carry the page's random
+token, so another web site open in the same browser cannot click for you (cross-site requests
+cannot read the token). Each change takes OUTPUT_DIR's lock for the moment it takes
+(crawler/output_lock.py): while a crawl or curate runs there, the page says so and changes nothing.
+The page works without JavaScript: plain forms, and a redirect back to where you were.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from crawler.catalog import Catalog, utc_now
+from crawler.output_lock import OutputLock
+from crawler.report import make_thumbnail
+from crawler.storage import DROPPED_DIR, IMAGES_DIR
+from pipelines.decide import manual_reason
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("kept", "dropped", "failed")
+PER_PAGE = 60
+THUMBNAIL_SIZE = 256
+
+
+def apply_manual_decision(catalog: Catalog, root: Path, artwork_id: str, page: int, decision: str | None) -> str:
+    """Store a person's keep/drop (None: clear it) and put the picture where its status says.
+
+    A crawled picture moves between ``images/`` and ``dropped/`` (never deleted: a person may change
+    their mind); a picture from a folder (``local:``) only changes in the catalogue, as in curate.
+    Returns what happened, for the page.
+    """
+    picture = catalog.picture(artwork_id, page)
+    if picture is None:
+        raise LookupError(f"no picture {artwork_id} p{page} in the catalogue")
+    now = utc_now()
+    if decision is None:
+        with catalog.batch():
+            catalog.set_manual_decision(artwork_id, page, None, now)
+        return f"{artwork_id} p{page}: manual decision cleared (the next curate with rules decides again)"
+    if picture.status == "failed" or picture.path is None:
+        raise ValueError(f"{artwork_id} p{page} has no stored picture to keep or drop ({picture.reason})")
+    status = "kept" if decision == "keep" else "dropped"
+    path = picture.path
+    if not artwork_id.startswith("local:"):
+        path = f"{DROPPED_DIR if status == 'dropped' else IMAGES_DIR}/{Path(picture.path).name}"
+    if path != picture.path:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root / picture.path, root / path)
+    try:
+        with catalog.batch():
+            catalog.set_manual_decision(artwork_id, page, decision, now)
+            catalog.set_decision(artwork_id, page, status, manual_reason(decision, now), path)
+    except BaseException:
+        if path != picture.path:  # the catalogue still points at the old place: put the file back
+            os.replace(root / path, root / picture.path)
+        raise
+    logger.info("Review: %s p%d %s by hand", artwork_id, page, status)
+    return f"{artwork_id} p{page}: {status} by hand"
+
+
+@dataclass
+class Listed:
+    artwork_id: str
+    page: int
+    status: str
+    reason: str | None
+    path: str | None
+    title: str | None
+    manual: str | None
+
+
+class ReviewSite:
+    """The review page over one catalogue; ``app()`` is the aiohttp application."""
+
+    def __init__(self, catalog_path: Path, root: Path, lock: OutputLock):
+        self.catalog = Catalog(catalog_path)
+        self.root = root
+        self.lock = lock
+        self.token = secrets.token_urlsafe(24)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self.index)
+        app.router.add_get("/thumb", self.thumbnail)
+        app.router.add_post("/decide", self.decide)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _close(self, _app: web.Application) -> None:
+        self.catalog.close()
+
+    # --- pages ----------------------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "kept")
+        if status not in (*STATUSES, "all"):
+            raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)} or all")
+        raw_page = request.query.get("page", "1")
+        page_number = max(int(raw_page), 1) if raw_page.isdigit() else 1
+        listed, total = self._listed(status, page_number)
+        here = f"/?{urlencode({'status': status, 'page': page_number})}"
+        message = request.query.get("said", "")
+        return web.Response(text=self._render(status, page_number, total, listed, here, message),
+                            content_type="text/html", charset="utf-8")
+
+    async def thumbnail(self, request: web.Request) -> web.Response:
+        artwork_id, page = request.query.get("artwork_id", ""), request.query.get("page", "")
+        picture = self.catalog.picture(artwork_id, int(page)) if page.isdigit() else None
+        if picture is None or picture.path is None:
+            raise web.HTTPNotFound(text="no such picture")
+        file = self.root / picture.path
+        source = picture.sha256 or picture.path
+        jpeg = self.catalog.thumbnail(artwork_id, picture.page, source)
+        if jpeg is None:
+            try:
+                jpeg, width, height = make_thumbnail(file, THUMBNAIL_SIZE)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise web.HTTPNotFound(text=f"no thumbnail: {exc}") from None
+            with self.catalog.batch():
+                self.catalog.put_thumbnail(artwork_id, picture.page, source, width, height, jpeg)
+        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    async def decide(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if not secrets.compare_digest(str(form.get("token", "")), self.token):
+            raise web.HTTPForbidden(text="the page's token is missing or wrong: reload the review page")
+        decision = str(form.get("decision", ""))
+        if decision not in ("keep", "drop", "clear"):
+            raise web.HTTPBadRequest(text="decision must be keep, drop or clear")
+        artwork_id, page = str(form.get("artwork_id", "")), str(form.get("page", ""))
+        back = str(form.get("back", "/"))
+        if not back.startswith("/") or back.startswith("//"):
+            back = "/"
+        if not page.isdigit():
+            raise web.HTTPBadRequest(text="page must be a number")
+        holder = self.lock.acquire("scrapy review")
+        if holder is not None:
+            raise web.HTTPConflict(text=f"OUTPUT_DIR is busy ({holder}); nothing was changed: try again when it is done")
+        try:
+            said = apply_manual_decision(self.catalog, self.root, artwork_id, int(page),
+                                         None if decision == "clear" else decision)
+        except LookupError as exc:
+            raise web.HTTPNotFound(text=str(exc)) from None
+        except (ValueError, OSError) as exc:
+            said = f"nothing changed: {exc}"
+        finally:
+            self.lock.release()
+        separator = "&" if "?" in back else "?"
+        raise web.HTTPSeeOther(f"{back}{separator}{urlencode({'said': said})}")
+
+    # --- reading and drawing ------------------------------------------------------------------------------
+    def _listed(self, status: str, page_number: int) -> tuple[list[Listed], int]:
+        where, params = ("", []) if status == "all" else ("WHERE i.status = ?", [status])
+        total = self.catalog.conn.execute(f"SELECT count(*) FROM images i {where}", params).fetchone()[0]
+        rows = self.catalog.conn.execute(
+            f"""
+            SELECT i.artwork_id, i.page, i.status, i.reason, i.path, a.title, m.decision
+            FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id
+            LEFT JOIN manual_decisions m ON m.artwork_id = i.artwork_id AND m.page = i.page
+            {where}
+            ORDER BY length(i.artwork_id) DESC, i.artwork_id DESC, i.page LIMIT ? OFFSET ?
+            """,
+            [*params, PER_PAGE, (page_number - 1) * PER_PAGE],
+        ).fetchall()
+        return [Listed(*row) for row in rows], total
+
+    def _render(self, status: str, page_number: int, total: int, listed: list[Listed], here: str, message: str) -> str:
+        esc = _esc
+        tabs = " ".join(
+            f'<a href="/?status={s}"{" class=on" if s == status else ""}>{s}</a>' for s in (*STATUSES, "all")
+        )
+        pages = -(-total // PER_PAGE) or 1
+        nav = []
+        if page_number > 1:
+            nav.append(f'<a rel="prev" href="/?{urlencode({"status": status, "page": page_number - 1})}">previous</a>')
+        if page_number < pages:
+            nav.append(f'<a rel="next" href="/?{urlencode({"status": status, "page": page_number + 1})}">next</a>')
+        cards = "\n".join(self._card(item, here) for item in listed)
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Review: {esc(status)}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 1em; }}
+nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+.card {{ width: 270px; border: 1px solid #ccc; padding: 6px; }}
+.card img {{ max-width: 256px; max-height: 256px; display: block; margin: auto; }}
+.card.manual {{ border-color: #36c; }} .reason {{ color: #555; font-size: 12px; word-break: break-word; }}
+.said {{ background: #ffd; padding: 4px; }}
+</style></head><body>
+<nav>{tabs}</nav>
+<p>{total} pictures, page {page_number} of {pages}. {" ".join(nav)}</p>
+{f'<p class="said" role="status">{esc(message)}</p>' if message else ""}
+<div class="grid">
+{cards}
+</div></body></html>
+"""
+
+    def _card(self, item: Listed, here: str) -> str:
+        esc = _esc
+        key = urlencode({"artwork_id": item.artwork_id, "page": item.page})
+        image = f'<img loading="lazy" alt="" src="/thumb?{esc(key)}">' if item.path else "<p>(no picture)</p>"
+        buttons = "".join(
+            f'<button name="decision" value="{value}">{label}</button>'
+            for value, label in (("keep", "Keep"), ("drop", "Drop"), ("clear", "Clear"))
+            if item.path or value == "clear"
+        )
+        return (
+            f'<div class="card{" manual" if item.manual else ""}" data-key="{esc(item.artwork_id)}:{item.page}" '
+            f'data-status="{esc(item.status)}">{image}'
+            f"<div><b>{esc(item.artwork_id)} p{item.page}</b> {esc(item.title or '')}</div>"
+            f'<div>{esc(item.status)}{" (by hand)" if item.manual else ""}</div>'
+            f'<div class="reason">{esc(item.reason or "")}</div>'
+            f'<form method="post" action="/decide">'
+            f'<input type="hidden" name="token" value="{esc(self.token)}">'
+            f'<input type="hidden" name="artwork_id" value="{esc(item.artwork_id)}">'
+            f'<input type="hidden" name="page" value="{item.page}">'
+            f'<input type="hidden" name="back" value="{esc(here)}">{buttons}</form></div>'
+        )
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
