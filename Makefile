@@ -10,6 +10,7 @@ demo: setup
 	$(PY) -m crawler.demo
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: setup

@@ -68,6 +68,7 @@ def scrapy_run(site: LocalSite, output: Path, *settings: str) -> dict:
     command = [
         sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", "tag=原神",
         "-s", f"PIXIV_BASE_URL={site.api}", "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=WARNING",
+        "-s", "FACES_ENABLED=False",  # the crawl's own machinery; face detection is bench/faces.py's
         *settings,
     ]
     result = run_isolated(command)

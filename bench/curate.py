@@ -61,7 +61,7 @@ def build_model(size: int, tags: int):
 
 def write_project(directory: Path, size: int, tags: int) -> Path:
     names = [f"tag_{i:05d}" for i in range(tags)]
-    general, character = names[: tags * 3 // 4], names[tags * 3 // 4 :]
+    general = names[: tags * 3 // 4]  # the rest are Character tags
     (directory / "project.json").write_text(json.dumps({"image_width": size, "image_height": size, "model": "bench"}))
     (directory / "tags.txt").write_text("\n".join(names) + "\n")
     (directory / "categories.json").write_text(json.dumps(
@@ -109,8 +109,11 @@ def main() -> None:
     print(f"\nTagger benchmark: DeepDanbooru-shaped model, {args.size}x{args.size} input, {args.tags} tags, "
           f"keras {keras.__version__} ({keras.backend.backend()}), {os.cpu_count()} cores; same tags both ways: {same}\n")
     print(f"{'way':<34} {'images':>6} {'wall s':>7} {'images/s':>9} {'CPU s/image':>12}")
-    print(f"{'batched (' + str(args.batch) + '), DeepDanbooruTagger':<34} {args.images:>6} {ours[0]:>7.2f} {ours_rate:>9.1f} {ours[1] / args.images:>12.3f}")
-    print(f"{'per-image model.predict (naive)':<34} {args.naive_images:>6} {theirs[0]:>7.2f} {naive_rate:>9.1f} {theirs[1] / args.naive_images:>12.3f}")
+    for way, count, (wall, cpu), rate in (
+        (f"batched ({args.batch}), DeepDanbooruTagger", args.images, ours, ours_rate),
+        ("per-image model.predict (naive)", args.naive_images, theirs, naive_rate),
+    ):
+        print(f"{way:<34} {count:>6} {wall:>7.2f} {rate:>9.1f} {cpu / count:>12.3f}")
     print(f"\nratio {ours_rate / naive_rate:.1f}x; peak memory {peak:.0f} MB")
     assert np.isfinite(ours_rate)
 

@@ -38,8 +38,18 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 
 from models.faces import (  # noqa: E402
-    ALL_VIEWS, CASCADE_SHA256, CASCADE_URL, AnimefaceDetector, CascadeDetector, Face, combine,
-    collect_candidates, detect_faces, find_cascade, flatten, iou,
+    ALL_VIEWS,
+    CASCADE_SHA256,
+    CASCADE_URL,
+    AnimefaceDetector,
+    CascadeDetector,
+    Face,
+    collect_candidates,
+    combine,
+    detect_faces,
+    find_cascade,
+    flatten,
+    iou,
 )
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anime"

@@ -73,8 +73,8 @@ def face_boxes(mode: str, pictures: dict[str, Image.Image]) -> dict[str, dict | 
         from faces import HEADS  # bench/faces.py
 
         return {key: dict(zip("xywh", HEADS[key])) if key in HEADS else None for key in pictures}
-    from pipelines.faces import DEFAULTS, cached_detectors, usable_detectors
     from models.faces import detect_faces
+    from pipelines.faces import DEFAULTS, cached_detectors, usable_detectors
 
     usable, cascade, problems = usable_detectors(["cascade", "animeface"], "", DEFAULTS)
     for problem in problems:

@@ -153,8 +153,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=5, help="scenes for the locate timing")
     args = parser.parse_args()
 
-    from models.isaac.identify import Recognizer
     from models.isaac.icons import icons_from_fixtures
+    from models.isaac.identify import Recognizer
     from models.isaac.net import IconNet
     from models.isaac.train import NO_ITEM
 

@@ -12,9 +12,9 @@ import asyncio
 import logging
 import os
 import time
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from scrapy.utils.httpobj import urlparse_cached

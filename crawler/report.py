@@ -83,7 +83,8 @@ class ReportSummary:
             out.append("  not shown (--limit): " + ", ".join(f"{n} {g}" for g, n in hidden.items() if n))
         out.append(f"  thumbnails: {self.thumbnails_made} made, {self.thumbnails_reused} unchanged, "
                    f"{self.without_thumbnail} pictures without one (file missing or unreadable)")
-        out.append(f"  classifier plots: {', '.join(self.plots) if self.plots else 'none (CLASSIFIER_MODEL not set or no plots beside it)'}")
+        plots = ", ".join(self.plots) if self.plots else "none (CLASSIFIER_MODEL not set or no plots beside it)"
+        out.append(f"  classifier plots: {plots}")
         return out
 
 

@@ -23,10 +23,10 @@ KEEP_ORIGINALS = False  # keep originals/{id}_p{n}.{ext} next to the JPEG (ugoir
 UGOIRA_WEBP_QUALITY = 90  # animated WebP made from the ugoira frames
 
 # --- Face crops (pipelines/faces.py) -------------------------------------------------------------
-# Off by default for now (the curation stages turn it on). With FACES_METHOD = "verified" it costs
-# ~40 ms per 256 px icon and ~0.1 s per 320x1024 card on one core (bench/faces.py: 14-17 cards/s and
-# 25-31 crawl-sized 512 px pictures/s in two worker processes); "views" is ~15-20 times slower.
-FACES_ENABLED = False
+# On by default: with FACES_METHOD = "verified" it costs ~40 ms per 256 px icon and ~0.1 s per
+# 320x1024 card on one core (bench/faces.py: 14-17 cards/s and 25-31 crawl-sized 512 px pictures/s in
+# two worker processes), far less than Pixiv's polite request rate. "views" is ~15-20 times slower.
+FACES_ENABLED = True
 FACES_CASCADE_PATH = ""  # empty: models/weights/ (set-up fetches it) or ../shared/models/
 FACES_CROP_MARGIN = 0.25  # the crop is the face box grown by this fraction on each side
 FACES_CROP_SIZE = 96  # px, square

@@ -59,9 +59,9 @@ class TooSmall(ValueError):
 
 def clip_box(left: float, top: float, right: float, bottom: float, width: int, height: int) -> Box:
     """The box in whole pixels, cut to the picture (never empty: at least one pixel)."""
-    l = min(max(round(left), 0), width - 1)
-    t = min(max(round(top), 0), height - 1)
-    return l, t, max(min(round(right), width), l + 1), max(min(round(bottom), height), t + 1)
+    x0 = min(max(round(left), 0), width - 1)
+    y0 = min(max(round(top), 0), height - 1)
+    return x0, y0, max(min(round(right), width), x0 + 1), max(min(round(bottom), height), y0 + 1)
 
 
 def square_in(left: float, top: float, right: float, bottom: float, width: int, height: int) -> Box:
@@ -69,11 +69,11 @@ def square_in(left: float, top: float, right: float, bottom: float, width: int, 
     shrunk to the picture's shorter side when larger: a real square of picture pixels."""
     side = min(max(right - left, bottom - top), width, height)
     cx, cy = (left + right) / 2, (top + bottom) / 2
-    l = min(max(cx - side / 2, 0.0), width - side)
-    t = min(max(cy - side / 2, 0.0), height - side)
+    x0 = min(max(cx - side / 2, 0.0), width - side)
+    y0 = min(max(cy - side / 2, 0.0), height - side)
     side_px = max(1, round(side))
-    l_px, t_px = min(round(l), width - side_px), min(round(t), height - side_px)
-    return l_px, t_px, l_px + side_px, t_px + side_px
+    x0_px, y0_px = min(round(x0), width - side_px), min(round(y0), height - side_px)
+    return x0_px, y0_px, x0_px + side_px, y0_px + side_px
 
 
 def _grown(face: Mapping[str, float], across: float, above: float, down_from_top: float,

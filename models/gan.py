@@ -55,8 +55,15 @@ from crawler.storage import atomic_write
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from models.torch_common import (
-    CheckpointError, autocast, choose_device, load_checkpoint, memory_format, prepare_device, save_checkpoint,
-    state_on_cpu, uses_bf16,
+    CheckpointError,
+    autocast,
+    choose_device,
+    load_checkpoint,
+    memory_format,
+    prepare_device,
+    save_checkpoint,
+    state_on_cpu,
+    uses_bf16,
 )
 
 log = logging.getLogger("models.gan")

@@ -23,8 +23,9 @@ Three steps, plain functions over PIL images and numpy arrays:
 * ``match``: with reference pictures, a picture is the character when its embedding lies within
   ``threshold`` of the references' centroid, or in the HDBSCAN cluster that holds most of the
   references and within ``CLUSTER_SLACK`` thresholds (a cluster alone lets in too much: with
-  hand-made features clusters are loose, bench/identity.py); without references, when it is in the largest cluster (the dominant character of
-  the crawl). Every decision carries its reason: distance, cluster and size, embedder version.
+  hand-made features clusters are loose, bench/identity.py); without references, when it is in
+  the largest cluster (the dominant character of the crawl). Every decision carries its reason:
+  distance, cluster and size, embedder version.
 
 Distances are Euclidean between unit vectors (0 same direction, sqrt(2) orthogonal, 2 opposite),
 so a threshold means the same for every picture; it depends on the embedder, though: the built-in

@@ -56,11 +56,25 @@ from models.classifier import expand_paths, split_value
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from models.labelme import (
-    ANNOTATIONS_DIR, BACKGROUND, IGNORE_INDEX, IMAGES_DIR, LABELS_NAME, LabelmeError, mask_to_png, read_labels,
+    ANNOTATIONS_DIR,
+    BACKGROUND,
+    IGNORE_INDEX,
+    IMAGES_DIR,
+    LABELS_NAME,
+    LabelmeError,
+    mask_to_png,
+    read_labels,
 )
 from models.torch_common import (
-    CheckpointError, autocast, choose_device, load_checkpoint, memory_format, prepare_device, save_checkpoint,
-    state_on_cpu, uses_bf16,
+    CheckpointError,
+    autocast,
+    choose_device,
+    load_checkpoint,
+    memory_format,
+    prepare_device,
+    save_checkpoint,
+    state_on_cpu,
+    uses_bf16,
 )
 
 log = logging.getLogger("models.segment")

@@ -25,8 +25,16 @@ from scrapy.exceptions import NotConfigured
 from crawler.items import ArtworkItem
 from crawler.storage import FACES_DIR, atomic_write, output_dir
 from models.faces import (
-    CASCADE_SHA256, CASCADE_URL, METHODS, AnimefaceDetector, CascadeDetector, CascadeError, Detector, crop_face,
-    detect_faces, find_cascade,
+    CASCADE_SHA256,
+    CASCADE_URL,
+    METHODS,
+    AnimefaceDetector,
+    CascadeDetector,
+    CascadeError,
+    Detector,
+    crop_face,
+    detect_faces,
+    find_cascade,
 )
 from models.inference import file_sha256
 from pipelines.jpeg import BadImage, open_checked

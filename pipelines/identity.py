@@ -26,7 +26,14 @@ import numpy as np
 
 from crawler.catalog import utc_now
 from models.identity import (
-    NORMALIZATIONS, EmbedderError, embedder_version, from_blob, head_region, load_embedder, match, to_blob,
+    NORMALIZATIONS,
+    EmbedderError,
+    embedder_version,
+    from_blob,
+    head_region,
+    load_embedder,
+    match,
+    to_blob,
 )
 from pipelines.jpeg import BadImage, open_checked
 from pipelines.recurate import CurateError, ModelLoadError, Picture, picture_files, printable

@@ -22,12 +22,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
-from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline, FSFilesStore
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 
 from crawler.items import ArtworkItem
 from crawler.pixiv_api import original_file_name

@@ -70,7 +70,8 @@ def ugoira_to_webp(zip_bytes: bytes, frames: list[dict[str, Any]], *, quality: i
     return WebpResult(out.getvalue(), images[0].width, images[0].height, delays)
 
 
-def convert_ugoira(root: str, artwork_id: str, frames: list[dict[str, Any]], record: dict[str, Any], quality: int, max_pixels: int) -> dict[str, Any]:
+def convert_ugoira(root: str, artwork_id: str, frames: list[dict[str, Any]], record: dict[str, Any], quality: int,
+                   max_pixels: int) -> dict[str, Any]:
     """Write ``images/{id}_ugoira.webp`` from the stored zip; return the record's new fields."""
     root_path = Path(root)
     source = root_path / record["original_path"]

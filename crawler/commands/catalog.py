@@ -13,8 +13,8 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
-from crawler.command_base import OfflineCommand
 from crawler.catalog import Catalog
+from crawler.command_base import OfflineCommand
 
 ACTIONS = ("merge",)
 

@@ -14,7 +14,14 @@ from scrapy.utils.log import configure_logging
 
 from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
 from crawler.export import (
-    FORMATS, UNDERSCORE_STYLES, ExportError, ExportOptions, export, parse_split, parse_statuses, parse_tags,
+    FORMATS,
+    UNDERSCORE_STYLES,
+    ExportError,
+    ExportOptions,
+    export,
+    parse_split,
+    parse_statuses,
+    parse_tags,
     parse_where,
 )
 from crawler.storage import output_dir
@@ -35,7 +42,8 @@ class Command(OfflineCommand):
             "imagefolder (DEST/{split}/{class}/, for torchvision ImageFolder and Keras), kohya (sd-scripts' "
             "DreamBooth folders DEST/{split}/{repeats}_{trigger} {class}/ of pictures with .txt tag captions, "
             "DEST/dataset.toml for --dataset_config, and the fine-tune DEST/meta_cap_{split}.json), "
-            "hf (Hugging Face imagefolder with a metadata.jsonl per split) or webdataset (DEST/{split}-NNNNNN.tar shards, EXPORT_SHARD_SIZE samples "
+            "hf (Hugging Face imagefolder with a metadata.jsonl per split) or webdataset "
+            "(DEST/{split}-NNNNNN.tar shards, EXPORT_SHARD_SIZE samples "
             "each). Exact (sha256) and near (perceptual hash, EXPORT_PHASH_DISTANCE bits) duplicates are left "
             "out and listed in DEST/manifest.json, with the counts per split and class, the query and the model "
             "versions. --crop head|upper_body|face exports one picture per stored face box instead, and --size N "

@@ -13,7 +13,11 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import (
-    ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options, split_action,
+    ActionsHelpFormatter,
+    OfflineCommand,
+    actions_help,
+    refuse_unknown_options,
+    split_action,
 )
 
 ACTIONS = {

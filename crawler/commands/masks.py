@@ -15,7 +15,6 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import OfflineCommand, refuse_unknown_options
-
 from models.labelme import LabelmeError, convert_folder
 
 

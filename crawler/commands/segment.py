@@ -16,7 +16,11 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import (
-    ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options, split_action,
+    ActionsHelpFormatter,
+    OfflineCommand,
+    actions_help,
+    refuse_unknown_options,
+    split_action,
 )
 
 # action: (operands, what it does). The order is the order --help lists them in.

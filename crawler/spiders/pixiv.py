@@ -15,7 +15,7 @@ never lets the next one stop early in the part it did not reach: the gap that ga
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import scrapy

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from models.isaac.icons import ItemClass
 from models.isaac.net import IconNet, build_net
-from models.isaac.train import CARD_NAME, WEIGHTS_FORMAT, WEIGHTS_NAME, NO_ITEM
+from models.isaac.train import CARD_NAME, NO_ITEM, WEIGHTS_FORMAT, WEIGHTS_NAME
 from models.torch_common import CheckpointError, autocast, choose_device, load_checkpoint
 
 FLOOR = (38, 34, 32)  # what a transparent pixel is shown on: the game's dark floors

@@ -39,7 +39,11 @@ from models.inference import Progress, file_sha256
 from models.isaac.icons import IconSet
 from models.isaac.net import IconNet, build_net, parameter_count
 from models.isaac.synthesis import (
-    FIXTURE_BACKGROUND_SPLIT, PROCEDURAL_SPLIT_RESIDUES, Backgrounds, Camera, SyntheticIcons,
+    FIXTURE_BACKGROUND_SPLIT,
+    PROCEDURAL_SPLIT_RESIDUES,
+    Backgrounds,
+    Camera,
+    SyntheticIcons,
 )
 from models.torch_common import autocast, choose_device, load_checkpoint, prepare_device, save_checkpoint
 

@@ -9,7 +9,14 @@ with ``Catalog.record_sprite_sheet`` and rewrites the card.
 
 from pipelines.sprites.card import build_card, write_card
 from pipelines.sprites.css import (
-    ComputedIcon, Element, SpriteCssError, SpriteRef, Stylesheet, resolve_computed, resolve_sprites, sprite_from_computed,
+    ComputedIcon,
+    Element,
+    SpriteCssError,
+    SpriteRef,
+    Stylesheet,
+    resolve_computed,
+    resolve_sprites,
+    sprite_from_computed,
 )
 from pipelines.sprites.slicing import SheetSlices, Sprite, SpriteSheetError, build_sprites, slice_sheet
 from pipelines.sprites.table import ItemRow, parse_list_page, rows_from_id_mapping

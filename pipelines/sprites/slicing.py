@@ -24,7 +24,13 @@ from PIL import Image, UnidentifiedImageError
 
 from crawler.storage import atomic_write
 from pipelines.sprites.css import (
-    DEFAULT_BOX, Element, SpriteRef, SpriteResolution, Stylesheet, resolve_sprites, same_resource,
+    DEFAULT_BOX,
+    Element,
+    SpriteRef,
+    SpriteResolution,
+    Stylesheet,
+    resolve_sprites,
+    same_resource,
 )
 from pipelines.sprites.table import KINDS, ItemRow, css_id_pattern, index_rows
 

@@ -441,7 +441,7 @@ def test_faces_exports_the_crops_with_the_class_of_their_picture(catalogue, tmp_
     crops = sorted((tmp_path / "faces").rglob("*.jpg"))
     assert manifest["faces"] and len(crops) == manifest["total"] == 8 - len(manifest["duplicates"])
     with closing(sqlite3.connect(catalogue["db"])) as conn:
-        labels = dict(((f"{a}_p{p}"), l) for a, p, l in conn.execute("SELECT artwork_id, page, classifier_label FROM images"))
+        labels = {f"{a}_p{p}": label for a, p, label in conn.execute("SELECT artwork_id, page, classifier_label FROM images")}
     for crop in crops:
         assert crop.stem.endswith("_f0") and crop.parent.name == labels[crop.stem[:-3]]
         assert Image.open(crop).size == (96, 96)

@@ -21,7 +21,10 @@ import pytest
 from PIL import Image
 
 from models.labelme import (
-    LabelmeError, convert_folder, parse_labels, voc_palette,
+    LabelmeError,
+    convert_folder,
+    parse_labels,
+    voc_palette,
 )
 from tests.models.segment_fixtures import SHAPE_CLASSES, labelme_document, write_labelme_folder
 

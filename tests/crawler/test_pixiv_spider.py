@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from PIL import Image
-from scrapy.http import TextResponse, Request
+from scrapy.http import Request, TextResponse
 from scrapy.utils.test import get_crawler
 
 from crawler.spiders.pixiv import PixivSpider

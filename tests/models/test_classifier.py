@@ -275,7 +275,7 @@ def test_torch_backend_predicts_the_same(model, trained, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
     assert result["backend"] == "torch"
     tf_predictions = model.predict([Image.open(p) for p in paths])
     assert result["labels"] == [p.label for p in tf_predictions]

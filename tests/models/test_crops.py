@@ -10,7 +10,17 @@ import pytest
 from PIL import Image
 
 from models.crops import (
-    HEAD_ABOVE, HEAD_BELOW, Fit, TooSmall, align, crop_box, encode, head_box, parse_colour, plan, render,
+    HEAD_ABOVE,
+    HEAD_BELOW,
+    Fit,
+    TooSmall,
+    align,
+    crop_box,
+    encode,
+    head_box,
+    parse_colour,
+    plan,
+    render,
     upper_body_box,
 )
 

@@ -12,8 +12,23 @@ from PIL import Image, ImageOps
 
 import models.faces as faces_module
 from models.faces import (
-    AnimefaceDetector, AnimefaceUnusable, Candidate, CascadeDetector, CascadeError, Face, View, combine,
-    crop_face, detect_faces, find_cascade, flatten, iou, propose, suppress_overlaps, synthetic_face, verify,
+    AnimefaceDetector,
+    AnimefaceUnusable,
+    Candidate,
+    CascadeDetector,
+    CascadeError,
+    Face,
+    View,
+    combine,
+    crop_face,
+    detect_faces,
+    find_cascade,
+    flatten,
+    iou,
+    propose,
+    suppress_overlaps,
+    synthetic_face,
+    verify,
 )
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "anime"

@@ -15,8 +15,15 @@ import pytest
 from PIL import Image
 
 from models.identity import (
-    BUILTIN_VERSION, ColourEmbedder, EmbedderError, OnnxEmbedder, cluster, embedder_version, head_region,
-    load_embedder, match,
+    BUILTIN_VERSION,
+    ColourEmbedder,
+    EmbedderError,
+    OnnxEmbedder,
+    cluster,
+    embedder_version,
+    head_region,
+    load_embedder,
+    match,
 )
 from tests.models.identity_drawings import draw_head
 

@@ -24,7 +24,14 @@ from PIL import Image
 from models import segment
 from models.labelme import convert_folder
 from models.segment import (
-    Sample, SegmentError, Segmenter, SegmenterConfig, augment, confusion, iou_report, load_encoder_weights,
+    Sample,
+    Segmenter,
+    SegmenterConfig,
+    SegmentError,
+    augment,
+    confusion,
+    iou_report,
+    load_encoder_weights,
     split_samples,
 )
 from tests.models.segment_fixtures import SHAPE_CLASSES, shapes_picture, write_labelme_folder

@@ -16,7 +16,12 @@ from PIL import Image
 
 from models.tagger import DeepDanbooruTagger, TaggerError, fit_size, preprocess_image
 from tests.models.tagger_fixtures import (
-    CHARACTER, GENERAL, SYSTEM_TAGS, build_project, deepdanbooru_preprocess, expected_scores,
+    CHARACTER,
+    GENERAL,
+    SYSTEM_TAGS,
+    build_project,
+    deepdanbooru_preprocess,
+    expected_scores,
 )
 
 REPO = Path(__file__).resolve().parents[2]

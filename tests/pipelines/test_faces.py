@@ -13,9 +13,9 @@ from scrapy.utils.test import get_crawler
 import models.faces as faces_module
 from crawler.catalog import Catalog
 from crawler.items import ArtworkItem
-from tests.conftest import project_settings
 from models.faces import CASCADE_SHA256, CASCADE_URL, find_cascade
 from pipelines.faces import FacesPipeline, find_faces, page_faces
+from tests.conftest import project_settings
 from tests.models.test_faces import inside_share, scene
 
 
@@ -66,7 +66,8 @@ def test_an_unreadable_page_gives_faces_error_not_an_exception(tmp_path):
 
 
 def crawler_for(tmp_path, **settings):
-    return get_crawler(settings_dict=project_settings(**{"IMAGE_WORKERS": 0, "OUTPUT_DIR": str(tmp_path), "FACES_ENABLED": True, **settings}))
+    defaults = {"IMAGE_WORKERS": 0, "OUTPUT_DIR": str(tmp_path), "FACES_ENABLED": True}
+    return get_crawler(settings_dict=project_settings(**{**defaults, **settings}))
 
 
 def test_the_adapter_records_faces_per_kept_jpeg_and_never_raises(tmp_path):

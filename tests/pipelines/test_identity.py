@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from scrapy.settings import Settings
 
-from crawler.catalog import Catalog, utc_now
+from crawler.catalog import utc_now
 from pipelines.decide import RuleError, check_rules, decide
-from pipelines.recurate import Curator, CurateError
+from pipelines.recurate import CurateError, Curator
 from tests.conftest import project_settings
 from tests.models.identity_drawings import draw_head, png_bytes
 

@@ -24,7 +24,7 @@ from models.faces import synthetic_face
 from models.imaging import flatten_on_white
 from pipelines.jpeg import to_jpeg
 from pipelines.model_stage import open_pictures
-from pipelines.recurate import Curator, CurateError, choose_stages
+from pipelines.recurate import CurateError, Curator, choose_stages
 from tests.conftest import project_settings
 
 CLASSIFIER = "classifier-0123456789ab"
@@ -77,7 +77,8 @@ def rows(db, sql, params=()):
 
 
 def test_stages_default_to_the_configured_ones_and_a_named_one_needs_its_model(tmp_path):
-    assert choose_stages(settings(tmp_path), None) == []
+    assert choose_stages(settings(tmp_path), None) == ["faces"]  # on by default: it needs no model file
+    assert choose_stages(settings(tmp_path, FACES_ENABLED=False), None) == []
     configured = settings(tmp_path, FACES_ENABLED=True, CLASSIFIER_MODEL="m.keras", TAGGER_PROJECT="dd/")
     assert choose_stages(configured, None) == ["faces", "classify", "tag"]
     assert choose_stages(configured, "tag,faces") == ["faces", "tag"]

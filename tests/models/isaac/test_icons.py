@@ -9,7 +9,12 @@ import numpy as np
 
 from crawler.catalog import Catalog
 from models.isaac.icons import (
-    FIXTURE_CSS_URL, FIXTURE_FILES, FIXTURE_SHEET_URLS, FIXTURES_DIR, icons_from_catalog, load_icons,
+    FIXTURE_CSS_URL,
+    FIXTURE_FILES,
+    FIXTURE_SHEET_URLS,
+    FIXTURES_DIR,
+    icons_from_catalog,
+    load_icons,
 )
 from pipelines.sprites import Stylesheet, build_sprites, rows_from_id_mapping
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -62,7 +61,7 @@ def test_checkpoints_resume_exactly_where_they_stopped(tmp_path, small_icons, ba
     icons = small_icons.first(6)
     config = TrainConfig(steps=6, batch_size=12, seed=1)
     options = {"eval_every": 10**9, "checkpoint_every": 2, "val_per_class": 1, "workers": 0, "progress": False}
-    unbroken = train(icons, tmp_path / "a", config, RunOptions(**options), backgrounds=backgrounds)
+    train(icons, tmp_path / "a", config, RunOptions(**options), backgrounds=backgrounds)
     stopped = train(icons, tmp_path / "b", config, RunOptions(**options, stop_after=3), backgrounds=backgrounds)
     assert not stopped.finished and stopped.step == 3
     saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)

@@ -6,8 +6,15 @@ import numpy as np
 import torch
 
 from models.isaac.synthesis import (
-    FIXTURE_BACKGROUND_SPLIT, SPLITS, Backgrounds, SyntheticIcons, preview_grid, procedural_background,
-    procedural_split, render_scene, scene_rng,
+    FIXTURE_BACKGROUND_SPLIT,
+    SPLITS,
+    Backgrounds,
+    SyntheticIcons,
+    preview_grid,
+    procedural_background,
+    procedural_split,
+    render_scene,
+    scene_rng,
 )
 from models.isaac.train import StepBatches
 

@@ -7,7 +7,12 @@ import hashlib
 import pytest
 
 from pipelines.sprites.css import (
-    ComputedIcon, SpriteCssError, SpriteResolution, first_image_url, resolve_computed, sprite_from_computed,
+    ComputedIcon,
+    SpriteCssError,
+    SpriteResolution,
+    first_image_url,
+    resolve_computed,
+    sprite_from_computed,
 )
 from pipelines.sprites.slicing import slice_sheet
 from tests.pipelines.sprites.conftest import SHEET_URLS
@@ -46,7 +51,7 @@ def test_computed_background_size_and_box():
 
 def test_layers_urls_and_what_cannot_be_used():
     ref = sprite_from_computed(
-        ComputedIcon("a", f'linear-gradient(red, blue), url("//h/S.png")', "0px 0px, -32px -32px"),
+        ComputedIcon("a", 'linear-gradient(red, blue), url("//h/S.png")', "0px 0px, -32px -32px"),
         page_url="https://wiki.example/wiki/x")
     assert (ref.sheet_url, ref.x, ref.y) == ("https://h/S.png", 32, 32)  # the image's own layer
     assert first_image_url('url("S.png")', "https://h/load.php") == "https://h/S.png"

@@ -16,7 +16,13 @@ from crawler.catalog import Catalog
 from crawler.storage import PART_SUFFIX
 from pipelines.sprites.card import LICENCE, build_card, write_card
 from pipelines.sprites.slicing import (
-    SpriteSheetError, build_sprites, safe_name, slice_sheet, sprite_key, sprite_paths, write_sprites,
+    SpriteSheetError,
+    build_sprites,
+    safe_name,
+    slice_sheet,
+    sprite_key,
+    sprite_paths,
+    write_sprites,
 )
 from pipelines.sprites.table import LIST_PAGES, ItemRow
 from tests.pipelines.sprites.conftest import SHEET_URLS, isaac_file
