@@ -406,9 +406,10 @@ class DecisionPipeline:
         self.tags = read_index(catalog_path(s)) if any(condition_of(r) == "tag" for r in self.rules) else None
         logger.info("Decision: %d rules, default %s%s", len(self.rules), self.default,
                     ", tags by canonical tag" if self.tags else "")
-        if any(condition_of(r) == "duplicate" for r in self.rules):
-            logger.info("Decision: the duplicate rule groups pictures in `scrapy curate` only; "
-                        "in a crawl it never matches")
+        for condition, what in (("duplicate", "groups pictures"), ("identity", "needs the whole set of pictures")):
+            if any(condition_of(r) == condition for r in self.rules):
+                logger.info("Decision: the %s rule %s, in `scrapy curate` only; in a crawl it never matches",
+                            condition, what)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> DecisionPipeline:

@@ -748,7 +748,7 @@ class Curator:
                     "reason": entry.error}
         state = self.catalog.curation_state(*entry.key)
         picture, record = state["picture"], state["record"]
-        return {
+        line = {
             # a catalogued picture where it is now (the decision may have moved it); a file as given
             "path": picture.path if entry.from_catalogue and picture.path is not None else entry.label,
             "faces": None if record["faces"] is None else [[f["x"], f["y"], f["w"], f["h"]] for f in record["faces"]],
@@ -757,6 +757,11 @@ class Curator:
             "decision": picture.status,
             "reason": picture.reason,
         }
+        if record.get("identity"):  # the identity stage's match, once it has looked at the picture
+            identity = record["identity"]
+            line["identity"] = {"matched": identity["matched"], "distance": identity["distance"],
+                                "reason": identity["reason"]}
+        return line
 
     def write_report(self, path: str, reported: Sequence[Reported]) -> None:
         lines = [json.dumps(self.report_line(entry), ensure_ascii=False) + "\n" for entry in reported]

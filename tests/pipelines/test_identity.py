@@ -64,8 +64,12 @@ def test_curate_with_references_keeps_the_character_and_writes_why(library, tmp_
     lib, ref = library
     out = tmp_path / "out"
     rules = ["-s", f"CURATE_RULES={KEEP_IDENTITY}", "-s", "CURATE_DEFAULT=drop"]
-    run = curate(out, str(lib), "--stages", "identity", "--reference", str(ref), *rules)
+    report = tmp_path / "report.jsonl"
+    run = curate(out, str(lib), "--stages", "identity", "--reference", str(ref), *rules, "--report", str(report))
     assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
+    matched = {Path(line["path"]).name: line["identity"]["matched"] for line in lines if "identity" in line}
+    assert len(matched) == 16 and {name for name, m in matched.items() if m} == {f"red-{i}.png" for i in range(10, 16)}
     assert "identity (colour-v1): 16 processed, 0 skipped (same model version), 1 failed" in run.stdout
     assert f"identity: 6 of 16 pictures are the character (3 references from {ref}, threshold 0.5)" in run.stdout
     db = out / "catalog.db"
