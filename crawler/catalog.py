@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator
 import sqlite_utils
 
 SCHEMA_VERSION = 3
+LOCAL_PREFIX = "local:"  # artwork id of a picture read from a folder: local:{first 20 hex of its sha256}
 
 # Columns added after a table was first released: (table, column, type). A catalogue written by an
 # older version gains them when opened (ALTER TABLE ... ADD COLUMN), keeping every row.
@@ -1088,6 +1089,12 @@ class Catalog:
         ))
 
 
+def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``) and waits up to 30 s for a writer's lock: for
+    readers beside a running crawl (its decision stage, the export, the tag index)."""
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+
+
 def read_manual_decisions(path: str | os.PathLike[str]) -> dict[tuple[str, int], dict[str, str]]:
     """Every manual decision (``scrapy review``) by (artwork id, page); {} without a catalogue.
 
@@ -1096,7 +1103,7 @@ def read_manual_decisions(path: str | os.PathLike[str]) -> dict[tuple[str, int],
     path = Path(path)
     if not path.is_file():
         return {}
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+    with closing(connect_read_only(path)) as conn:
         try:
             rows = conn.execute("SELECT artwork_id, page, decision, decided_at FROM manual_decisions").fetchall()
         except sqlite3.OperationalError:  # a catalogue from before manual decisions

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
-from crawler.catalog import Catalog
+from crawler.catalog import Catalog, connect_read_only
 from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
 from crawler.storage import CRAWL_FOLDERS, catalog_path, output_dir
 from crawler.tags import TagIndex, normalise
@@ -361,8 +361,7 @@ def _rule_selection(text: str, loaded: Any) -> Selection:
 def open_read_only(path: Path) -> sqlite3.Connection:
     """A connection that can only read: ``mode=ro``, ``query_only``, and an authorizer that denies
     every action but reading and harmless functions (so no query on it can write, attach or load)."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    conn.execute("PRAGMA busy_timeout = 30000")
+    conn = connect_read_only(path)
     conn.execute("PRAGMA query_only = ON")
     conn.set_authorizer(authorize_reading)
     return conn

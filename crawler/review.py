@@ -27,10 +27,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from crawler.catalog import Catalog, utc_now
+from crawler.catalog import LOCAL_PREFIX, Catalog, utc_now
 from crawler.output_lock import OutputLock
 from crawler.report import make_thumbnail
-from crawler.storage import DROPPED_DIR, IMAGES_DIR
+from crawler.storage import status_path
 from pipelines.decide import manual_reason
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ def apply_manual_decision(catalog: Catalog, root: Path, artwork_id: str, page: i
         raise ValueError(f"{artwork_id} p{page} has no stored picture to keep or drop ({picture.reason})")
     status = "kept" if decision == "keep" else "dropped"
     path = picture.path
-    if not artwork_id.startswith("local:"):
-        path = f"{DROPPED_DIR if status == 'dropped' else IMAGES_DIR}/{Path(picture.path).name}"
+    if not artwork_id.startswith(LOCAL_PREFIX):
+        path = status_path(picture.path, status)
     if path != picture.path:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(root / picture.path, root / path)

@@ -28,6 +28,11 @@ DROPPED_DIR = "dropped"
 CRAWL_FOLDERS = (IMAGES_DIR, DROPPED_DIR, ORIGINALS_DIR, FACES_DIR, "sprites", "logs")
 
 
+def status_path(stored: str, status: str) -> str:
+    """Where a crawled picture's file lives for its status: ``dropped/`` when dropped, else ``images/``."""
+    return f"{DROPPED_DIR if status == 'dropped' else IMAGES_DIR}/{Path(stored).name}"
+
+
 def output_dir(settings: BaseSettings) -> Path:
     return Path(settings.get("OUTPUT_DIR") or "output")
 

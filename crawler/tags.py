@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from crawler.catalog import connect_read_only
+
 TRANSLATION = "translation"  # the source of rows made by seed_from_translations; any other is a person's
 USER = "user"  # the source of rows made by `scrapy tags alias` / `imply`
 FUZZY_CUTOFF = 0.6  # difflib ratio below which a name does not match a query at all
@@ -162,7 +164,7 @@ def read_index(catalog: str | Path) -> TagIndex | None:
     path = Path(catalog)
     if not path.is_file():
         return None
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+    with closing(connect_read_only(path)) as conn:
         index = TagIndex.load(conn)
     return index or None
 

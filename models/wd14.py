@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
-from models.inference import file_sha256
+from models.inference import batched_scores, file_sha256
 from models.tagger import TaggerError
 
 log = logging.getLogger(__name__)
@@ -212,21 +212,19 @@ class WD14Tagger:
         """(len(images), len(tags)) float32; one model call per batch (per picture for a batch-1 model)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        step = self.fixed_batch or batch_size
-        rows = []
-        for start in range(0, len(images), step):
-            batch = np.stack([self.preprocess(image) for image in images[start:start + step]])
-            count = len(batch)
-            if self.fixed_batch and count < self.fixed_batch:  # a fixed batch > 1: fill up, drop the extra rows
-                batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
-            scores = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
-            if scores.ndim != 2 or scores.shape[1] != len(self.tags):
-                raise TaggerError(f"{self.model_path.name} gave scores of shape {scores.shape}; "
-                                  f"{TAGS_FILE} lists {len(self.tags)} tags")
-            rows.append(scores[:count])
-        if not rows:
-            return np.zeros((0, len(self.tags)), dtype=np.float32)
-        return np.concatenate(rows)
+        return batched_scores(self._run, self.preprocess, images, self.fixed_batch or batch_size, len(self.tags),
+                              np.asarray)
+
+    def _run(self, batch: np.ndarray, training: bool = False) -> np.ndarray:
+        """One ``session.run``: a model with a fixed batch > 1 gets the batch filled up, the extra rows dropped."""
+        count = len(batch)
+        if self.fixed_batch and count < self.fixed_batch:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
+        scores = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+        if scores.ndim != 2 or scores.shape[1] != len(self.tags):
+            raise TaggerError(f"{self.model_path.name} gave scores of shape {scores.shape}; "
+                              f"{TAGS_FILE} lists {len(self.tags)} tags")
+        return scores[:count]
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[dict[str, float]]:
         """Per picture, {tag: score}: the best rating tag, then the others at or above their threshold."""

@@ -66,7 +66,7 @@ from scrapy.exceptions import NotConfigured
 
 from crawler.catalog import read_manual_decisions
 from crawler.items import ArtworkItem
-from crawler.storage import DROPPED_DIR, catalog_path, output_dir
+from crawler.storage import catalog_path, output_dir, status_path
 from crawler.tags import TagIndex, normalise, read_index
 from pipelines.filters import MONOCHROME_MAX_COLORFULNESS, MONOCHROME_MIN_LINE_ART
 
@@ -439,8 +439,8 @@ class DecisionPipeline:
             source.unlink(missing_ok=True)
             record["path"] = None
         else:
-            relative = f"{DROPPED_DIR}/{Path(record['path']).name}"
-            (self.root / DROPPED_DIR).mkdir(parents=True, exist_ok=True)
+            relative = status_path(record["path"], "dropped")
+            (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, self.root / relative)
             record["path"] = relative
         record["status"] = "dropped"

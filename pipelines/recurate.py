@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from crawler.catalog import Catalog, StoredPicture, utc_now
+from crawler.catalog import LOCAL_PREFIX, Catalog, StoredPicture, utc_now
 from crawler.dedup import Candidate, find_duplicates
-from crawler.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir
+from crawler.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir, status_path
 from crawler.tags import read_index
 from models.inference import Progress
 from pipelines.decide import condition_of, decide, default_action, load_rules
@@ -58,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("faces", "classify", "tag", "identity")  # identity: after the batches (pipelines/identity.py)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-LOCAL_PREFIX = "local:"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -475,14 +474,9 @@ class Curator:
             bar.close()
         if self.identity is not None:  # over the whole run, before any picture is decided
             self.summary.identity = self.identity.finish(self, self._undecided)
-            if self.rules and self.duplicate_distance is None:
-                for start in range(0, len(self._undecided), self.batch_size):
-                    with self.catalog.batch() as catalog:
-                        deletions = [self._decide(catalog, p) for p in self._undecided[start:start + self.batch_size]]
-                    for file in filter(None, deletions):
-                        file.unlink(missing_ok=True)
-        if self._undecided and self.duplicate_distance is not None:
-            self._decide_with_duplicates(self._undecided)
+        if self._undecided and self.rules:
+            decisions = {} if self.duplicate_distance is None else self._duplicate_decisions(self._undecided)
+            self._write_decisions(self._undecided, decisions)
         self.summary.pictures = len(reported) - self.summary.duplicates
         if report:
             self.write_report(report, reported)
@@ -655,9 +649,9 @@ class Curator:
             measured.append((picture, stats.as_record()))
         return measured
 
-    def _decide_with_duplicates(self, pictures: list[Picture]) -> None:
+    def _duplicate_decisions(self, pictures: list[Picture]) -> dict[tuple[str, int], tuple[str, str]]:
         """Decide every picture, with the duplicate rule matching the lesser copies among those the
-        other rules keep (see the module's docstring), then write the decisions batch by batch."""
+        other rules keep (see the module's docstring)."""
         decisions: dict[tuple[str, int], tuple[str, str]] = {}
         for picture in pictures:
             if picture.error is None and picture.status in ("kept", "dropped"):
@@ -687,14 +681,15 @@ class Curator:
                                                "distance": duplicate.distance}
             decisions[key] = decide(state["record"], state["artwork"], self.rules, self.default, self.tags)
         self.summary.duplicates_found = len(duplicates)
+        return decisions
+
+    def _write_decisions(self, pictures: list[Picture], decisions: dict[tuple[str, int], tuple[str, str]]) -> None:
+        """Decide the deferred pictures (taking those already ``decisions``), batch by batch; a file
+        to delete goes once its batch is committed."""
         for start in range(0, len(pictures), self.batch_size):
-            deletions = []
             with self.catalog.batch() as catalog:
-                for picture in pictures[start:start + self.batch_size]:
-                    deletion = self._decide(catalog, picture, decisions.get(picture.key))
-                    if deletion is not None:
-                        deletions.append(deletion)
-            for file in deletions:
+                deletions = [self._decide(catalog, p, decisions.get(p.key)) for p in pictures[start:start + self.batch_size]]
+            for file in filter(None, deletions):
                 file.unlink(missing_ok=True)
 
     def _decide(self, catalog: Catalog, picture: Picture, decision: tuple[str, str] | None = None) -> Path | None:
@@ -714,7 +709,7 @@ class Curator:
             if status == "dropped" and self.delete_dropped:
                 path = None
             else:
-                path = f"{DROPPED_DIR if status == 'dropped' else IMAGES_DIR}/{Path(picture.path).name}"
+                path = status_path(picture.path, status)
         if (status, reason, path) == (picture.status, picture.reason, picture.path):
             return None
         deletion = None
