@@ -32,6 +32,10 @@ On the shared fixtures (bench/faces.py, faces located on a hand-checked head box
 9/24, 0/40. Most of the misses have no proposal at all (covered or profile faces, glasses): no
 verifier over these proposals can reach them. ``verified``'s constants were chosen on those same
 pictures: nothing is learned, but the numbers are a fit, not a held-out estimate.
+
+A third, learned detector (``models.face_heatmap.HeatmapDetector``, name ``heatmap``) looks at every
+position instead of at proposals; trained by the user (``scrapy faces train``), it joins any method:
+``detect_faces`` adds its boxes to the classic pair's and keeps the best of overlapping ones.
 """
 
 from __future__ import annotations
@@ -548,18 +552,30 @@ def detect_faces(
     """Faces found by ``detectors``, best first (module docstring).
 
     ``method="verified"`` needs both detectors (one proposes, the other verifies); with only one of
-    them, or ``method="views"``, the union of views with a second witness is used.
+    them, or ``method="views"``, the union of views with a second witness is used. A learned
+    ``heatmap`` detector (models/face_heatmap.py) among them adds its own boxes to theirs; alone, its
+    boxes are the answer.
     """
     if not detectors:
         raise ValueError("detect_faces needs at least one detector")
     if method not in METHODS:
         raise ValueError(f"unknown face detection method {method!r}; known: {', '.join(METHODS)}")
-    by_name = {d.name: d for d in detectors}
+    learned = [d for d in detectors if d.name == "heatmap"]  # models.face_heatmap: whole picture, its own scales
+    classic = [d for d in detectors if d.name != "heatmap"]
+    by_name = {d.name: d for d in classic}
     cascade, animeface = by_name.get("cascade"), by_name.get("animeface")
-    if method == "verified" and isinstance(cascade, CascadeDetector) and isinstance(animeface, AnimefaceDetector):
-        return detect_verified(image, cascade, animeface, iou_threshold)
-    candidates = collect_candidates(image, detectors, views, max_side)
-    return combine(candidates, [d.name for d in detectors], iou_threshold, strong_score)
+    if not classic:
+        faces: list[Face] = []
+    elif method == "verified" and isinstance(cascade, CascadeDetector) and isinstance(animeface, AnimefaceDetector):
+        faces = detect_verified(image, cascade, animeface, iou_threshold)
+    else:
+        candidates = collect_candidates(image, classic, views, max_side)
+        faces = combine(candidates, [d.name for d in classic], iou_threshold, strong_score)
+    if not learned:
+        return faces
+    for detector in learned:
+        faces += detector.detect(image)
+    return sorted(suppress_overlaps(faces, iou_threshold), key=lambda f: (-f.score, f.x, f.y))
 
 
 def crop_face(image: Image.Image, face: Face, margin: float = 0.25, size: int = 96) -> Image.Image:

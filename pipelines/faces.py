@@ -42,13 +42,14 @@ from pipelines.workers import pool_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
 
 FACE_JPEG_QUALITY = 92
-KNOWN_DETECTORS = ("cascade", "animeface")
+KNOWN_DETECTORS = ("cascade", "animeface", "heatmap")
 DEFAULTS: dict[str, Any] = {
-    "detectors": KNOWN_DETECTORS,
+    "detectors": ("cascade", "animeface"),
     "method": "verified",  # models.faces.METHODS
     "cascade_path": "",  # empty: find_cascade's default search
     "scale_factor": 1.1,
@@ -57,7 +58,29 @@ DEFAULTS: dict[str, Any] = {
     "crop_margin": 0.25,
     "crop_size": 96,
     "max_pixels": 64_000_000,
+    "heatmap_model": "",  # the learned detector's weights (scrapy faces train)
+    "heatmap_threshold": 0.5,
 }
+
+
+def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
+    """The detector names and the face settings from Scrapy settings: one reader for the crawl's
+    stage, ``scrapy curate`` and the identity stage's references."""
+    names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS") if n.strip()]
+    method = (s.get("FACES_METHOD") or DEFAULTS["method"]).strip().lower()
+    if method not in METHODS:
+        raise ValueError(f"FACES_METHOD: unknown face detection method {method!r}; known: {', '.join(METHODS)}")
+    return names, {
+        "method": method,
+        "scale_factor": s.getfloat("FACES_SCALE_FACTOR"),
+        "min_neighbors": s.getint("FACES_MIN_NEIGHBORS"),
+        "min_size": s.getint("FACES_MIN_SIZE"),
+        "crop_margin": s.getfloat("FACES_CROP_MARGIN"),
+        "crop_size": s.getint("FACES_CROP_SIZE"),
+        "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
+        "heatmap_model": s.get("FACES_HEATMAP_MODEL") or "",
+        "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD", DEFAULTS["heatmap_threshold"]),
+    }
 
 _local = threading.local()  # detectors per worker process (or per thread with IMAGE_WORKERS = 0)
 
@@ -72,13 +95,20 @@ def build_detectors(settings: Mapping[str, Any]) -> list[Detector]:
             detectors.append(CascadeDetector(path, settings["scale_factor"], settings["min_neighbors"], settings["min_size"]))
         elif name == "animeface":
             detectors.append(AnimefaceDetector())
+        elif name == "heatmap":
+            from models.face_heatmap import HeatmapDetector  # torch: only when the learned detector is asked for
+
+            # one thread: the stage already runs one worker process per core
+            detectors.append(HeatmapDetector(settings["heatmap_model"], settings["heatmap_threshold"]))
         else:
             raise ValueError(f"unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
     return detectors
 
 
 def cached_detectors(settings: Mapping[str, Any]) -> list[Detector]:
-    key = tuple((k, settings[k]) for k in ("detectors", "cascade_path", "scale_factor", "min_neighbors", "min_size"))
+    settings = {**DEFAULTS, **settings}
+    key = tuple((k, settings[k]) for k in ("detectors", "cascade_path", "scale_factor", "min_neighbors", "min_size",
+                                           "heatmap_model", "heatmap_threshold"))
     cache = _local.__dict__.setdefault("detectors", {})
     if key not in cache:
         cache[key] = build_detectors(settings)
@@ -103,6 +133,10 @@ def detectors_version(settings: Mapping[str, Any]) -> str:
                 parts.append(f"animeface-{metadata.version('animeface')}")
             except metadata.PackageNotFoundError:
                 parts.append("animeface-missing")
+        elif name == "heatmap":
+            model = Path(settings["heatmap_model"]) if settings["heatmap_model"] else None
+            digest = file_sha256(model)[:12] if model and model.is_file() else "missing"
+            parts.append(f"heatmap-{digest}@{settings['heatmap_threshold']}")
         else:
             parts.append(name)
     return (
@@ -177,9 +211,29 @@ def usable_detectors(names: list[str], cascade_path: str, settings: Mapping[str,
                 problems.append(f"Faces: animeface not used: {exc}")
                 continue
             usable.append(name)
+        elif name == "heatmap":
+            problem = heatmap_problem(settings.get("heatmap_model") or "")
+            if problem:
+                problems.append(f"Faces: the learned detector not used: {problem}")
+                continue
+            usable.append(name)
         else:
             raise ValueError(f"FACES_DETECTORS: unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
     return usable, resolved, problems
+
+
+def heatmap_problem(model: str) -> str | None:
+    """Why the learned detector's weights cannot be used (None: they can)."""
+    if not model:
+        return "FACES_HEATMAP_MODEL is empty (train one: scrapy faces train LABELLED_DIR OUT.pt)"
+    from models.face_heatmap import load
+    from models.torch_common import CheckpointError
+
+    try:
+        load(model)
+    except CheckpointError as exc:
+        return f"FACES_HEATMAP_MODEL: {exc}"
+    return None
 
 
 class FacesPipeline:
@@ -189,19 +243,7 @@ class FacesPipeline:
         s = crawler.settings
         if not s.getbool("FACES_ENABLED"):
             raise NotConfigured
-        names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS") if n.strip()]
-        method = (s.get("FACES_METHOD") or DEFAULTS["method"]).strip().lower()
-        if method not in METHODS:
-            raise ValueError(f"FACES_METHOD: unknown face detection method {method!r}; known: {', '.join(METHODS)}")
-        settings = {
-            "method": method,
-            "scale_factor": s.getfloat("FACES_SCALE_FACTOR"),
-            "min_neighbors": s.getint("FACES_MIN_NEIGHBORS"),
-            "min_size": s.getint("FACES_MIN_SIZE"),
-            "crop_margin": s.getfloat("FACES_CROP_MARGIN"),
-            "crop_size": s.getint("FACES_CROP_SIZE"),
-            "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
-        }
+        names, settings = read_settings(s)
         usable, cascade_path, problems = usable_detectors(names, s.get("FACES_CASCADE_PATH") or "", settings)
         if not usable:
             raise NotConfigured("no face detector can run, face crops are off. " + " | ".join(problems or ["FACES_DETECTORS is empty"]))

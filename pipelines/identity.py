@@ -76,13 +76,10 @@ class IdentityStage:
             if len(self.reference_files) < MIN_REFERENCES:
                 logger.warning("Identity: only %d reference pictures in %s; %d or more make a steadier centroid",
                                len(self.reference_files), reference, MIN_REFERENCES)
-        self.face_settings = {
-            "detectors": [n.strip().lower() for n in settings.getlist("FACES_DETECTORS") if n.strip()],
-            "cascade_path": settings.get("FACES_CASCADE_PATH") or "",
-            "scale_factor": settings.getfloat("FACES_SCALE_FACTOR"),
-            "min_neighbors": settings.getint("FACES_MIN_NEIGHBORS"),
-            "min_size": settings.getint("FACES_MIN_SIZE"),
-        }
+        from pipelines.faces import read_settings
+
+        names, face_settings = read_settings(settings)
+        self.face_settings = {**face_settings, "detectors": names, "cascade_path": settings.get("FACES_CASCADE_PATH") or ""}
         self.max_pixels = settings.getint("IMAGE_MAX_PIXELS")
         self.embedder: Any = None
 
@@ -108,7 +105,7 @@ class IdentityStage:
                 return None
             detectors = cached_detectors({**DEFAULTS, **self.face_settings, "detectors": tuple(usable),
                                           "cascade_path": cascade})
-            faces = detect_faces(image, detectors)
+            faces = detect_faces(image, detectors, method=self.face_settings["method"])
         except (ValueError, OSError, RuntimeError) as exc:
             logger.info("Identity: no face detection on the references (%s); their upper part is embedded", exc)
             return None

@@ -45,11 +45,11 @@ from crawler.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path,
 from crawler.tags import read_index
 from models.inference import Progress
 from pipelines.decide import condition_of, decide, default_action, load_rules
-from pipelines.faces import detectors_version, page_faces, usable_detectors
+from pipelines.faces import detectors_version, page_faces, read_settings, usable_detectors
 from pipelines.filters import picture_stats_bytes
 from pipelines.jpeg import BadImage, open_checked
 from pipelines.model_stage import open_pictures
-from pipelines.workers import _die_with_parent, worker_count
+from pipelines.workers import start_worker, worker_count
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -150,17 +150,8 @@ class FacesStage:
     name = "faces"
 
     def __init__(self, settings: BaseSettings, root: Path):
-        names = [n.strip().lower() for n in settings.getlist("FACES_DETECTORS") if n.strip()]
-        detector_settings = {
-            "method": (settings.get("FACES_METHOD") or "verified").strip().lower(),  # models.faces.METHODS
-            "scale_factor": settings.getfloat("FACES_SCALE_FACTOR"),
-            "min_neighbors": settings.getint("FACES_MIN_NEIGHBORS"),
-            "min_size": settings.getint("FACES_MIN_SIZE"),
-            "crop_margin": settings.getfloat("FACES_CROP_MARGIN"),
-            "crop_size": settings.getint("FACES_CROP_SIZE"),
-            "max_pixels": settings.getint("IMAGE_MAX_PIXELS"),
-        }
         try:
+            names, detector_settings = read_settings(settings)
             usable, cascade, problems = usable_detectors(names, settings.get("FACES_CASCADE_PATH") or "", detector_settings)
         except ValueError as exc:
             raise CurateError(str(exc)) from None
@@ -185,7 +176,7 @@ class FacesStage:
             if self.pool is None:  # spawn, as the crawl's pool; workers die with this process
                 self.pool = ProcessPoolExecutor(
                     self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_die_with_parent, initargs=(os.getpid(),),
+                    initializer=start_worker, initargs=(os.getpid(),),
                 )
             outcomes = list(self.pool.map(page_faces, *zip(*jobs)))
         return [o["faces"] if o["faces_error"] is None else o["faces_error"] for o in outcomes]

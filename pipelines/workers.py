@@ -25,14 +25,17 @@ from scrapy import signals
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: a crawl killed with SIGKILL must not leave its workers running.
+def start_worker(parent: int) -> None:
+    """Worker initializer. A crawl killed with SIGKILL must not leave its workers running.
 
     Python's pool workers outlive a killed parent (they wait on their queue forever), so ask the
     kernel to kill them with it (Linux), or watch the parent from a thread elsewhere. Ctrl-C goes
     to the whole process group: the crawler handles it, the workers ignore it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # one core a worker: torch (the learned face detector, imported later) would otherwise start a
+    # thread per core in every worker and the workers would fight over the cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -70,7 +73,7 @@ class ConversionPool:
         return ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent,
+            initializer=start_worker,
             initargs=(os.getpid(),),
         )
 

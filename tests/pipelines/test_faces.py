@@ -149,3 +149,29 @@ def test_find_faces_uses_the_method_it_is_given(tmp_path, monkeypatch):
         [face] = find_faces(str(tmp_path), "7", record, {"detectors": detectors_here(), "method": method})
         assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9
     assert methods == ["views", "verified"]
+
+
+def test_the_learned_detector_joins_through_its_settings_and_is_refused_without_weights(tmp_path, caplog):
+    from models import face_heatmap
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.faces"):
+        pipeline = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="animeface,heatmap"))
+    assert pipeline.settings["detectors"] == ("animeface",)
+    assert any("FACES_HEATMAP_MODEL is empty" in r.getMessage() for r in caplog.records)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(NotConfigured, match="FACES_HEATMAP_MODEL: .*junk.pt: not a torch checkpoint"):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="heatmap", FACES_HEATMAP_MODEL=str(tmp_path / "junk.pt")))
+
+    face_heatmap.save(face_heatmap.FaceHeatmapNet(), tmp_path / "faces.pt")  # untrained: it finds nothing
+    detectors = ",".join((*detectors_here(), "heatmap"))
+    pipeline = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS=detectors,
+                                                      FACES_HEATMAP_MODEL=str(tmp_path / "faces.pt"),
+                                                      FACES_HEATMAP_THRESHOLD=0.7))
+    assert pipeline.settings["detectors"][-1] == "heatmap" and "+heatmap-" in pipeline.version and "@0.7" in pipeline.version
+    picture, pasted = scene()
+    write_jpeg(tmp_path, "images/8_p0.jpg", picture)
+    record = {"page": 0, "path": "images/8_p0.jpg", "status": "kept"}
+    [face] = find_faces(str(tmp_path), "8", record, pipeline.settings)  # the classic pair's face, through the union
+    assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9
+    alone = find_faces(str(tmp_path), "8", record, {**pipeline.settings, "detectors": ("heatmap",)})
+    assert alone == []

@@ -1,0 +1,108 @@
+"""``scrapy faces ACTION ...``: train the learned face detector on labelled pictures, and measure one.
+
+The work is in ``models.face_heatmap``; this reads the arguments, turns unusable data or weights
+into a usage error (exit code 2, one clear message) and prints the results. torch is imported only
+when an action runs. The crawl uses the weights through ``FACES_DETECTORS`` / ``FACES_HEATMAP_MODEL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scrapy.exceptions import UsageError
+from scrapy.utils.log import configure_logging
+
+from crawler.command_base import (
+    ActionsHelpFormatter,
+    OfflineCommand,
+    actions_help,
+    refuse_unknown_options,
+    split_action,
+)
+
+ACTIONS = {
+    "train": (["LABELLED_DIR", "OUT"], "train on the pictures under LABELLED_DIR: a labelme .json of rectangles "
+                                       "beside a picture gives its faces, a picture without one is face-free; "
+                                       "writes the weights to OUT (a .pt file) and OUT.json (the run)"),
+    "evaluate": (["MODEL", "LABELLED_DIR"], "run the weights on labelled pictures: pictures whose face was found "
+                                            "(IoU >= 0.3), boxes elsewhere, face-free pictures with a box"),
+}
+
+
+class Command(OfflineCommand):
+
+    def syntax(self) -> str:
+        return "[options] ACTION ARGUMENT ..."
+
+    def short_desc(self) -> str:
+        return "Train the learned anime face detector on labelled pictures, and measure it (torch)"
+
+    def long_desc(self) -> str:
+        return (
+            "A small fully convolutional net that marks face centres (models/face_heatmap.py). Runs on CUDA\n"
+            "when there is a GPU, else on the CPU (~0.25 s a step of 32 patches on two cores).\n\n"
+            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
+            "Examples:\n"
+            "  scrapy faces train data/labelled models/faces.pt --steps 1800\n"
+            "  scrapy faces evaluate models/faces.pt data/held-out\n"
+            "  scrapy crawl pixiv -s FACES_DETECTORS=cascade,animeface,heatmap -s FACES_HEATMAP_MODEL=models/faces.pt"
+        )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.formatter_class = ActionsHelpFormatter
+        group = parser.add_argument_group("train")
+        group.add_argument("--steps", type=int, default=1800, metavar="N", help="optimiser steps (default 1800)")
+        group.add_argument("--batch-size", type=int, default=32, metavar="N", help="patches a step (default 32)")
+        group.add_argument("--lr", type=float, default=2e-3, metavar="RATE", help="peak learning rate (default 0.002)")
+        group.add_argument("--seed", type=int, default=0, metavar="N", help="default 0")
+        group.add_argument("--device", metavar="NAME", help="cpu, cuda, cuda:1 (default: cuda when available)")
+        group = parser.add_argument_group("evaluate")
+        group.add_argument("--threshold", type=float, default=None, metavar="P",
+                           help="centre score that makes a face (default: FACES_HEATMAP_THRESHOLD)")
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        refuse_unknown_options(args)
+        action, operands = split_action(args, ACTIONS)
+        if len(operands) != len(ACTIONS[action][0]):
+            raise UsageError(f"usage: scrapy faces {' '.join([action, *ACTIONS[action][0]])}", print_help=False)
+        configure_logging(self.settings)
+        from models import face_heatmap
+        from models.torch_common import CheckpointError
+
+        try:
+            if action == "train":
+                self.train(face_heatmap, operands, opts)
+            else:
+                self.evaluate(face_heatmap, operands, opts)
+        except (CheckpointError, ValueError, OSError) as exc:
+            raise UsageError(str(exc), print_help=False) from None
+
+    def train(self, face_heatmap, operands: list[str], opts: argparse.Namespace) -> None:  # noqa: ANN001
+        pictures = face_heatmap.read_labelme_boxes(operands[0])
+        config = face_heatmap.TrainConfig(steps=opts.steps, batch_size=opts.batch_size,
+                                          learning_rate=opts.lr, seed=opts.seed)
+        net, result = face_heatmap.train(pictures, config, log=print, device=opts.device)
+        face_heatmap.save(net, operands[1], result)
+        summary = {key: value for key, value in vars(result).items() if key != "losses"}
+        summary["final_loss"] = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
+        from crawler.storage import atomic_write
+
+        atomic_write(operands[1] + ".json", json.dumps(summary, indent=2).encode())
+        print(f"Trained on {result.pictures} pictures ({result.faces} faces, {result.negatives} face-free) "
+              f"in {result.seconds:.0f} s, final loss {summary['final_loss']:.3f}; weights {operands[1]}")
+
+    def evaluate(self, face_heatmap, operands: list[str], opts: argparse.Namespace) -> None:  # noqa: ANN001
+        assert self.settings is not None
+        threshold = opts.threshold if opts.threshold is not None else self.settings.getfloat("FACES_HEATMAP_THRESHOLD")
+        detector = face_heatmap.HeatmapDetector(operands[0], threshold)
+        score = face_heatmap.evaluate(detector.boxes, face_heatmap.read_labelme_boxes(operands[1]))
+        print(f"Faces found on {score.found}/{score.with_faces} pictures (recall {score.recall:.3f}), "
+              f"{score.wrong_boxes} boxes elsewhere; face-free pictures with a box: "
+              f"{score.false_positives}/{score.negatives} ({score.false_positive_rate:.3f})")
+        for name in score.missed:
+            print(f"  missed: {name}")
+        for name in score.fired:
+            print(f"  false positive: {name}")
