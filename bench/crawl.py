@@ -101,7 +101,7 @@ def naive_worker(api: str, limit: int, output: Path) -> None:
     """What a first script does: one requests.Session, one thing at a time."""
     import requests
 
-    from crawler.storage import atomic_write
+    from core.storage import atomic_write
     from pipelines.jpeg import BadImage, to_jpeg
     from pipelines.ugoira import ugoira_to_webp
 

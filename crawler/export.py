@@ -56,9 +56,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
+from core.storage import CRAWL_FOLDERS, catalog_path, output_dir
 from crawler.catalog import Catalog, connect_read_only
 from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
-from crawler.storage import CRAWL_FOLDERS, catalog_path, output_dir
 from crawler.tags import TagIndex, normalise
 from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box, encode, parse_colour, plan, render
 from models.imaging import flatten_on_white

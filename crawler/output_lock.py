@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from crawler.storage import output_dir
+from core.storage import output_dir
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

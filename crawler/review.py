@@ -27,10 +27,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from core.storage import status_path
 from crawler.catalog import LOCAL_PREFIX, Catalog, utc_now
 from crawler.output_lock import OutputLock
 from crawler.report import make_thumbnail
-from crawler.storage import status_path
 from pipelines.decide import manual_reason
 
 logger = logging.getLogger(__name__)

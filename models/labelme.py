@@ -54,7 +54,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from crawler.storage import atomic_write
+from core.storage import atomic_write
 from models.inference import Progress
 
 log = logging.getLogger("models.labelme")

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from crawler.storage import atomic_write
+from core.storage import atomic_write
 from models.classifier import expand_paths, split_value
 from models.imaging import flatten_on_white
 from models.inference import Progress

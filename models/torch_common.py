@@ -18,7 +18,7 @@ from typing import Any, ContextManager
 
 import torch
 
-from crawler.storage import atomic_write
+from core.storage import atomic_write
 
 
 class CheckpointError(ValueError):

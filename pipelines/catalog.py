@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 
+from core.items import ArtworkItem
+from core.storage import catalog_path
 from crawler.catalog import Catalog, utc_now
-from crawler.items import ArtworkItem
-from crawler.storage import catalog_path
 
 if TYPE_CHECKING:
     from scrapy import Spider

@@ -64,9 +64,9 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 
+from core.items import ArtworkItem
+from core.storage import catalog_path, output_dir, status_path
 from crawler.catalog import read_manual_decisions
-from crawler.items import ArtworkItem
-from crawler.storage import catalog_path, output_dir, status_path
 from crawler.tags import TagIndex, normalise, read_index
 from pipelines.filters import MONOCHROME_MAX_COLORFULNESS, MONOCHROME_MIN_LINE_ART
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from scrapy.exceptions import NotConfigured
 
-from crawler.items import ArtworkItem
-from crawler.storage import FACES_DIR, atomic_write, output_dir
+from core.items import ArtworkItem
+from core.storage import FACES_DIR, atomic_write, output_dir
 from models.faces import (
     CASCADE_SHA256,
     CASCADE_URL,

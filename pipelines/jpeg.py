@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from crawler.items import ArtworkItem
-from crawler.storage import IMAGES_DIR, atomic_write, output_dir
+from core.items import ArtworkItem
+from core.storage import IMAGES_DIR, atomic_write, output_dir
 from models.imaging import flatten_on_white
 from pipelines.filters import PictureStats, picture_stats
 from pipelines.workers import pool_for

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from scrapy.exceptions import NotConfigured
 
-from crawler.items import ArtworkItem
-from crawler.storage import output_dir
+from core.items import ArtworkItem
+from core.storage import output_dir
 from models.imaging import to_8bit
 from pipelines.batching import Batcher
 

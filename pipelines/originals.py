@@ -29,9 +29,9 @@ from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from crawler.items import ArtworkItem
+from core.items import ArtworkItem
+from core.storage import ORIGINALS_DIR, atomic_write, output_dir, remove_partial_files
 from crawler.pixiv_api import original_file_name
-from crawler.storage import ORIGINALS_DIR, atomic_write, output_dir, remove_partial_files
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

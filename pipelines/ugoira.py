@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from crawler.items import ArtworkItem
-from crawler.storage import IMAGES_DIR, atomic_write, output_dir
+from core.items import ArtworkItem
+from core.storage import IMAGES_DIR, atomic_write, output_dir
 from pipelines.jpeg import BadImage, open_checked, sha256_hex
 from pipelines.workers import pool_for
 

@@ -42,6 +42,6 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,ops,review,browser]' 2>&1 \
     | grep -v "is ignored" || true
-.venv/bin/python -c "import scrapy, PIL, sqlite_utils, aiohttp, pytest, scrapyd, scrapy_redis, redis, playwright, scrapy_playwright, datasette, onnxruntime, sklearn, onnx, ruff" \
+.venv/bin/python -c "import scrapy, PIL, sqlite_utils, aiohttp, pytest, scrapyd, scrapy_redis, redis, playwright, scrapy_playwright, datasette, onnxruntime, sklearn, onnx, ruff, mypy" \
     || { echo "setup: the virtual environment is incomplete" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -12,6 +12,7 @@ from pathlib import Path
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from core.storage import output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
 from crawler.export import (
     FORMATS,
@@ -24,7 +25,6 @@ from crawler.export import (
     parse_tags,
     parse_where,
 )
-from crawler.storage import output_dir
 from models.crops import CROP_KINDS, FITS
 
 

@@ -88,7 +88,7 @@ class Command(OfflineCommand):
         face_heatmap.save(net, operands[1], result)
         summary = {key: value for key, value in vars(result).items() if key != "losses"}
         summary["final_loss"] = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
-        from crawler.storage import atomic_write
+        from core.storage import atomic_write
 
         atomic_write(operands[1] + ".json", json.dumps(summary, indent=2).encode())
         print(f"Trained on {result.pictures} pictures ({result.faces} faces, {result.negatives} face-free) "

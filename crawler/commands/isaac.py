@@ -24,8 +24,8 @@ from typing import Any
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from core.storage import catalog_path, output_dir
 from crawler.command_base import OfflineCommand
-from crawler.storage import catalog_path, output_dir
 
 logger = logging.getLogger(__name__)
 

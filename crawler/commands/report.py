@@ -7,9 +7,9 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
+from core.storage import catalog_path, output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options
 from crawler.report import write_report
-from crawler.storage import catalog_path, output_dir
 
 
 class Command(OfflineCommand):

@@ -11,10 +11,10 @@ from aiohttp import web
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from core.storage import catalog_path, output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options
 from crawler.output_lock import OutputLock
 from crawler.review import ReviewSite
-from crawler.storage import catalog_path, output_dir
 
 
 class Command(OfflineCommand):

@@ -134,7 +134,7 @@ class Command(OfflineCommand):
         report = segment.evaluate(operands[0], operands[1], subset=opts.subset, shares=parse_shares(opts.split),
                                   device=opts.device, progress=not opts.no_progress)
         path = Path(opts.json) if opts.json else Path(operands[0]).parent / f"evaluation-{opts.subset}.json"
-        from crawler.storage import atomic_write
+        from core.storage import atomic_write
 
         atomic_write(path, (json.dumps(report, indent=2) + "\n").encode())
         print_report(report, path)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
+from core.storage import catalog_path
 from crawler import tags
 from crawler.catalog import Catalog
 from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options
-from crawler.storage import catalog_path
 
 # action: (operands, what it does). The order is the order --help lists them in.
 ACTIONS = {

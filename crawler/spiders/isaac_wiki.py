@@ -35,10 +35,10 @@ from urllib.parse import quote, urlencode, urljoin
 
 import scrapy
 
+from core.items import SpriteSheetItem
+from core.storage import catalog_path
 from crawler.catalog import Catalog
-from crawler.items import SpriteSheetItem
 from crawler.middlewares import WAIT_META, parse_retry_after
-from crawler.storage import catalog_path
 from pipelines.sprites.css import ComputedIcon, Element, Stylesheet, first_image_url
 from pipelines.sprites.table import ItemRow, parse_list_page
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import scrapy
 
+from core.items import ArtworkItem
+from core.storage import catalog_path
 from crawler import pixiv_api as api
 from crawler.catalog import Catalog, utc_now
 from crawler.cluster import LOCAL_META
-from crawler.items import ArtworkItem
 from crawler.middlewares import WAIT_META, session_cookie
-from crawler.storage import catalog_path
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from crawler.storage import atomic_write
+from core.storage import atomic_write
 from pipelines.sprites.slicing import DEFAULT_UPSCALE, SPRITES_DIR, UNLABELLED_DIR
 from pipelines.sprites.table import KINDS, LIST_PAGES
 

@@ -8,7 +8,7 @@ so a folder of files can be read as one class per file without silently learning
 twin. The earlier sprite is the first by (kind, in-game id); unlabelled ones come after.
 
 ``slice_sheet`` is pure (bytes in, records and in-memory images out); ``build_sprites`` also writes
-the files, each with ``crawler.storage.atomic_write``. A Scrapy pipeline calls the latter.
+the files, each with ``core.storage.atomic_write``. A Scrapy pipeline calls the latter.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
-from crawler.storage import atomic_write
+from core.storage import atomic_write
 from pipelines.sprites.css import (
     DEFAULT_BOX,
     Element,

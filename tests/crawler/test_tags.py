@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from scrapy.utils.test import get_crawler
 
+from core.items import ArtworkItem
 from crawler import tags
 from crawler.catalog import Catalog
-from crawler.items import ArtworkItem
 from pipelines.decide import DecisionPipeline, check_rules, decide
 from tests.conftest import project_settings
 from tests.crawler.small_crawl import crawled_copy

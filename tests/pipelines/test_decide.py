@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from scrapy.utils.test import get_crawler
 
-from crawler.items import ArtworkItem
+from core.items import ArtworkItem
 from pipelines.decide import DecisionPipeline, RuleError, check_rules, decide, read_rules_file
 from tests.conftest import project_settings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.storage import atomic_write, remove_partial_files
 from crawler.pixiv_api import original_file_name
-from crawler.storage import atomic_write, remove_partial_files
 from pipelines.originals import refuse_non_image
 
 
@@ -87,7 +87,7 @@ def test_an_original_that_is_not_kept_goes_to_the_jpeg_stage_in_memory(tmp_path)
     assert stored["body"] == body and stored["path"] == "originals/130000006_p0.png"
     assert not (tmp_path / "originals").exists()
 
-    from crawler.items import ArtworkItem
+    from core.items import ArtworkItem
 
     item = ArtworkItem(artwork={"id": "130000006"}, file_urls=[url])
     pipe.item_completed([(True, stored)], item, None)
