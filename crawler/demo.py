@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from mocksites import images
 from mocksites.pixiv import TARGET_TAG, SiteConfig
 from mocksites.runner import REPO, LocalSite

@@ -56,10 +56,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
+from catalog.store import Catalog, connect_read_only
+from catalog.tags import TagIndex, normalise
 from core.storage import CRAWL_FOLDERS, catalog_path, output_dir
-from crawler.catalog import Catalog, connect_read_only
 from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
-from crawler.tags import TagIndex, normalise
 from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box, encode, parse_colour, plan, render
 from models.imaging import flatten_on_white
 from models.inference import Progress
@@ -148,7 +148,7 @@ class ExportOptions:
     where_timeout: float = WHERE_TIMEOUT  # seconds the picture query (with --where) may run
     # Captions (every format; kohya's defaults differ: underscores as spaces, characters first).
     caption_underscores: str = ""  # keep | space; empty: space for kohya, keep for the others
-    undesired_tags: tuple[str, ...] = ()  # left out of captions, compared by crawler.tags.normalise
+    undesired_tags: tuple[str, ...] = ()  # left out of captions, compared by catalog.tags.normalise
     rating_tags: bool = True  # False: rating tags (rating:safe, a "Rating" category) left out of captions
     # kohya: num_repeats per class folder (None: EXPORT_KOHYA_REPEATS, balanced over several classes),
     # and dataset.toml's resolution and batch size.

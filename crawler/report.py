@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from catalog.store import Catalog
 from core.storage import atomic_write
-from crawler.catalog import Catalog
 from models.imaging import flatten_on_white
 from models.inference import Progress
 

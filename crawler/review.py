@@ -27,8 +27,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from catalog.store import LOCAL_PREFIX, Catalog, utc_now
 from core.storage import status_path
-from crawler.catalog import LOCAL_PREFIX, Catalog, utc_now
 from crawler.output_lock import OutputLock
 from crawler.report import make_thumbnail
 from pipelines.decide import manual_reason

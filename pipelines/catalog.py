@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 
+from catalog.store import Catalog, utc_now
 from core.items import ArtworkItem
 from core.storage import catalog_path
-from crawler.catalog import Catalog, utc_now
 
 if TYPE_CHECKING:
     from scrapy import Spider

@@ -12,7 +12,7 @@ ends in ``.yaml``/``.yml``, JSON otherwise), tried in order, the first that matc
     {"action": "keep", "if": "tag", "any": ["mona_(genshin_impact)", "モナ(原神)", "莫娜"]}
                                                              a model tag or a Pixiv tag, any case;
                                                              with aliases or implications in the
-                                                             catalogue (crawler/tags.py), by canonical
+                                                             catalogue (catalog/tags.py), by canonical
                                                              tag: 莫娜 matches when it is an alias
     {"action": "drop", "if": "tag", "all": ["1girl", "solo"]}  every one of these tags
     {"action": "drop", "if": "tag", "none": ["mona_(genshin_impact)"]}
@@ -64,10 +64,10 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 
+from catalog.store import read_manual_decisions
+from catalog.tags import TagIndex, normalise, read_index
 from core.items import ArtworkItem
 from core.storage import catalog_path, output_dir, status_path
-from crawler.catalog import read_manual_decisions
-from crawler.tags import TagIndex, normalise, read_index
 from pipelines.filters import MONOCHROME_MAX_COLORFULNESS, MONOCHROME_MIN_LINE_ART
 
 if TYPE_CHECKING:

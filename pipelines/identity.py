@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from crawler.catalog import utc_now
+from catalog.store import utc_now
 from models.identity import (
     NORMALIZATIONS,
     EmbedderError,

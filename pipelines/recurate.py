@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from catalog.store import LOCAL_PREFIX, Catalog, StoredPicture, utc_now
+from catalog.tags import read_index
 from core.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir, status_path
-from crawler.catalog import LOCAL_PREFIX, Catalog, StoredPicture, utc_now
 from crawler.dedup import Candidate, find_duplicates
-from crawler.tags import read_index
 from models.inference import Progress
 from pipelines.decide import condition_of, decide, default_action, load_rules
 from pipelines.faces import detectors_version, page_faces, read_settings, usable_detectors

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.utils.asyncio import run_in_thread
 
+from catalog.store import Catalog, utc_now
 from core.items import SpriteSheetItem
 from core.storage import catalog_path, output_dir
-from crawler.catalog import Catalog, utc_now
 from pipelines.sprites import SheetSlices, SpriteSheetError, build_card, build_sprites, write_card
 from pipelines.sprites.css import resolve_computed
 from pipelines.sprites.slicing import load_sheet

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "crawler", "pipelines", "models", "mocksites")
+PACKAGES = ("core", "catalog", "crawler", "pipelines", "models", "mocksites")
 
 
 def package_of(module: str) -> str | None:

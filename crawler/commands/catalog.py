@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from crawler.command_base import OfflineCommand
 
 ACTIONS = ("merge",)

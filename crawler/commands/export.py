@@ -105,7 +105,7 @@ class Command(OfflineCommand):
                                  "tags of 3 characters or less, like ^_^, keep theirs). Default: space for kohya, "
                                  "keep for the other formats")
         parser.add_argument("--undesired-tags", metavar="TAG,TAG",
-                            help="tags left out of captions, matched like crawler/tags.py (case, width, '_' or "
+                            help="tags left out of captions, matched like catalog/tags.py (case, width, '_' or "
                                  "space, aliases); default EXPORT_UNDESIRED_TAGS")
         parser.add_argument("--no-rating-tags", action="store_true",
                             help="leave rating tags (rating:safe, a tagger's Rating category) out of captions")

@@ -1,7 +1,7 @@
 """``scrapy tags ACTION ...``: search the catalogue's tags, and make aliases and implications.
 
 One command with sub-actions, so that everything about tags is found under one ``--help``. The
-work is in ``crawler.tags``; this reads the arguments, turns a refused change into a usage error
+work is in ``catalog.tags``; this reads the arguments, turns a refused change into a usage error
 (exit code 2, one clear message) and prints the result.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
+from catalog import tags
+from catalog.store import Catalog
 from core.storage import catalog_path
-from crawler import tags
-from crawler.catalog import Catalog
 from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options
 
 # action: (operands, what it does). The order is the order --help lists them in.

@@ -35,9 +35,9 @@ from urllib.parse import quote, urlencode, urljoin
 
 import scrapy
 
+from catalog.store import Catalog
 from core.items import SpriteSheetItem
 from core.storage import catalog_path
-from crawler.catalog import Catalog
 from crawler.middlewares import WAIT_META, parse_retry_after
 from pipelines.sprites.css import ComputedIcon, Element, Stylesheet, first_image_url
 from pipelines.sprites.table import ItemRow, parse_list_page

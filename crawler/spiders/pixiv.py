@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import scrapy
 
+from catalog.store import Catalog, utc_now
 from core.items import ArtworkItem
 from core.storage import catalog_path
 from crawler import pixiv_api as api
-from crawler.catalog import Catalog, utc_now
 from crawler.cluster import LOCAL_META
 from crawler.middlewares import WAIT_META, session_cookie
 

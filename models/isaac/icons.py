@@ -143,7 +143,7 @@ def icons_from_catalog(catalog_db: str | Path, output_dir: str | Path | None = N
     root = Path(output_dir) if output_dir else catalog_db.parent
     if not catalog_db.is_file():
         raise IconSourceError(f"no catalogue at {catalog_db}")
-    from crawler.catalog import Catalog
+    from catalog.store import Catalog
 
     catalog = Catalog(catalog_db)
     try:

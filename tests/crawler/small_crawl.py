@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from mocksites.runner import REPO, LocalSite
 from tests.conftest import crawl_command, crawl_env
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from mocksites.runner import REPO
 from tests.conftest import crawl_env
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from models import classifier as clf
 from models.faces import synthetic_face
 from tests.models.tagger_fixtures import build_project

@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from crawler.report import write_report
 from tests.crawler.small_crawl import crawled_copy, mark_some_dropped
 

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 from scrapy.settings import Settings
 
+from catalog.store import Catalog, utc_now
 from crawler import export as export_module
-from crawler.catalog import Catalog, utc_now
 from crawler.export import ExportError, ExportOptions, export, parse_split, parse_where, split_of
 from tests.conftest import project_settings
 
@@ -299,7 +299,7 @@ def test_kohya_caption_options_from_the_command_line(catalogue, tmp_path):
     --repeats, as users pass them; a Pixiv tag that is an alias of a model Character tag goes first."""
     import tomllib
 
-    from crawler.tags import add_alias
+    from catalog.tags import add_alias
 
     output = own_crawl(catalogue, tmp_path)
     db = output / "catalog.db"
@@ -470,7 +470,7 @@ def test_where_as_sql_and_as_rules(catalogue, tmp_path):
 def test_rules_and_tag_classes_count_aliases_and_implications(catalogue, tmp_path):
     """モナ is made an alias of the tagger's tag and the tag made to imply genshin_impact: the rule
     filter and the ``tags:`` classes must see both, as the crawl's decision stage does."""
-    from crawler.tags import add_alias, add_implication
+    from catalog.tags import add_alias, add_implication
 
     plain = run_export(catalogue["output"], tmp_path / "plain", "{if: tag, any: [mona_(genshin_impact)]}",
                        class_from="tags:mona_(genshin_impact)")

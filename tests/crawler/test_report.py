@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from crawler.report import write_report
 from tests.crawler.small_crawl import HOSTILE, crawled_copy, mark_some_dropped
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from crawler.output_lock import OutputLock
 from crawler.review import apply_manual_decision
 from mocksites.runner import REPO

@@ -11,8 +11,8 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.test import get_crawler
 
 import models.faces as faces_module
+from catalog.store import Catalog
 from core.items import ArtworkItem
-from crawler.catalog import Catalog
 from models.faces import CASCADE_SHA256, CASCADE_URL, find_cascade
 from pipelines.faces import FacesPipeline, find_faces, page_faces
 from tests.conftest import project_settings

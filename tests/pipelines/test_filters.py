@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from crawler.dedup import hamming
 from pipelines.filters import (
     MONOCHROME_MAX_COLORFULNESS,

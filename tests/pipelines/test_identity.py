@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from scrapy.settings import Settings
 
-from crawler.catalog import utc_now
+from catalog.store import utc_now
 from pipelines.decide import RuleError, check_rules, decide
 from pipelines.recurate import CurateError, Curator
 from tests.conftest import project_settings

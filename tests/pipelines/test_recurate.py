@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from scrapy.settings import Settings
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from models.faces import synthetic_face
 from models.imaging import flatten_on_white
 from pipelines.jpeg import to_jpeg

@@ -7,8 +7,8 @@ import hashlib
 
 from scrapy.utils.test import get_crawler
 
+from catalog.store import Catalog
 from core.items import SpriteSheetItem
-from crawler.catalog import Catalog
 from crawler.spiders.isaac_wiki import IsaacWikiSpider
 from pipelines.sprite_sheets import SpriteSheetPipeline
 from tests.conftest import project_settings

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from crawler.catalog import Catalog
+from catalog.store import Catalog
 from models.isaac.icons import (
     FIXTURE_CSS_URL,
     FIXTURE_FILES,

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import pipelines.sprites.slicing as slicing
+from catalog.store import Catalog
 from core.storage import PART_SUFFIX
-from crawler.catalog import Catalog
 from pipelines.sprites.card import LICENCE, build_card, write_card
 from pipelines.sprites.slicing import (
     SpriteSheetError,

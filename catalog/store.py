@@ -131,9 +131,9 @@ CREATE TABLE IF NOT EXISTS artwork_tags (
     PRIMARY KEY (artwork_id, tag)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS artwork_tags_tag ON artwork_tags(tag);
--- Tag aliases and implications, Hydrus's siblings and parents (crawler/tags.py holds the rules).
+-- Tag aliases and implications, Hydrus's siblings and parents (catalog/tags.py holds the rules).
 CREATE TABLE IF NOT EXISTS tag_aliases (
-    alias TEXT PRIMARY KEY,          -- the alias's key: crawler.tags.normalise (NFKC, casefold, spaces as _)
+    alias TEXT PRIMARY KEY,          -- the alias's key: catalog.tags.normalise (NFKC, casefold, spaces as _)
     canonical TEXT NOT NULL,         -- the tag it names, as written; may itself be an alias (chains resolve)
     source TEXT,                     -- user (scrapy tags alias), file:NAME (scrapy tags load), translation
     written TEXT                     -- the alias as written
@@ -348,7 +348,9 @@ class Catalog:
         return Coverage(row[0], row[1]) if row else None
 
     def summary(self) -> dict[str, Any]:
-        one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
+        def one(sql: str) -> int:
+            return int(self.conn.execute(sql).fetchone()[0])
+
         by_status = dict(self.conn.execute("SELECT status, count(*) FROM images GROUP BY status"))
         return {
             "artworks": one("SELECT count(*) FROM artworks"),
@@ -515,7 +517,8 @@ class Catalog:
                 [spider, tag, query_key, json.dumps(arguments, ensure_ascii=False), utc_now(),
                  socket.gethostname(), os.getpid()],
             )
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # an INSERT always sets it
+        return cur.lastrowid
 
     def finish_crawl(self, crawl_id: int, status: str, reason: str | None, counts: dict[str, int], stats: dict[str, Any]) -> None:
         with self.conn:
@@ -598,7 +601,9 @@ class Catalog:
 
     def _merge_attached(self, src_tables: set[str], label: str) -> dict[str, Any]:
         conn = self.conn
-        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        def one(sql: str) -> int:
+            return int(conn.execute(sql).fetchone()[0])
+
         conn.execute("PRAGMA defer_foreign_keys = ON")  # rows of one artwork move in any order
         conn.execute("CREATE TEMP TABLE merge_winners (id TEXT PRIMARY KEY)")
         conn.execute(
@@ -685,7 +690,8 @@ class Catalog:
                 f"INSERT INTO main.crawls ({', '.join(columns)}, node) VALUES ({', '.join('?' * len(columns))}, ?)",
                 [*values, node or label],
             )
-            mapping[src_id] = int(cur.lastrowid)
+            assert cur.lastrowid is not None
+            mapping[src_id] = cur.lastrowid
             added += 1
         return mapping, added
 
@@ -905,9 +911,10 @@ class Catalog:
 
     def identity_embedding(self, artwork_id: str, page: int) -> tuple[str, str, bytes] | None:
         """(embedder version, source, float32 bytes) stored for the picture, or None."""
-        return self.conn.execute(
+        row: tuple[str, str, bytes] | None = self.conn.execute(
             "SELECT embedder, source, embedding FROM identity WHERE artwork_id = ? AND page = ?", [artwork_id, page]
         ).fetchone()
+        return row
 
     def set_identity_embedding(self, artwork_id: str, page: int, embedder: str, source: str, embedding: bytes) -> None:
         """A new embedding; the match of an older one no longer holds, so it is cleared."""

@@ -1,4 +1,4 @@
-"""Tag aliases and implications (crawler/tags.py), tag search, `scrapy tags`, and the rules reading them."""
+"""Tag aliases and implications (catalog/tags.py), tag search, `scrapy tags`, and the rules reading them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from scrapy.utils.test import get_crawler
 
+from catalog import tags
+from catalog.store import Catalog
 from core.items import ArtworkItem
-from crawler import tags
-from crawler.catalog import Catalog
 from pipelines.decide import DecisionPipeline, check_rules, decide
 from tests.conftest import project_settings
 from tests.crawler.small_crawl import crawled_copy

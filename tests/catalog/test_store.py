@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from crawler.catalog import SCHEMA_VERSION, Catalog, Coverage
+from catalog.store import SCHEMA_VERSION, Catalog, Coverage
 
 
 def artwork(**kw):

@@ -20,7 +20,7 @@ them. The rules:
 
 Everything here takes a ``sqlite3.Connection`` to the catalogue (``Catalog.conn``) and is plain
 functions, so the crawl's decision stage, ``scrapy tags`` and ``scrapy export`` share one meaning of
-"the same tag". The schema lives in ``crawler/catalog.py``: ``tag_aliases``, ``tag_implications``.
+"the same tag". The schema lives in ``catalog/store.py``: ``tag_aliases``, ``tag_implications``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from crawler.catalog import connect_read_only
+from catalog.store import connect_read_only
 
 TRANSLATION = "translation"  # the source of rows made by seed_from_translations; any other is a person's
 USER = "user"  # the source of rows made by `scrapy tags alias` / `imply`
@@ -393,7 +393,7 @@ class TagMatch:
         return {k: getattr(self, k) for k in ("tag", "score", "matched", "names", "artworks", "pictures", "kept")}
 
 
-def _score(query: str, name: str, matcher: difflib.SequenceMatcher) -> float:
+def _score(query: str, name: str, matcher: difflib.SequenceMatcher[str]) -> float:
     """How well a name's key matches the query's key: exact, substring, or a difflib ratio."""
     if query == name:
         return 1.0
