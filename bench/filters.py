@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crawler.dedup import hamming, phash_image  # noqa: E402
+from pipelines.dedup import hamming, phash_image  # noqa: E402
 from pipelines.filters import colorfulness, line_art, picture_stats, picture_stats_bytes  # noqa: E402
 from pipelines.jpeg import to_jpeg  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Benchmark: the Isaac recognizer's data and inference paths, each against the naive way, in one run.
 
-* slicing: ``pipelines.sprites.build_sprites`` on the captured sheets (CSS parsed once per sheet,
+* slicing: ``stages.sprites.build_sprites`` on the captured sheets (CSS parsed once per sheet,
   duplicates found, PNGs written) against the original workflow's way (open the sheet again for
   every item, crop at the scraped x/y, save);
 * synthesis: camera-like crops per second in one process, and a training step fed by a loader

@@ -42,7 +42,7 @@ ADDED_COLUMNS = [
     # Pixel statistics (pipelines/filters.py), by the JPEG stage or `scrapy curate`; NULL: not taken yet
     ("images", "colorfulness", "REAL"),  # chroma off the main hue: ~0 greyscale, sepia, one tint
     ("images", "line_art", "REAL"),      # share of the non-paper pixels on thin strokes, 0..1
-    ("images", "phash", "TEXT"),         # 64-bit perceptual hash (crawler/dedup.py), 16 hex digits
+    ("images", "phash", "TEXT"),         # 64-bit perceptual hash (pipelines/dedup.py), 16 hex digits
 ]
 
 SCHEMA = """
@@ -182,7 +182,7 @@ CREATE TABLE IF NOT EXISTS search_coverage (
     crawl_id INTEGER REFERENCES crawls(id),
     updated TEXT NOT NULL
 );
--- Item icons cut from a wiki's CSS sprite sheets (pipelines/sprites/). A table row labels a sprite
+-- Item icons cut from a wiki's CSS sprite sheets (stages/sprites/). A table row labels a sprite
 -- by kind and in-game id; a CSS id that no row names is kept unlabelled, keyed by that id.
 CREATE TABLE IF NOT EXISTS sprites (
     key TEXT PRIMARY KEY,            -- collectible:001, trinket:001; css:{css_id} when unlabelled
@@ -1011,7 +1011,7 @@ class Catalog:
             [artwork_id, page, source, width, height, jpeg],
         )
 
-    # --- sprites (pipelines/sprites/) ----------------------------------------------------------
+    # --- sprites (stages/sprites/) ----------------------------------------------------------
     _SPRITE_COLUMNS = (
         "key", "kind", "game_id", "css_id", "labelled", "name_en", "name_zh", "quality", "charge",
         "description", "sheet_url", "sheet_sha1", "x", "y", "w", "h", "sha256", "blank", "duplicate_of",

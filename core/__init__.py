@@ -2,5 +2,5 @@
 
 Where files go and how they are written atomically (``core.storage``); the records the spiders
 yield and the pipelines fill in (``core.items``). Issue 16's layering: core <-
-catalog <- models <- pipelines <- crawler; ``tests/test_layers.py`` holds every package to it.
+catalog, sites <- models, stages <- pipelines <- crawler; ``tests/test_layers.py`` holds every package to it.
 """

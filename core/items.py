@@ -44,11 +44,11 @@ class SpriteSheetItem:
     reason: str | None = None
     source: str | None = None  # api, html, browser
     revid: int | None = None
-    rows: list[Any] = field(default_factory=list)  # pipelines.sprites.ItemRow
+    rows: list[Any] = field(default_factory=list)  # stages.sprites.ItemRow
     skipped_rows: list[str] = field(default_factory=list)  # table rows that are no item, and why
     css: str | None = None
     css_url: str = ""  # what relative url()s in the CSS are joined to
-    computed: list[Any] | None = None  # pipelines.sprites.css.ComputedIcon, render=browser
+    computed: list[Any] | None = None  # stages.sprites.css.ComputedIcon, render=browser
     styles_sha1: str | None = None
     sheet_url: str | None = None
     sheet_sha1: str | None = None

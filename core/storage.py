@@ -23,7 +23,7 @@ IMAGES_DIR = "images"
 ORIGINALS_DIR = "originals"
 FACES_DIR = "faces"
 DROPPED_DIR = "dropped"
-# Every folder a crawl writes under OUTPUT_DIR (sprites: pipelines/sprites, logs: scheduled runs);
+# Every folder a crawl writes under OUTPUT_DIR (sprites: stages/sprites, logs: scheduled runs);
 # nothing else (an export's DEST) may be put inside or over one of them.
 CRAWL_FOLDERS = (IMAGES_DIR, DROPPED_DIR, ORIGINALS_DIR, FACES_DIR, "sprites", "logs")
 

@@ -59,11 +59,11 @@ from PIL import Image
 from catalog.store import Catalog, connect_read_only
 from catalog.tags import TagIndex, normalise
 from core.storage import CRAWL_FOLDERS, catalog_path, output_dir
-from crawler.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
 from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box, encode, parse_colour, plan, render
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from pipelines.decide import RuleError, check_rules, decide, read_rules_file
+from pipelines.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

@@ -69,7 +69,7 @@ IDENTITY_EMBEDDER_NORMALIZATION = "0-1"  # the ONNX input's scaling: 0-1, -1-1, 
 IDENTITY_THRESHOLD = 0.5  # max distance (unit vectors, 0..2) to the references' centroid; for colour-v1
 IDENTITY_MIN_CLUSTER_SIZE = 5  # HDBSCAN's min_cluster_size
 
-# --- Wiki sprites (pipelines/sprites/) ----------------------------------------------------------
+# --- Wiki sprites (stages/sprites/) ----------------------------------------------------------
 # Icons cut from the Isaac wiki's CSS sprite sheets: a lossless RGBA PNG at native size in
 # OUTPUT_DIR/sprites/{kind}/, and beside it (x2/) an upscale by this factor; 1 writes none.
 SPRITES_UPSCALE = 2  # nearest-neighbour, so pixel art stays sharp
@@ -84,7 +84,7 @@ ISAAC_MODEL_DIR = ""  # empty: OUTPUT_DIR/isaac-model
 ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 
 # --- Export (`scrapy export`, crawler/export.py) -------------------------------------------------
-# Near duplicates: 64-bit DCT perceptual hashes at most this many bits apart (crawler/dedup.py).
+# Near duplicates: 64-bit DCT perceptual hashes at most this many bits apart (pipelines/dedup.py).
 # Re-encoded or resized copies differ by 0-4 bits, distinct pictures by 16 or more; -1: exact only.
 EXPORT_PHASH_DISTANCE = 6  # bits
 EXPORT_SHARD_SIZE = 1000  # samples per webdataset tar shard

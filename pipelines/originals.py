@@ -31,7 +31,7 @@ from twisted.internet.threads import deferToThread
 
 from core.items import ArtworkItem
 from core.storage import ORIGINALS_DIR, atomic_write, output_dir, remove_partial_files
-from crawler.pixiv_api import original_file_name
+from sites.pixiv_api import original_file_name
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

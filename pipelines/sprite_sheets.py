@@ -2,7 +2,7 @@
 
 The Isaac wiki spider (``crawler/spiders/isaac_wiki.py``) hands over one ``SpriteSheetItem`` per
 kind: the list page's rows, the CSS (or a browser's computed styles) and the sheet's bytes. This
-stage is the thin adapter over ``pipelines.sprites``: ``build_sprites`` cuts and writes the icons
+stage is the thin adapter over ``stages.sprites``: ``build_sprites`` cuts and writes the icons
 (in a thread, so the crawl goes on), ``Catalog.record_sprite_sheet`` and ``record_wiki_page`` keep
 what was cut from what, and ``sprites/card.json`` is rebuilt from the catalogue. It also opens and
 closes the crawl's ``crawls`` row, whose status says ``failed`` (and why) when a kind could not be cut.
@@ -26,10 +26,10 @@ from scrapy.utils.asyncio import run_in_thread
 from catalog.store import Catalog, utc_now
 from core.items import SpriteSheetItem
 from core.storage import catalog_path, output_dir
-from pipelines.sprites import SheetSlices, SpriteSheetError, build_card, build_sprites, write_card
-from pipelines.sprites.css import resolve_computed
-from pipelines.sprites.slicing import load_sheet
-from pipelines.sprites.table import KINDS
+from stages.sprites import SheetSlices, SpriteSheetError, build_card, build_sprites, write_card
+from stages.sprites.css import resolve_computed
+from stages.sprites.slicing import load_sheet
+from stages.sprites.table import KINDS
 
 if TYPE_CHECKING:
     from scrapy import Spider

@@ -15,11 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "catalog", "crawler", "pipelines", "models", "mocksites")
+PACKAGES = ("core", "catalog", "sites", "stages", "crawler", "pipelines", "models", "mocksites")
 
 
 def package_of(module: str) -> str | None:
-    """The package a dotted name belongs to, one level deeper for sub-packages (pipelines.sprites)."""
+    """The package a dotted name belongs to, one level deeper for sub-packages (stages.sprites, models.isaac)."""
     parts = module.split(".")
     if parts[0] not in PACKAGES:
         return None

@@ -39,8 +39,8 @@ from catalog.store import Catalog
 from core.items import SpriteSheetItem
 from core.storage import catalog_path
 from crawler.middlewares import WAIT_META, parse_retry_after
-from pipelines.sprites.css import ComputedIcon, Element, Stylesheet, first_image_url
-from pipelines.sprites.table import ItemRow, parse_list_page
+from stages.sprites.css import ComputedIcon, Element, Stylesheet, first_image_url
+from stages.sprites.table import ItemRow, parse_list_page
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -67,7 +67,7 @@ REVISION_ID = re.compile(r'"wgRevisionId"\s*:\s*(\d+)')
 class WikiKind:
     """One kind of item on the wiki: its list page and the file its icons are cut from."""
 
-    kind: str  # as pipelines.sprites names it
+    kind: str  # as stages.sprites names it
     page: str
     sheet_file: str
 

@@ -23,9 +23,9 @@ import scrapy
 from catalog.store import Catalog, utc_now
 from core.items import ArtworkItem
 from core.storage import catalog_path
-from crawler import pixiv_api as api
 from crawler.cluster import LOCAL_META
 from crawler.middlewares import WAIT_META, session_cookie
+from sites import pixiv_api as api
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

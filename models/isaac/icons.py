@@ -7,8 +7,8 @@ and so are blanks and exact duplicates (the slicer writes no file for them), so 
 share pixels.
 
 The icons come from the project's catalogue (``OUTPUT_DIR/catalog.db``, the ``sprites`` table
-that ``pipelines.sprites`` fills) or, when it holds none, straight from slicing the captured wiki
-files (``../shared/fixtures/isaac``) with ``pipelines.sprites.build_sprites`` into a temporary
+that ``stages.sprites`` fills) or, when it holds none, straight from slicing the captured wiki
+files (``../shared/fixtures/isaac``) with ``stages.sprites.build_sprites`` into a temporary
 folder: the same slicer, so both routes give the same classes.
 """
 
@@ -163,12 +163,12 @@ def icons_from_catalog(catalog_db: str | Path, output_dir: str | Path | None = N
 
 
 def icons_from_fixtures(fixtures_dir: str | Path = FIXTURES_DIR, output_root: str | Path | None = None) -> IconSet:
-    """Slice the captured wiki files with ``pipelines.sprites`` and take the labelled sprites.
+    """Slice the captured wiki files with ``stages.sprites`` and take the labelled sprites.
 
     The PNGs go to ``output_root`` (kept) or to a temporary folder (removed); the classes are the
     same either way.
     """
-    from pipelines.sprites import Stylesheet, build_sprites, rows_from_id_mapping
+    from stages.sprites import Stylesheet, build_sprites, rows_from_id_mapping
 
     fixtures_dir = Path(fixtures_dir)
     needed = [fixtures_dir / "id_mapping_dict.json", *(fixtures_dir / name for pair in FIXTURE_FILES.values() for name in pair)]

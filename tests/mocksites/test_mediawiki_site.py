@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from mocksites.mediawiki import ICONS_SCRIPT_MODULE, upload_path
-from pipelines.sprites import parse_list_page, slice_sheet
+from stages.sprites import parse_list_page, slice_sheet
 from tests.conftest import ISAAC_FIXTURES
 
 PAGES = {"collectible": "道具", "trinket": "饰品"}

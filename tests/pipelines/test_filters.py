@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from catalog.store import Catalog
-from crawler.dedup import hamming
+from pipelines.dedup import hamming
 from pipelines.filters import (
     MONOCHROME_MAX_COLORFULNESS,
     MONOCHROME_MIN_LINE_ART,

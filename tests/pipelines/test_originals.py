@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.storage import atomic_write, remove_partial_files
-from crawler.pixiv_api import original_file_name
 from pipelines.originals import refuse_non_image
+from sites.pixiv_api import original_file_name
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from models.isaac.icons import (
     icons_from_catalog,
     load_icons,
 )
-from pipelines.sprites import Stylesheet, build_sprites, rows_from_id_mapping
+from stages.sprites import Stylesheet, build_sprites, rows_from_id_mapping
 
 
 def test_907_classes_keyed_by_kind_and_game_id(isaac_icons):

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 from PIL import Image, UnidentifiedImageError
 
 from core.storage import atomic_write
-from pipelines.sprites.css import (
+from stages.sprites.css import (
     DEFAULT_BOX,
     Element,
     SpriteRef,
@@ -32,7 +32,7 @@ from pipelines.sprites.css import (
     resolve_sprites,
     same_resource,
 )
-from pipelines.sprites.table import KINDS, ItemRow, css_id_pattern, index_rows
+from stages.sprites.table import KINDS, ItemRow, css_id_pattern, index_rows
 
 SPRITES_DIR = "sprites"
 UNLABELLED_DIR = "unlabelled"

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from core.storage import atomic_write
-from pipelines.sprites.slicing import DEFAULT_UPSCALE, SPRITES_DIR, UNLABELLED_DIR
-from pipelines.sprites.table import KINDS, LIST_PAGES
+from stages.sprites.slicing import DEFAULT_UPSCALE, SPRITES_DIR, UNLABELLED_DIR
+from stages.sprites.table import KINDS, LIST_PAGES
 
 CARD_NAME = "card.json"
 WIKI = "https://isaac.huijiwiki.com"

@@ -51,12 +51,12 @@ class SearchQuery:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        for name, value in (("since", self.since), ("until", self.until)):
-            if value is not None:
+        for bound_name, bound in (("since", self.since), ("until", self.until)):
+            if bound is not None:
                 try:
-                    date.fromisoformat(value)
+                    date.fromisoformat(bound)
                 except ValueError:
-                    raise ValueError(f"{name} must be a date as YYYY-MM-DD, not {value!r}") from None
+                    raise ValueError(f"{bound_name} must be a date as YYYY-MM-DD, not {bound!r}") from None
         if self.since and self.until and self.since > self.until:
             raise ValueError(f"since ({self.since}) is after until ({self.until})")
 

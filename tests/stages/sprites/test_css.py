@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.sprites.css import Element, SpriteCssError, SpriteRef, Stylesheet, resolve_sprites, same_resource
+from stages.sprites.css import Element, SpriteCssError, SpriteRef, Stylesheet, resolve_sprites, same_resource
 
 BASE = "https://wiki.example/load.php?modules=site"
 SHEET = "https://wiki.example/images/Sheet.png"

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from pipelines.sprites.css import (
+from stages.sprites.css import (
     ComputedIcon,
     SpriteCssError,
     SpriteResolution,
@@ -14,8 +14,8 @@ from pipelines.sprites.css import (
     resolve_computed,
     sprite_from_computed,
 )
-from pipelines.sprites.slicing import slice_sheet
-from tests.pipelines.sprites.conftest import SHEET_URLS
+from stages.sprites.slicing import slice_sheet
+from tests.stages.sprites.conftest import SHEET_URLS
 
 SHEET = "https://huiji-public.huijistatic.com/isaac/uploads/0/04/Collectibles_sprite.png"
 SIZES = {SHEET: (640, 1280)}

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import pipelines.sprites.slicing as slicing
+import stages.sprites.slicing as slicing
 from catalog.store import Catalog
 from core.storage import PART_SUFFIX
-from pipelines.sprites.card import LICENCE, build_card, write_card
-from pipelines.sprites.slicing import (
+from stages.sprites.card import LICENCE, build_card, write_card
+from stages.sprites.slicing import (
     SpriteSheetError,
     build_sprites,
     safe_name,
@@ -24,8 +24,8 @@ from pipelines.sprites.slicing import (
     sprite_paths,
     write_sprites,
 )
-from pipelines.sprites.table import LIST_PAGES, ItemRow
-from tests.pipelines.sprites.conftest import SHEET_URLS, isaac_file
+from stages.sprites.table import LIST_PAGES, ItemRow
+from tests.stages.sprites.conftest import SHEET_URLS, isaac_file
 
 KINDS = ("collectible", "trinket")
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from crawler import pixiv_api as api
+from sites import pixiv_api as api
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "pixiv"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} not present")

@@ -7,8 +7,8 @@ the icons, ``card`` describes the result. A pipeline (``pipelines/sprite_sheets.
 with ``Catalog.record_sprite_sheet`` and rewrites the card.
 """
 
-from pipelines.sprites.card import build_card, write_card
-from pipelines.sprites.css import (
+from stages.sprites.card import build_card, write_card
+from stages.sprites.css import (
     ComputedIcon,
     Element,
     SpriteCssError,
@@ -18,8 +18,8 @@ from pipelines.sprites.css import (
     resolve_sprites,
     sprite_from_computed,
 )
-from pipelines.sprites.slicing import SheetSlices, Sprite, SpriteSheetError, build_sprites, slice_sheet
-from pipelines.sprites.table import ItemRow, parse_list_page, rows_from_id_mapping
+from stages.sprites.slicing import SheetSlices, Sprite, SpriteSheetError, build_sprites, slice_sheet
+from stages.sprites.table import ItemRow, parse_list_page, rows_from_id_mapping
 
 __all__ = [
     "ComputedIcon",

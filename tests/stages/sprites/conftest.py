@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sprites.css import Stylesheet
-from pipelines.sprites.table import ItemRow, rows_from_id_mapping
+from stages.sprites.css import Stylesheet
+from stages.sprites.table import ItemRow, rows_from_id_mapping
 
 ISAAC = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "isaac"
 SHEET_URLS = {  # MediaWiki's hashed upload paths (md5 of the file name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.sprites.table import ItemRow, css_id_pattern, index_rows, parse_list_page
+from stages.sprites.table import ItemRow, css_id_pattern, index_rows, parse_list_page
 
 PAGE = """
 <html><body><div id="mw-content-text"><div class="mw-parser-output">
