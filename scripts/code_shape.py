@@ -23,7 +23,7 @@ def package_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] not in PACKAGES:
         return None
-    if len(parts) > 2 and (REPO / parts[0] / parts[1]).is_dir():
+    if len(parts) >= 2 and (REPO / parts[0] / parts[1]).is_dir():
         return ".".join(parts[:2])
     return parts[0]
 
