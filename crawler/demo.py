@@ -79,10 +79,10 @@ def ensure_classifier(training_dir: Path) -> dict[str, Any]:
     print(f"Classifier: {', '.join(f'{n} {name}' for name, n in counts.items())} pictures the site "
           f"labelled itself, in {labelled}")
     command = [
-        sys.executable, "-m", "models.classifier", "train", str(labelled), str(model_dir),
+        sys.executable, "-m", "scrapy", "classifier", "train", str(labelled), str(model_dir),
         "--image-size", str(TRAIN_IMAGE_SIZE), "--epochs", str(TRAIN_EPOCHS),
     ]
-    print("Running: python", " ".join(command[1:]), flush=True)
+    print("Running: scrapy", " ".join(command[3:]), flush=True)
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, env=quiet_env(), capture_output=True, text=True)
     if done.returncode != 0:

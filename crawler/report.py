@@ -30,7 +30,7 @@ from models.imaging import flatten_on_white
 from models.inference import Progress
 
 GROUPS = ("kept", "dropped", "failed")
-PLOTS = ("history.png", "confusion.png")  # what `python -m models.classifier train` writes beside the model
+PLOTS = ("history.png", "confusion.png")  # what `scrapy classifier train` writes beside the model
 FACES_PER_PICTURE = 6
 THUMBNAIL_QUALITY = 80
 

@@ -27,11 +27,9 @@ first imported. Keras, TensorFlow and matplotlib are imported only when needed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +42,7 @@ from PIL import Image, ImageOps
 from models.imaging import flatten_on_white
 from models.inference import Progress, batched_scores, file_sha256, to_numpy
 
-log = logging.getLogger("models.classifier")  # also under `python -m`
+log = logging.getLogger("models.classifier")
 
 MODEL_NAME = "classifier.keras"
 CARD_NAME = "classifier.json"
@@ -481,7 +479,10 @@ class CharacterClassifier:
             image_size = int(card["image_size"])
         except (KeyError, TypeError, ValueError) as error:
             raise ClassifierError(f"{card_path}: not a classifier card ({error})") from error
-        model = keras.models.load_model(model_path, compile=False)
+        try:
+            model = keras.models.load_model(model_path, compile=False)
+        except (OSError, ValueError) as error:  # not a Keras file, or a truncated one
+            raise ClassifierError(f"{model_path}: not a Keras model ({error})") from error
         outputs = model.outputs[0].shape[-1]
         if outputs != len(classes):
             raise ClassifierError(f"{model_path}: {outputs} outputs but the card lists {len(classes)} classes")
@@ -586,53 +587,3 @@ def expand_paths(arguments: Iterable[str]) -> list[Path]:
         else:
             paths.append(path)
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.classifier", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    p_train = commands.add_parser("train", help="train on DATA (one sub-folder per class), write to OUT")
-    p_train.add_argument("data")
-    p_train.add_argument("out")
-    p_train.add_argument("--epochs", type=int, default=30)
-    p_train.add_argument("--image-size", type=int, default=96)
-    p_train.add_argument("--batch-size", type=int, default=32)
-    p_train.add_argument("--backbone", default=None, help="a keras.applications name, e.g. MobileNetV2")
-    p_train.add_argument("--seed", type=int, default=1337)
-    p_eval = commands.add_parser("evaluate", help="score MODEL on a labelled folder DATA")
-    p_eval.add_argument("model")
-    p_eval.add_argument("data")
-    p_eval.add_argument("--batch-size", type=int, default=32)
-    p_pred = commands.add_parser("predict", help="print path<TAB>label<TAB>confidence per picture")
-    p_pred.add_argument("model")
-    p_pred.add_argument("paths", nargs="+", metavar="PATH")
-    p_pred.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "train":
-            result = train(
-                args.data, args.out, epochs=args.epochs, image_size=args.image_size,
-                batch_size=args.batch_size, backbone=args.backbone, seed=args.seed,
-            )
-            print(json.dumps({"model": str(result.model_path), **result.card["metrics"]}, indent=2))
-        elif args.command == "evaluate":
-            print(json.dumps(evaluate(args.model, args.data, batch_size=args.batch_size, progress=True), indent=2))
-        else:
-            classifier = CharacterClassifier.load(args.model)
-            paths = expand_paths(args.paths)
-            bar = Progress("predicting", len(paths))
-            for kept, images in iter_batches(paths, args.batch_size):
-                for path, prediction in zip(kept, classifier.predict(images, batch_size=args.batch_size)):
-                    print(f"{path}\t{prediction.label}\t{prediction.confidence:.4f}", flush=False)
-                sys.stdout.flush()
-                bar.update(args.batch_size)
-            bar.close()
-    except ClassifierError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -45,6 +45,7 @@ def test_the_demo_trains_a_classifier_and_says_how_good_it_is(demo_run):
     assert card["target"] == "mona" and card["classes"] == ["mona", "other"]
     assert card["metrics"]["val_accuracy"] >= 0.9, card["metrics"]
     assert f"validation accuracy {card['metrics']['val_accuracy']:.3f}" in stdout
+    assert "Running: scrapy classifier train" in stdout  # the real command, in a process of its own
     for character in ("mona", "other"):
         assert len(list((output / "demo-training" / "labelled" / character).iterdir())) == demo.TRAIN_PER_CLASS
 
@@ -75,7 +76,7 @@ def test_the_demo_keeps_and_drops_with_reasons_and_keeps_mostly_mona(demo_run):
 def test_a_second_run_trains_nothing_and_fetches_nothing(demo_run):
     output, _ = demo_run
     stdout = run_demo(output)
-    assert "Classifier: reusing" in stdout and "Running: python -m models.classifier" not in stdout
+    assert "Classifier: reusing" in stdout and "Running: scrapy classifier" not in stdout
     with sqlite3.connect(output / "catalog.db") as conn:
         fetched = conn.execute("SELECT artworks_fetched FROM crawls ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert fetched == 0

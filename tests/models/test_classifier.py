@@ -180,20 +180,31 @@ def test_evaluate_matches_predict(model, trained, tmp_path):
     assert sum(map(sum, result["confusion"])) == 24 and set(result["per_class"]) == set(CLASSES)
 
 
-def test_cli_predict_and_evaluate(trained, tmp_path, capsys):
+def scrapy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scrapy", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def test_the_command_predicts_evaluates_and_refuses_a_broken_model(trained, tmp_path):
     folder = tmp_path / "pics"
     folder.mkdir()
     images, labels = held_out(5, seed=3)
     for index, image in enumerate(images):
         image.save(folder / f"{index}.png")
     (folder / "broken.png").write_bytes(b"not a picture")
-    assert clf.main(["predict", str(trained.model_path), str(folder), "--batch-size", "2"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    done = scrapy("classifier", "predict", str(trained.model_path), str(folder), "--batch-size", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(folder / f"{i}.png") for i in range(5)]
     assert all(line.split("\t")[1] in CLASSES and 0 <= float(line.split("\t")[2]) <= 1 for line in lines)
     data = write_dataset(tmp_path / "eval", per_class=3, seed=8)
-    assert clf.main(["evaluate", str(trained.model_path), str(data)]) == 0
-    assert json.loads(capsys.readouterr().out)["images"] == 6
+    done = scrapy("classifier", "evaluate", str(trained.model_path), str(data))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["images"] == 6
+    (tmp_path / "broken.keras").write_bytes(b"not a model")
+    (tmp_path / "broken.json").write_bytes(trained.model_path.with_suffix(".json").read_bytes())
+    done = scrapy("classifier", "evaluate", str(tmp_path / "broken.keras"), str(data))
+    assert done.returncode == 2 and "broken.keras" in done.stderr, done.stderr[-2000:]
 
 
 def test_split_is_deterministic_and_stable_when_files_are_added():
