@@ -23,9 +23,9 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.dedup import hamming, phash_image  # noqa: E402
 from pipelines.filters import colorfulness, line_art, picture_stats, picture_stats_bytes  # noqa: E402
 from pipelines.jpeg import to_jpeg  # noqa: E402
+from stages.dedup import hamming, phash_image  # noqa: E402
 
 
 def make_jpeg(width: int, height: int, seed: int) -> bytes:

@@ -42,7 +42,7 @@ ADDED_COLUMNS = [
     # Pixel statistics (pipelines/filters.py), by the JPEG stage or `scrapy curate`; NULL: not taken yet
     ("images", "colorfulness", "REAL"),  # chroma off the main hue: ~0 greyscale, sepia, one tint
     ("images", "line_art", "REAL"),      # share of the non-paper pixels on thin strokes, 0..1
-    ("images", "phash", "TEXT"),         # 64-bit perceptual hash (pipelines/dedup.py), 16 hex digits
+    ("images", "phash", "TEXT"),         # 64-bit perceptual hash (stages/dedup.py), 16 hex digits
 ]
 
 SCHEMA = """

@@ -63,7 +63,7 @@ from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box,
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from pipelines.decide import RuleError, check_rules, decide, read_rules_file
-from pipelines.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
+from stages.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

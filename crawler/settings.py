@@ -84,7 +84,7 @@ ISAAC_MODEL_DIR = ""  # empty: OUTPUT_DIR/isaac-model
 ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 
 # --- Export (`scrapy export`, crawler/export.py) -------------------------------------------------
-# Near duplicates: 64-bit DCT perceptual hashes at most this many bits apart (pipelines/dedup.py).
+# Near duplicates: 64-bit DCT perceptual hashes at most this many bits apart (stages/dedup.py).
 # Re-encoded or resized copies differ by 0-4 bits, distinct pictures by 16 or more; -1: exact only.
 EXPORT_PHASH_DISTANCE = 6  # bits
 EXPORT_SHARD_SIZE = 1000  # samples per webdataset tar shard

@@ -16,7 +16,7 @@ cost of a thumbnail, whatever the picture's size (bench/filters.py compares the 
   common light tone (white, or a scan's tinted paper); strokes are what does not survive a 3x3
   erosion of the non-paper mask. Line art and pencil sketches score high, pictures with filled
   areas low; a picture with no light tone to be paper scores 0, a blank page 1.
-* ``phash``: pipelines/dedup.py's perceptual hash of the same small copy, for duplicate grouping.
+* ``phash``: stages/dedup.py's perceptual hash of the same small copy, for duplicate grouping.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
-from pipelines.dedup import phash_image
+from stages.dedup import phash_image
 
 STATS_SIDE = 256  # px, the long side of the copy the statistics are taken on
 COLOR_PERCENTILE = 95  # a picture with at least 5% of its pixels off the main hue is colour

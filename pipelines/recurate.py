@@ -19,7 +19,7 @@ crawling, and without paying twice for what the same model has already seen. So:
 * A ``duplicate`` rule groups the run's pictures after every other decision: among the pictures
   the rules keep when no picture counts as a duplicate, copies with the same sha256 or perceptual
   hashes at most its ``distance`` apart (``CURATE_PHASH_DISTANCE`` by default) are one group
-  (pipelines/dedup.py's matching). The best copy stays as decided: the most pixels, then the most
+  (stages/dedup.py's matching). The best copy stays as decided: the most pixels, then the most
   bookmarks, then the lowest artwork id (numeric ids before local: ones) and page. Every other copy
   is decided again with the rule matching, its reason naming the kept copy. Only this run's
   pictures are grouped: with no PATH, the whole catalogue.
@@ -44,12 +44,12 @@ from catalog.tags import read_index
 from core.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir, status_path
 from models.inference import Progress
 from pipelines.decide import condition_of, decide, default_action, load_rules
-from pipelines.dedup import Candidate, find_duplicates
 from pipelines.faces import detectors_version, page_faces, read_settings, usable_detectors
 from pipelines.filters import picture_stats_bytes
 from pipelines.jpeg import BadImage, open_checked
 from pipelines.model_stage import open_pictures
 from pipelines.workers import start_worker, worker_count
+from stages.dedup import Candidate, find_duplicates
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from catalog.store import Catalog
-from pipelines.dedup import hamming
 from pipelines.filters import (
     MONOCHROME_MAX_COLORFULNESS,
     MONOCHROME_MIN_LINE_ART,
@@ -21,6 +20,7 @@ from pipelines.filters import (
     small_copy,
 )
 from pipelines.jpeg import convert_page, to_jpeg
+from stages.dedup import hamming
 
 CARDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "anime" / "cards"
 

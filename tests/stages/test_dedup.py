@@ -1,4 +1,4 @@
-"""The perceptual hash and the duplicate finder behind ``scrapy export`` (pipelines/dedup.py)."""
+"""The perceptual hash and the duplicate finder behind ``scrapy export`` (stages/dedup.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 from PIL import Image, ImageDraw
 
-from pipelines.dedup import Candidate, find_duplicates, hamming, phash_bytes, phash_image, sha256_bytes
+from stages.dedup import Candidate, find_duplicates, hamming, phash_bytes, phash_image, sha256_bytes
 
 
 def picture(seed: int, size: tuple[int, int] = (200, 150)) -> Image.Image:

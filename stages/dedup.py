@@ -32,7 +32,7 @@ def _dct_matrix(size: int) -> np.ndarray:
     """The orthonormal DCT-II as a matrix, so a 2-D DCT is ``M @ X @ M.T``."""
     k = np.arange(size)[:, None]
     n = np.arange(size)[None, :]
-    matrix = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2.0 / size)
+    matrix: np.ndarray = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2.0 / size)
     matrix[0, :] = np.sqrt(1.0 / size)
     return matrix
 
