@@ -102,8 +102,8 @@ def naive_worker(api: str, limit: int, output: Path) -> None:
     import requests
 
     from core.storage import atomic_write
-    from pipelines.jpeg import BadImage, to_jpeg
-    from pipelines.ugoira import ugoira_to_webp
+    from stages.convert import BadImage, to_jpeg
+    from stages.ugoira import ugoira_to_webp
 
     session = requests.Session()
     session.headers["User-Agent"] = "Mozilla/5.0 (naive benchmark loop)"

@@ -1,4 +1,4 @@
-"""Benchmark: the pixel statistics (pipelines/filters.py) on a small copy against the naive full-size way.
+"""Benchmark: the pixel statistics (stages/filters.py) on a small copy against the naive full-size way.
 
 Both compute the same three numbers (colorfulness, line_art, phash) for Pixiv-sized JPEGs. Ours
 decodes the JPEG at a reduced scale (``draft``) and measures a 256 px copy; the naive way decodes
@@ -23,9 +23,9 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.filters import colorfulness, line_art, picture_stats, picture_stats_bytes  # noqa: E402
-from pipelines.jpeg import to_jpeg  # noqa: E402
+from stages.convert import to_jpeg  # noqa: E402
 from stages.dedup import hamming, phash_image  # noqa: E402
+from stages.filters import colorfulness, line_art, picture_stats, picture_stats_bytes  # noqa: E402
 
 
 def make_jpeg(width: int, height: int, seed: int) -> bytes:

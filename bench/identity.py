@@ -74,7 +74,7 @@ def face_boxes(mode: str, pictures: dict[str, Image.Image]) -> dict[str, dict | 
 
         return {key: dict(zip("xywh", HEADS[key])) if key in HEADS else None for key in pictures}
     from models.faces import detect_faces
-    from pipelines.faces import DEFAULTS, cached_detectors, usable_detectors
+    from stages.faces import DEFAULTS, cached_detectors, usable_detectors
 
     usable, cascade, problems = usable_detectors(["cascade", "animeface"], "", DEFAULTS)
     for problem in problems:

@@ -3,7 +3,7 @@
 Artists tag one character in several languages (``モナ(原神)``, ``莫娜``, ``Mona``) and the tagger
 speaks Danbooru (``mona_(genshin_impact)``). An **alias** says two names are one tag; an
 **implication** says a tag brings another with it (``mona_(genshin_impact)`` → ``genshin_impact``).
-Keep/drop rules (``pipelines/decide.py``), ``scrapy tags search`` and the export compare tags through
+Keep/drop rules (``stages/decide.py``), ``scrapy tags search`` and the export compare tags through
 them. The rules:
 
 * Names are compared by their key, ``normalise(name)``: NFKC (full-width and half-width forms are one),

@@ -62,7 +62,7 @@ from core.storage import CRAWL_FOLDERS, catalog_path, output_dir
 from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box, encode, parse_colour, plan, render
 from models.imaging import flatten_on_white
 from models.inference import Progress
-from pipelines.decide import RuleError, check_rules, decide, read_rules_file
+from stages.decide import RuleError, check_rules, decide, read_rules_file
 from stages.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ def tag_list(class_from: str) -> list[str]:
 def parse_where(text: str | None) -> Selection:
     """``--where``: curation rules (JSON/YAML inline, or a .json/.yaml/.yml file) or a SQL expression.
 
-    Text starting with ``{`` or ``[`` is rules, in the form of ``CURATE_RULES`` (pipelines/decide.py);
+    Text starting with ``{`` or ``[`` is rules, in the form of ``CURATE_RULES`` (stages/decide.py);
     a rule without ``action`` means keep. A picture is exported when the first rule that matches
     says keep; one that no rule matches is exported only when every rule is a drop rule (so
     ``{"if": "classifier", "min": 0.8}`` exports the matches and ``{"action": "drop", "if": "r18"}``

@@ -4,7 +4,7 @@ Models and rules get some pictures wrong; a person looking at a contact sheet se
 page lists the catalogue's pictures (kept, dropped or failed) as thumbnails with Keep, Drop and
 Clear buttons. A click is a *manual decision*: stored in the catalogue's ``manual_decisions``
 table, it moves a crawled picture between ``images/`` and ``dropped/`` as any decision does, and
-it outranks every rule and model from then on (``pipelines/decide.py``), so re-curating with a new
+it outranks every rule and model from then on (``stages/decide.py``), so re-curating with a new
 model never undoes it. Clear removes it; the next ``scrapy curate`` with rules decides again.
 
 The server listens on 127.0.0.1 only. Every change is a POST that must carry the page's random
@@ -31,7 +31,7 @@ from catalog.store import LOCAL_PREFIX, Catalog, utc_now
 from core.storage import status_path
 from crawler.output_lock import OutputLock
 from crawler.report import make_thumbnail
-from pipelines.decide import manual_reason
+from stages.decide import manual_reason
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ JPEG_QUALITY = 92  # PNG/WebP/rotated originals are re-encoded at this quality
 KEEP_ORIGINALS = False  # keep originals/{id}_p{n}.{ext} next to the JPEG (ugoira zips are always kept)
 UGOIRA_WEBP_QUALITY = 90  # animated WebP made from the ugoira frames
 
-# --- Face crops (pipelines/faces.py) -------------------------------------------------------------
+# --- Face crops (stages/faces.py) -------------------------------------------------------------
 # On by default: with FACES_METHOD = "verified" it costs ~40 ms per 256 px icon and ~0.1 s per
 # 320x1024 card on one core (bench/faces.py: 14-17 cards/s and 25-31 crawl-sized 512 px pictures/s in
 # two worker processes), far less than Pixiv's polite request rate. "views" is ~15-20 times slower.
@@ -49,7 +49,7 @@ CURATE_BATCH_SIZE = 32  # images per model call
 CURATE_DEFAULT = "keep"  # when no rule matches
 CURATE_DELETE_DROPPED = False  # dropped pictures move to OUTPUT_DIR/dropped/ unless this is on
 CURATE_MAX_WAIT = 250  # ms an image waits for its batch to fill before a partial batch runs
-CURATE_RULES = []  # keep/drop rules, first match decides (pipelines/decide.py); empty: keep all
+CURATE_RULES = []  # keep/drop rules, first match decides (stages/decide.py); empty: keep all
 CURATE_RULES_FILE = ""  # a file holding the rules instead: YAML if it ends in .yaml/.yml, else JSON
 CURATE_PHASH_DISTANCE = 6  # bits: the duplicate rule's default near-duplicate distance (as EXPORT_PHASH_DISTANCE)
 CLASSIFIER_MODEL = ""  # a classifier.keras trained by `scrapy classifier train`; empty: off

@@ -111,9 +111,12 @@ class Candidate:
 
 
 class Detector(Protocol):
-    name: str
-    views: tuple[str, ...]  # the views worth running it on
-    box_scale: float  # multiply its box side by this to get a box like animeface's (face only)
+    @property
+    def name(self) -> str: ...
+    @property
+    def views(self) -> tuple[str, ...]: ...  # the views worth running it on
+    @property
+    def box_scale(self) -> float: ...  # multiply its box side by this to get a box like animeface's (face only)
 
     def detect(self, image: Image.Image) -> list[Face]: ...
 

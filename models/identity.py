@@ -3,7 +3,7 @@
 Someone crawls a broad tag (原神) and wants one character (Mona) without labelling a training set.
 Three steps, plain functions over PIL images and numpy arrays:
 
-* ``head_region``: what to embed. The face box the face stage stored (pipelines/faces.py), grown
+* ``head_region``: what to embed. The face box the face stage stored (stages/faces.py), grown
   upwards and sideways so the hair is in it; without a face, the upper part of a tall picture
   (where a standing figure's head is), else the whole picture.
 * An embedder turns each region into an L2-normalised vector:

@@ -1,17 +1,13 @@
-"""Stage: score each kept picture with the character classifier ("Mona or not"), in batches.
+"""Scrapy adapter of the classifier stage (stages/classify.py): scores each kept picture in batches.
 
-Off unless ``CLASSIFIER_MODEL`` names a ``classifier.keras`` with its card beside it. The result,
-``record["classifier"]``, holds the predicted label, the target class's score and the model
-version; the decision stage's rules read it, and the catalogue stores it on the ``images`` row.
+Off unless ``CLASSIFIER_MODEL`` names a ``classifier.keras`` with its card beside it. The result
+goes to ``record["classifier"]``, which the decision stage's rules read and the catalogue stores.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from PIL import Image
-
 from pipelines.model_stage import BatchedModelStage
+from stages.classify import Classify
 
 
 class ClassifierPipeline(BatchedModelStage):
@@ -19,13 +15,5 @@ class ClassifierPipeline(BatchedModelStage):
     model_setting = "CLASSIFIER_MODEL"
     result_field = "classifier"
 
-    def load_model(self) -> Any:
-        from models.classifier import CharacterClassifier  # TensorFlow only when classifying
-
-        return CharacterClassifier.load(self.model_path)
-
-    def run_model(self, images: list[Image.Image]) -> list[dict[str, Any]]:
-        return [
-            {"label": p.label, "target": self.model.target, "score": float(p.target_score), "model": self.model.version}
-            for p in self.model.predict(images, batch_size=len(images))
-        ]
+    def make_stage(self) -> Classify:
+        return Classify(self.model_path)

@@ -1,239 +1,25 @@
-"""Stage 3: find the anime faces on each kept JPEG and store a square crop of each for training.
-
-``find_faces`` is the plain function: it opens ``root/record["path"]``, runs
-``models.faces.detect_faces`` with the detectors and method the settings name (``verified`` by default:
-the cascade proposes, animeface confirms on crops; built once per worker process:
-loading the cascade and animeface's self-test cost more than a small picture's detection), writes
-each crop atomically to ``faces/{id}_p{page}_f{k}.jpg`` and returns one dict per face.
-``page_faces`` wraps it for the worker pool: an unreadable page becomes ``faces_error``, not an
-exception. ``FacesPipeline`` decides once, at start, which detectors can run here (the cascade
-XML may be missing; animeface refuses to run under Pillow >= 12) and says so once in the log.
+"""Scrapy adapter of the face stage (stages/faces.py): runs ``page_faces`` in the worker pool for each
+kept JPEG page of an item; off unless ``FACES_ENABLED``, or when no detector can run here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import threading
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 
 from core.items import ArtworkItem
-from core.storage import FACES_DIR, atomic_write, output_dir
-from models.faces import (
-    CASCADE_SHA256,
-    CASCADE_URL,
-    METHODS,
-    AnimefaceDetector,
-    CascadeDetector,
-    CascadeError,
-    Detector,
-    crop_face,
-    detect_faces,
-    find_cascade,
-)
-from models.inference import file_sha256
-from pipelines.jpeg import BadImage, open_checked
+from core.storage import output_dir
 from pipelines.workers import pool_for
+from stages.faces import FaceSearch, page_faces
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
-
-FACE_JPEG_QUALITY = 92
-KNOWN_DETECTORS = ("cascade", "animeface", "heatmap")
-DEFAULTS: dict[str, Any] = {
-    "detectors": ("cascade", "animeface"),
-    "method": "verified",  # models.faces.METHODS
-    "cascade_path": "",  # empty: find_cascade's default search
-    "scale_factor": 1.1,
-    "min_neighbors": 5,
-    "min_size": 32,
-    "crop_margin": 0.25,
-    "crop_size": 96,
-    "max_pixels": 64_000_000,
-    "heatmap_model": "",  # the learned detector's weights (scrapy faces train)
-    "heatmap_threshold": 0.5,
-}
-
-
-def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
-    """The detector names and the face settings from Scrapy settings: one reader for the crawl's
-    stage, ``scrapy curate`` and the identity stage's references."""
-    names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS") if n.strip()]
-    method = (s.get("FACES_METHOD") or DEFAULTS["method"]).strip().lower()
-    if method not in METHODS:
-        raise ValueError(f"FACES_METHOD: unknown face detection method {method!r}; known: {', '.join(METHODS)}")
-    return names, {
-        "method": method,
-        "scale_factor": s.getfloat("FACES_SCALE_FACTOR"),
-        "min_neighbors": s.getint("FACES_MIN_NEIGHBORS"),
-        "min_size": s.getint("FACES_MIN_SIZE"),
-        "crop_margin": s.getfloat("FACES_CROP_MARGIN"),
-        "crop_size": s.getint("FACES_CROP_SIZE"),
-        "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
-        "heatmap_model": s.get("FACES_HEATMAP_MODEL") or "",
-        "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD", DEFAULTS["heatmap_threshold"]),
-    }
-
-_local = threading.local()  # detectors per worker process (or per thread with IMAGE_WORKERS = 0)
-
-
-def build_detectors(settings: Mapping[str, Any]) -> list[Detector]:
-    detectors: list[Detector] = []
-    for name in settings["detectors"]:
-        if name == "cascade":
-            path = find_cascade(settings["cascade_path"] or None)
-            if path is None:
-                raise FileNotFoundError(f"no lbpcascade_animeface.xml found (FACES_CASCADE_PATH={settings['cascade_path']!r})")
-            detectors.append(CascadeDetector(path, settings["scale_factor"], settings["min_neighbors"], settings["min_size"]))
-        elif name == "animeface":
-            detectors.append(AnimefaceDetector())
-        elif name == "heatmap":
-            from models.face_heatmap import HeatmapDetector  # torch: only when the learned detector is asked for
-
-            # one thread: the stage already runs one worker process per core
-            detectors.append(HeatmapDetector(settings["heatmap_model"], settings["heatmap_threshold"]))
-        else:
-            raise ValueError(f"unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
-    return detectors
-
-
-def cached_detectors(settings: Mapping[str, Any]) -> list[Detector]:
-    settings = {**DEFAULTS, **settings}
-    key = tuple((k, settings[k]) for k in ("detectors", "cascade_path", "scale_factor", "min_neighbors", "min_size",
-                                           "heatmap_model", "heatmap_threshold"))
-    cache = _local.__dict__.setdefault("detectors", {})
-    if key not in cache:
-        cache[key] = build_detectors(settings)
-    return cache[key]
-
-
-def detectors_version(settings: Mapping[str, Any]) -> str:
-    """A version string for the face configuration, like a model's: what decides the boxes and crops.
-
-    Detector names (animeface with its package version), the cascade's sha256 prefix and its
-    parameters, and the crop geometry; ``scrapy curate`` skips a page already searched with the same.
-    """
-    settings = {**DEFAULTS, **settings}
-    names = settings["detectors"]
-    parts = []
-    for name in (n.strip() for n in names.split(",")) if isinstance(names, str) else names:
-        if name == "cascade":
-            path = find_cascade(settings["cascade_path"] or None)
-            parts.append(f"cascade-{file_sha256(path)[:12] if path else 'missing'}")
-        elif name == "animeface":
-            try:
-                parts.append(f"animeface-{metadata.version('animeface')}")
-            except metadata.PackageNotFoundError:
-                parts.append("animeface-missing")
-        elif name == "heatmap":
-            model = Path(settings["heatmap_model"]) if settings["heatmap_model"] else None
-            digest = file_sha256(model)[:12] if model and model.is_file() else "missing"
-            parts.append(f"heatmap-{digest}@{settings['heatmap_threshold']}")
-        else:
-            parts.append(name)
-    return (
-        f"faces:{'+'.join(parts)};{settings['method']};sf{settings['scale_factor']};mn{settings['min_neighbors']};"
-        f"ms{settings['min_size']};crop{settings['crop_size']}@{settings['crop_margin']}"
-    )
-
-
-def find_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Detect, crop and store the faces of one page; raises ``BadImage``/``OSError`` if unreadable."""
-    settings = {**DEFAULTS, **settings}
-    names = settings["detectors"]
-    settings["detectors"] = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
-    root_path = Path(root)
-    image = open_checked((root_path / record["path"]).read_bytes(), settings["max_pixels"])
-    faces = detect_faces(image, cached_detectors(settings), method=settings["method"])
-    stem = f"{artwork_id.replace(':', '_')}_p{record['page']}"  # local:{sha} ids from `scrapy curate`
-    results = []
-    for k, face in enumerate(faces):
-        crop = crop_face(image, face, margin=settings["crop_margin"], size=settings["crop_size"])
-        out = io.BytesIO()
-        crop.save(out, "JPEG", quality=FACE_JPEG_QUALITY)
-        relative = f"{FACES_DIR}/{stem}_f{k}.jpg"
-        atomic_write(root_path / relative, out.getvalue())
-        results.append({
-            "index": k, "x": face.x, "y": face.y, "w": face.w, "h": face.h, "score": face.score,
-            "sources": "+".join(face.sources), "path": relative,
-        })
-    # crops left by an earlier run that found more faces on this page
-    for stale in (root_path / FACES_DIR).glob(f"{stem}_f*.jpg"):
-        suffix = stale.stem.rsplit("_f", 1)[-1]
-        if not suffix.isdigit() or int(suffix) >= len(faces):
-            stale.unlink(missing_ok=True)
-    return results
-
-
-def page_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's new fields: ``faces`` (a list, None if the page could not be read) and ``faces_error``."""
-    try:
-        return {"faces": find_faces(root, artwork_id, record, settings), "faces_error": None}
-    except BadImage as exc:
-        return {"faces": None, "faces_error": str(exc)}
-    except OSError as exc:  # missing file, or a decoder error that open_checked does not word
-        return {"faces": None, "faces_error": f"cannot read {record.get('path')}: {exc}"}
-
-
-def usable_detectors(names: list[str], cascade_path: str, settings: Mapping[str, Any]) -> tuple[list[str], str, list[str]]:
-    """Which of ``names`` can run here: (names, resolved cascade path, one message per one that cannot)."""
-    usable, problems, resolved = [], [], ""
-    for name in names:
-        if name == "cascade":
-            path = find_cascade(cascade_path or None)
-            if path is None:
-                where = f"FACES_CASCADE_PATH={cascade_path!r} does not exist, and it is" if cascade_path else "it is"
-                problems.append(
-                    f"Faces: the anime face cascade is missing ({where} not in models/weights/ or "
-                    f"../shared/models/): running without it. Download {CASCADE_URL} to "
-                    f"models/weights/lbpcascade_animeface.xml (sha256 {CASCADE_SHA256})"
-                )
-                continue
-            try:
-                CascadeDetector(path, settings["scale_factor"], settings["min_neighbors"], settings["min_size"])
-            except (CascadeError, OSError) as exc:  # a damaged or foreign file: refuse it, run the others
-                problems.append(f"Faces: cascade not used: {exc}")
-                continue
-            usable.append(name)
-            resolved = str(path)
-        elif name == "animeface":
-            try:
-                AnimefaceDetector()
-            except RuntimeError as exc:
-                problems.append(f"Faces: animeface not used: {exc}")
-                continue
-            usable.append(name)
-        elif name == "heatmap":
-            problem = heatmap_problem(settings.get("heatmap_model") or "")
-            if problem:
-                problems.append(f"Faces: the learned detector not used: {problem}")
-                continue
-            usable.append(name)
-        else:
-            raise ValueError(f"FACES_DETECTORS: unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
-    return usable, resolved, problems
-
-
-def heatmap_problem(model: str) -> str | None:
-    """Why the learned detector's weights cannot be used (None: they can)."""
-    if not model:
-        return "FACES_HEATMAP_MODEL is empty (train one: scrapy faces train LABELLED_DIR OUT.pt)"
-    from models.face_heatmap import load
-    from models.torch_common import CheckpointError
-
-    try:
-        load(model)
-    except CheckpointError as exc:
-        return f"FACES_HEATMAP_MODEL: {exc}"
-    return None
 
 
 class FacesPipeline:
@@ -243,18 +29,17 @@ class FacesPipeline:
         s = crawler.settings
         if not s.getbool("FACES_ENABLED"):
             raise NotConfigured
-        names, settings = read_settings(s)
-        usable, cascade_path, problems = usable_detectors(names, s.get("FACES_CASCADE_PATH") or "", settings)
-        if not usable:
-            raise NotConfigured("no face detector can run, face crops are off. " + " | ".join(problems or ["FACES_DETECTORS is empty"]))
-        for problem in problems:
+        search = FaceSearch(s)
+        if not search.detectors:
+            raise NotConfigured("no face detector can run, face crops are off. " + search.why_none())
+        for problem in search.problems:
             logger.warning(problem)
-        self.settings = {**settings, "detectors": tuple(usable), "cascade_path": cascade_path}
-        self.version = detectors_version(self.settings)  # recorded per page, so `scrapy curate` can skip it
+        self.settings = search.settings
+        self.version = search.version  # recorded per page, so `scrapy curate` can skip it
         self.root = str(Path(s.get("FILES_STORE") or output_dir(s)))
         self.stats = crawler.stats
         self.pool = pool_for(crawler)
-        logger.info("Faces: detectors %s", "+".join(usable))
+        logger.info("Faces: detectors %s", "+".join(search.detectors))
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> FacesPipeline:

@@ -4,7 +4,7 @@ Curate-time only: matching needs the whole set at once (the references' centroid
 but the clusters, and without references the dominant character, are properties of the set), so
 it cannot decide a picture as the crawl stores it. The curator (pipelines/recurate.py) runs the
 other stages batch by batch, then calls ``IdentityStage.finish`` with every readable picture of
-the run, and only then decides them, so an ``identity`` rule (pipelines/decide.py) reads this run's
+the run, and only then decides them, so an ``identity`` rule (stages/decide.py) reads this run's
 matches:
 
 1. Each picture's head region (models/identity.py: its first stored face grown to the hair, else
@@ -35,8 +35,8 @@ from models.identity import (
     match,
     to_blob,
 )
-from pipelines.jpeg import BadImage, open_checked
 from pipelines.recurate import CurateError, ModelLoadError, Picture, picture_files, printable
+from stages.convert import BadImage, open_checked
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -76,7 +76,7 @@ class IdentityStage:
             if len(self.reference_files) < MIN_REFERENCES:
                 logger.warning("Identity: only %d reference pictures in %s; %d or more make a steadier centroid",
                                len(self.reference_files), reference, MIN_REFERENCES)
-        from pipelines.faces import read_settings
+        from stages.faces import read_settings
 
         names, face_settings = read_settings(settings)
         self.face_settings = {**face_settings, "detectors": names, "cascade_path": settings.get("FACES_CASCADE_PATH") or ""}
@@ -96,7 +96,7 @@ class IdentityStage:
         """The best face the face stage's detectors find on a reference picture (None: none, or no
         detector can run here), so references are embedded by the same region as the pictures."""
         from models.faces import detect_faces
-        from pipelines.faces import DEFAULTS, cached_detectors, usable_detectors
+        from stages.faces import DEFAULTS, cached_detectors, usable_detectors
 
         try:
             usable, cascade, _problems = usable_detectors(self.face_settings["detectors"],

@@ -14,7 +14,7 @@ crawling, and without paying twice for what the same model has already seen. So:
 * With curation rules configured, every input picture is decided again from what is stored about
   it (including the results of stages skipped this run), exactly as the crawl's decision stage
   would, and a crawled picture's file moves between ``images/`` and ``dropped/`` to match.
-* A picture without pixel statistics (pipelines/filters.py: a catalogue older than them, a folder
+* A picture without pixel statistics (stages/filters.py: a catalogue older than them, a folder
   picture) gets them, read from its file once, so the monochrome rule can decide it.
 * A ``duplicate`` rule groups the run's pictures after every other decision: among the pictures
   the rules keep when no picture counts as a duplicate, copies with the same sha256 or perceptual
@@ -43,13 +43,14 @@ from catalog.store import LOCAL_PREFIX, Catalog, StoredPicture, utc_now
 from catalog.tags import read_index
 from core.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir, status_path
 from models.inference import Progress
-from pipelines.decide import condition_of, decide, default_action, load_rules
-from pipelines.faces import detectors_version, page_faces, read_settings, usable_detectors
-from pipelines.filters import picture_stats_bytes
-from pipelines.jpeg import BadImage, open_checked
-from pipelines.model_stage import open_pictures
 from pipelines.workers import start_worker, worker_count
+from stages.classify import Classify
+from stages.convert import BadImage, open_checked
+from stages.decide import condition_of, decide, default_action, load_rules
 from stages.dedup import Candidate, find_duplicates
+from stages.faces import FaceSearch, page_faces
+from stages.filters import picture_stats_bytes
+from stages.tag import Tag
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -79,29 +80,19 @@ class ClassifyStage:
     name = "classify"
 
     def __init__(self, settings: BaseSettings):
-        from models.classifier import model_version
-
-        self.model_path = Path(settings.get("CLASSIFIER_MODEL"))
-        if not self.model_path.is_file():
-            raise CurateError(f"CLASSIFIER_MODEL={str(self.model_path)!r}: no such file")
-        self.version = model_version(self.model_path)
-        self.model: Any = None
+        model_path = Path(settings.get("CLASSIFIER_MODEL"))
+        if not model_path.is_file():
+            raise CurateError(f"CLASSIFIER_MODEL={str(model_path)!r}: no such file")
+        self.stage = Classify(model_path)
+        self.version = self.stage.version
 
     def load(self) -> None:
-        if self.model is None:
-            from models.classifier import CharacterClassifier  # TensorFlow only when classifying
-
-            self.model = CharacterClassifier.load(self.model_path)
-            logger.info("Classify: %s loaded from %s", self.model.version, self.model_path)
+        if self.stage.model is None:
+            self.stage.load()
+            logger.info("Classify: %s loaded from %s", self.stage.version, self.stage.model_path)
 
     def run(self, pictures: list[Picture]) -> list[Any]:
-        images, readable, results = open_pictures(Path("/"), [str(p.file) for p in pictures])
-        if images:
-            predictions = self.model.predict(images, batch_size=len(images))
-            for i, p in zip(readable, predictions, strict=True):
-                results[i] = {"label": p.label, "target": self.model.target, "score": float(p.target_score),
-                              "model": self.model.version}
-        return results
+        return self.stage.results(Path("/"), [str(p.file) for p in pictures])
 
     def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
         catalog.set_classifier(picture.artwork_id, picture.page, result)
@@ -111,36 +102,22 @@ class TagStage:
     name = "tag"
 
     def __init__(self, settings: BaseSettings):
-        from models.tagger import TaggerError, tagger_version
+        from models.tagger import TaggerError
 
-        self.project = Path(settings.get("TAGGER_PROJECT"))
+        self.stage = Tag(settings.get("TAGGER_PROJECT"), settings.getfloat("TAGGER_THRESHOLD"),
+                         dict(settings.getdict("TAGGER_CATEGORY_THRESHOLDS")))
         try:
-            self.version = tagger_version(self.project)  # DeepDanbooru or WD14
+            self.version = self.stage.version  # DeepDanbooru or WD14
         except TaggerError as exc:
             raise CurateError(f"TAGGER_PROJECT: {exc}") from None
-        self.threshold = settings.getfloat("TAGGER_THRESHOLD")
-        self.category_thresholds = dict(settings.getdict("TAGGER_CATEGORY_THRESHOLDS"))
-        self.model: Any = None
 
     def load(self) -> None:
-        if self.model is None:
-            from models.tagger import load_tagger  # TensorFlow or onnxruntime only when tagging
-
-            self.model = load_tagger(
-                self.project, threshold=self.threshold, category_thresholds=self.category_thresholds
-            )
-            self.category_by_tag = {tag: self.model.category_of(i) for i, tag in enumerate(self.model.tags)}
-            logger.info("Tag: %s loaded from %s", self.model.version, self.project)
+        if self.stage.model is None:
+            self.stage.load()
+            logger.info("Tag: %s loaded from %s", self.stage.version, self.stage.project)
 
     def run(self, pictures: list[Picture]) -> list[Any]:
-        images, readable, results = open_pictures(Path("/"), [str(p.file) for p in pictures])
-        if images:
-            for i, tags in zip(readable, self.model.predict(images, batch_size=len(images)), strict=True):
-                results[i] = [
-                    {"tag": tag, "category": self.category_by_tag[tag], "score": float(score)}
-                    for tag, score in sorted(tags.items(), key=lambda kv: -kv[1])
-                ]
-        return results
+        return self.stage.results(Path("/"), [str(p.file) for p in pictures])
 
     def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
         catalog.replace_model_tags(picture.artwork_id, picture.page, self.version, result)
@@ -151,16 +128,15 @@ class FacesStage:
 
     def __init__(self, settings: BaseSettings, root: Path):
         try:
-            names, detector_settings = read_settings(settings)
-            usable, cascade, problems = usable_detectors(names, settings.get("FACES_CASCADE_PATH") or "", detector_settings)
+            search = FaceSearch(settings)
         except ValueError as exc:
             raise CurateError(str(exc)) from None
-        if not usable:
-            raise CurateError("no face detector can run here: " + " | ".join(problems or ["FACES_DETECTORS is empty"]))
-        for problem in problems:
+        if not search.detectors:
+            raise CurateError("no face detector can run here: " + search.why_none())
+        for problem in search.problems:
             logger.warning(problem)
-        self.settings = {**detector_settings, "detectors": tuple(usable), "cascade_path": cascade}
-        self.version = detectors_version(self.settings)
+        self.settings = search.settings
+        self.version = search.version
         self.root = str(root)
         self.workers = worker_count(settings.getint("IMAGE_WORKERS"))
         self.pool: ProcessPoolExecutor | None = None

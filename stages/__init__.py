@@ -1,7 +1,10 @@
 """Curation stages as plain functions over pictures and metadata, without Scrapy.
 
-``stages.dedup`` hashes pictures and groups near duplicates; ``stages.sprites`` cuts a wiki's CSS
-sprite sheets into labelled item icons. The layer beside models (tests/test_layers.py): it imports
-core, catalog, sites and models, never pipelines (the Scrapy adapters) or crawler. The other
-stages' functions still live in their pipelines/ modules and move here with issue 16.
+``convert`` and ``ugoira`` turn originals into JPEGs and WebPs, ``filters`` measures pixel
+statistics, ``faces`` finds faces, ``classify`` and ``tag`` run the models (``picture_model``: what
+they share), ``decide`` keeps or drops by rules, ``dedup`` hashes pictures and groups near
+duplicates, ``sprites`` cuts a wiki's CSS sprite sheets into labelled item icons. The crawl runs
+them through thin Scrapy adapters (pipelines/), ``scrapy curate`` batch by batch
+(pipelines/recurate.py). The layer beside models (tests/test_layers.py): it imports core, catalog,
+sites and models, never pipelines or crawler.
 """

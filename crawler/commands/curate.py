@@ -14,8 +14,8 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
-from pipelines.decide import RuleError
 from pipelines.recurate import STAGES, CurateError, Curator, ModelLoadError, choose_stages
+from stages.decide import RuleError
 
 logger = logging.getLogger(__name__)
 

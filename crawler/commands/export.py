@@ -62,7 +62,7 @@ class Command(OfflineCommand):
             "--where", metavar="EXPR",
             help="a SQL boolean expression over images i and artworks a (e.g. \"a.x_restrict = 0 AND "
                  "i.classifier_score >= 0.8\"), or curation rules as JSON/YAML or a .json/.yaml file "
-                 "(e.g. '{\"if\": \"tag\", \"any\": [\"mona\"]}'; see pipelines/decide.py). The SQL may read "
+                 "(e.g. '{\"if\": \"tag\", \"any\": [\"mona\"]}'; see stages/decide.py). The SQL may read "
                  "only the picture and tag tables and is stopped after EXPORT_WHERE_TIMEOUT seconds (default 30)",
         )
         parser.add_argument("--split", metavar="TRAIN,VAL[,TEST]", default="0.9,0.1",

@@ -14,7 +14,8 @@ from scrapy.utils.test import get_crawler
 from catalog import tags
 from catalog.store import Catalog
 from core.items import ArtworkItem
-from pipelines.decide import DecisionPipeline, check_rules, decide
+from pipelines.decide import DecisionPipeline
+from stages.decide import check_rules, decide
 from tests.conftest import project_settings
 from tests.crawler.small_crawl import crawled_copy
 

@@ -135,7 +135,7 @@ def test_a_recrawled_picture_keeps_its_manual_decision_even_without_rules(tmp_pa
     dropped goes straight to dropped/, one they kept stays kept whatever the rules say."""
     from scrapy.exceptions import NotConfigured
 
-    from tests.pipelines.test_decide import decision_pipeline, stored_item
+    from tests.stages.test_decide import decision_pipeline, stored_item
 
     with pytest.raises(NotConfigured):  # no rules and no manual decision: the stage is off, as before
         decision_pipeline(tmp_path)

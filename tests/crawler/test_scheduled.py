@@ -81,8 +81,12 @@ def test_runs_each_tag_with_its_own_log_and_a_concurrent_run_is_refused(make_sit
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     # what `ps` shows of the crawl: its command line holds no cookie (it went by the environment)
-    [child] = Path(f"/proc/{first.pid}/task/{first.pid}/children").read_text().split()
-    command_line = Path(f"/proc/{child}/cmdline").read_bytes().decode()
+    # (the log is opened before the fork: until the child's exec, its command line is its parent's)
+    command_line = ""
+    while "scrapy" not in command_line and time.monotonic() < deadline:
+        [child] = Path(f"/proc/{first.pid}/task/{first.pid}/children").read_text().split() or ["self"]
+        command_line = Path(f"/proc/{child}/cmdline").read_bytes().decode()
+        time.sleep(0.05)
     assert "scrapy\0crawl\0pixiv" in command_line and session not in command_line
     # a crawl started by hand over the same folder is refused too, naming the scheduled run
     by_hand = subprocess.run(crawl_command(site, output), cwd=REPO, env=crawl_env(), capture_output=True,

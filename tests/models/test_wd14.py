@@ -273,8 +273,7 @@ def test_the_crawl_stage_gives_tag_rows(folder):
     from tests.conftest import project_settings
 
     stage = TaggerPipeline(get_crawler(settings_dict=project_settings(TAGGER_PROJECT=str(folder))))
-    stage.model = stage.load_model()
-    (red,) = stage.run_model([solid(RED)])
+    (red,) = stage.stage.predict([solid(RED)])
     assert [(t["tag"], t["category"], t["model"]) for t in red] == [
         ("red_hair", "General", stage.model.version), ("char_red", "Character", stage.model.version),
         ("questionable", "Rating", stage.model.version)]  # by score

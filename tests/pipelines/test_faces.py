@@ -14,7 +14,8 @@ import models.faces as faces_module
 from catalog.store import Catalog
 from core.items import ArtworkItem
 from models.faces import CASCADE_SHA256, CASCADE_URL, find_cascade
-from pipelines.faces import FacesPipeline, find_faces, page_faces
+from pipelines.faces import FacesPipeline
+from stages.faces import find_faces, page_faces
 from tests.conftest import project_settings
 from tests.models.test_faces import inside_share, scene
 
@@ -144,7 +145,7 @@ def test_find_faces_uses_the_method_it_is_given(tmp_path, monkeypatch):
         methods.append(options.get("method"))
         return real(image, detectors, **options)
 
-    monkeypatch.setattr("pipelines.faces.detect_faces", recording)
+    monkeypatch.setattr("stages.faces.detect_faces", recording)
     for method in ("views", "verified"):
         [face] = find_faces(str(tmp_path), "7", record, {"detectors": detectors_here(), "method": method})
         assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9

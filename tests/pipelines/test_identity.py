@@ -19,8 +19,8 @@ import pytest
 from scrapy.settings import Settings
 
 from catalog.store import utc_now
-from pipelines.decide import RuleError, check_rules, decide
 from pipelines.recurate import CurateError, Curator
+from stages.decide import RuleError, check_rules, decide
 from tests.conftest import project_settings
 from tests.models.identity_drawings import draw_head, png_bytes
 

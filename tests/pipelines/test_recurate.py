@@ -22,9 +22,9 @@ from scrapy.settings import Settings
 from catalog.store import Catalog
 from models.faces import synthetic_face
 from models.imaging import flatten_on_white
-from pipelines.jpeg import to_jpeg
-from pipelines.model_stage import open_pictures
 from pipelines.recurate import CurateError, Curator, choose_stages
+from stages.convert import to_jpeg
+from stages.picture_model import open_pictures
 from tests.conftest import project_settings
 
 CLASSIFIER = "classifier-0123456789ab"

@@ -8,8 +8,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from pipelines.jpeg import BadImage
-from pipelines.ugoira import ugoira_to_webp
+from stages.convert import BadImage
+from stages.ugoira import ugoira_to_webp
 
 
 def ugoira_zip(colours: list[tuple[int, int, int]], size=(48, 32)) -> bytes:

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from pipelines.jpeg import BadImage, to_jpeg
+from stages.convert import BadImage, to_jpeg
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from catalog.store import Catalog
-from pipelines.filters import (
+from stages.convert import convert_page, to_jpeg
+from stages.dedup import hamming
+from stages.filters import (
     MONOCHROME_MAX_COLORFULNESS,
     MONOCHROME_MIN_LINE_ART,
     STATS_SIDE,
@@ -19,8 +21,6 @@ from pipelines.filters import (
     picture_stats_bytes,
     small_copy,
 )
-from pipelines.jpeg import convert_page, to_jpeg
-from stages.dedup import hamming
 
 CARDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "anime" / "cards"
 

@@ -38,7 +38,7 @@ PAPER_MIN_LIGHTNESS = 128  # a darker "paper" is no paper: the picture is not li
 PAPER_TOLERANCE = 40.0  # RGB distance from the paper's colour still counted as paper
 BLANK_SHARE = 0.002  # fewer non-paper pixels than this: a blank page
 
-# The monochrome rule's defaults (pipelines/decide.py), measured on the 66 character cards and icons
+# The monochrome rule's defaults (stages/decide.py), measured on the 66 character cards and icons
 # in ../shared/fixtures/anime as JPEGs: in colour they score 3.6 and more (median 21; pale, warm
 # palettes lowest); in greyscale 0, tinted sepia or blue (by ImageOps.colorize) at most 1.1. Their
 # line_art is at most 0.39, their edge drawings (FIND_EDGES, inverted) 0.67 to 1.

@@ -9,7 +9,8 @@ import pytest
 from scrapy.utils.test import get_crawler
 
 from core.items import ArtworkItem
-from pipelines.decide import DecisionPipeline, RuleError, check_rules, decide, read_rules_file
+from pipelines.decide import DecisionPipeline
+from stages.decide import RuleError, check_rules, decide, read_rules_file
 from tests.conftest import project_settings
 
 MONA = ["mona_(genshin_impact)", "モナ(原神)", "莫娜"]
@@ -70,7 +71,7 @@ def test_bad_rules_are_refused_clearly(rule, message):
         check_rules([rule])
 
 
-# The README's rules, written by hand as people write them: comments, unquoted Japanese, flow lists.
+# The rules of docs/curation.md, written by hand as people write them: comments, unquoted Japanese, flow lists.
 YAML_RULES = """\
 # Mona or not: R-18 out first, then the classifier, then loose Pixiv tags.
 - action: drop
