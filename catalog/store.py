@@ -6,7 +6,7 @@ fetched again. ``search_coverage`` remembers, per search query, how far down the
 to be complete, so that the "stop after N known artworks" rule only fires inside that range and
 an interrupted crawl can never leave a gap (see ``PixivSpider``). ``curation_runs`` remembers which
 model version last looked at each picture in each curation stage, so that ``scrapy curate``
-(``pipelines/recurate.py``) skips what the same model has already seen.
+(``jobs/curate.py``) skips what the same model has already seen.
 
 sqlite-utils opens the database, turns on WAL and answers queries; the per-artwork writes use
 plain prepared SQL in one transaction each, because sqlite-utils' ``upsert`` introspects the table
@@ -39,7 +39,7 @@ ADDED_COLUMNS = [
     ("images", "classifier_target", "TEXT"),  # the class that classifier_score is for
     ("crawls", "images_dropped", "INTEGER DEFAULT 0"),
     ("crawls", "node", "TEXT"),  # the catalogue a merged crawl came from (`scrapy catalog merge`); NULL: here
-    # Pixel statistics (pipelines/filters.py), by the JPEG stage or `scrapy curate`; NULL: not taken yet
+    # Pixel statistics (stages/filters.py), by the JPEG stage or `scrapy curate`; NULL: not taken yet
     ("images", "colorfulness", "REAL"),  # chroma off the main hue: ~0 greyscale, sepia, one tint
     ("images", "line_art", "REAL"),      # share of the non-paper pixels on thin strokes, 0..1
     ("images", "phash", "TEXT"),         # 64-bit perceptual hash (stages/dedup.py), 16 hex digits
@@ -224,7 +224,7 @@ CREATE TABLE IF NOT EXISTS wiki_pages (
     sliced_at TEXT,
     CHECK (status = 'ok' OR reason IS NOT NULL)
 );
--- Keep or drop said by a person (`scrapy review`, crawler/review.py). It outranks every rule and
+-- Keep or drop said by a person (`scrapy review`, jobs/review.py). It outranks every rule and
 -- model, in the crawl, `scrapy curate` and the export, and stays until the person clears it.
 CREATE TABLE IF NOT EXISTS manual_decisions (
     artwork_id TEXT NOT NULL,
@@ -233,7 +233,7 @@ CREATE TABLE IF NOT EXISTS manual_decisions (
     decided_at TEXT NOT NULL,
     PRIMARY KEY (artwork_id, page)
 ) WITHOUT ROWID;
--- Is this the wanted character? (`scrapy curate --stages identity`, pipelines/identity.py): the head
+-- Is this the wanted character? (`scrapy curate --stages identity`, jobs/identity.py): the head
 -- region's embedding, and the last run's match against its references or the dominant cluster.
 CREATE TABLE IF NOT EXISTS identity (
     artwork_id TEXT NOT NULL,
@@ -720,7 +720,7 @@ class Catalog:
             moved += 1
         return moved
 
-    # --- curation (`scrapy curate`, pipelines/recurate.py) -----------------------------------------
+    # --- curation (`scrapy curate`, jobs/curate.py) -----------------------------------------
     # The writes below do not commit: the caller groups one batch of pictures in ``with batch():``,
     # so a run killed half-way keeps every finished batch and nothing of the unfinished one.
     @contextmanager
@@ -992,7 +992,7 @@ class Catalog:
             [artwork_id, page, decision, now],
         )
 
-    # --- review (`scrapy report`, crawler/report.py) --------------------------------------------------
+    # --- review (`scrapy report`, jobs/report.py) --------------------------------------------------
     def thumbnail(self, artwork_id: str, page: int, source: str) -> bytes | None:
         """The stored thumbnail JPEG if it was made from this very picture (``source``: its sha256)."""
         row = self.conn.execute(
@@ -1010,6 +1010,81 @@ class Catalog:
             """,
             [artwork_id, page, source, width, height, jpeg],
         )
+
+    # --- what the report, the review page and the demo list -------------------------------------------
+    def report_rows(self) -> list[tuple[Any, ...]]:
+        """Every picture with its artwork and classifier result, newest artwork first (jobs/report.py)."""
+        return self.conn.execute(
+            """
+            SELECT i.artwork_id, i.page, i.status, i.reason, i.path, i.sha256, a.title, a.user_name, a.tags,
+                   i.classifier_label, i.classifier_score, i.classifier_model, i.classifier_target
+            FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id
+            ORDER BY length(i.artwork_id) DESC, i.artwork_id DESC, i.page
+            """
+        ).fetchall()
+
+    def last_tagger_versions(self) -> dict[tuple[str, int], str]:
+        """The tagger version that last ran without an error on each picture (as `scrapy curate` recorded it)."""
+        return {
+            (artwork_id, page): model
+            for artwork_id, page, model in self.conn.execute(
+                "SELECT artwork_id, page, model FROM curation_runs WHERE stage = 'tag' AND error IS NULL"
+            )
+        }
+
+    def model_tags_best_first(self) -> Iterator[tuple[str, int, str, float, str]]:
+        """(artwork id, page, tag, score, tagger version) of every model tag, by picture, best first."""
+        yield from self.conn.execute(
+            "SELECT artwork_id, page, tag, score, model FROM image_tags ORDER BY artwork_id, page, score DESC, tag"
+        )
+
+    def face_crop_paths(self) -> dict[tuple[str, int], list[str]]:
+        """The stored face crops of each picture, in face order."""
+        faces: dict[tuple[str, int], list[str]] = {}
+        for artwork_id, page, path in self.conn.execute(
+            "SELECT artwork_id, page, path FROM faces WHERE path IS NOT NULL ORDER BY artwork_id, page, idx"
+        ):
+            faces.setdefault((artwork_id, page), []).append(path)
+        return faces
+
+    def review_listing(self, status: str | None, limit: int, offset: int) -> tuple[list[tuple[Any, ...]], int]:
+        """One page of pictures (all, or of one status) with their manual decision, and how many there are
+        (jobs/review.py)."""
+        where, params = ("", []) if status is None else ("WHERE i.status = ?", [status])
+        total: int = self.conn.execute(f"SELECT count(*) FROM images i {where}", params).fetchone()[0]
+        rows = self.conn.execute(
+            f"""
+            SELECT i.artwork_id, i.page, i.status, i.reason, i.path, a.title, m.decision
+            FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id
+            LEFT JOIN manual_decisions m ON m.artwork_id = i.artwork_id AND m.page = i.page
+            {where}
+            ORDER BY length(i.artwork_id) DESC, i.artwork_id DESC, i.page LIMIT ? OFFSET ?
+            """,
+            [*params, limit, offset],
+        ).fetchall()
+        return rows, total
+
+    def last_crawl(self) -> tuple[int, str, int, int] | None:
+        """(id, status, artworks seen, artworks fetched) of the newest crawl."""
+        row: tuple[int, str, int, int] | None = self.conn.execute(
+            "SELECT id, status, artworks_seen, artworks_fetched FROM crawls ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return row
+
+    def failure_counts(self) -> list[tuple[str, int]]:
+        """How many pictures failed for each reason, most first."""
+        return self.conn.execute(
+            "SELECT reason, count(*) FROM images WHERE status = 'failed' GROUP BY reason ORDER BY 2 DESC"
+        ).fetchall()
+
+    def artwork_status_counts(self) -> list[tuple[str, int]]:
+        return self.conn.execute("SELECT status, count(*) FROM artworks GROUP BY status").fetchall()
+
+    def decided_pictures(self) -> list[tuple[str, str, str | None]]:
+        """(artwork id, status, reason) of every kept or dropped picture."""
+        return self.conn.execute(
+            "SELECT artwork_id, status, reason FROM images WHERE status IN ('kept', 'dropped') ORDER BY artwork_id, page"
+        ).fetchall()
 
     # --- sprites (stages/sprites/) ----------------------------------------------------------
     _SPRITE_COLUMNS = (
@@ -1100,6 +1175,24 @@ def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A connection that cannot write (``mode=ro``) and waits up to 30 s for a writer's lock: for
     readers beside a running crawl (its decision stage, the export, the tag index)."""
     return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+
+
+def crawl_started_by(path: str | os.PathLike[str], pid: int, host: str, since: str) -> tuple[int, str, str | None] | None:
+    """(id, status, reason) of the newest crawl that process ``pid`` on ``host`` started at or after
+    ``since`` (ops/scheduled.py: how a scheduled run ended); None when there is none or the
+    catalogue cannot be read."""
+    if not Path(path).exists():
+        return None
+    try:
+        with closing(sqlite3.connect(path, timeout=30)) as conn:
+            row: tuple[int, str, str | None] | None = conn.execute(
+                "SELECT id, status, reason FROM crawls WHERE pid = ? AND host = ? AND started >= ? "
+                "ORDER BY id DESC LIMIT 1",
+                [pid, host, since],
+            ).fetchone()
+            return row
+    except sqlite3.Error:
+        return None
 
 
 def read_manual_decisions(path: str | os.PathLike[str]) -> dict[tuple[str, int], dict[str, str]]:

@@ -13,7 +13,7 @@ import textwrap
 from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
 
-from crawler.output_lock import EXIT_LOCKED, OutputLock
+from core.output_lock import EXIT_LOCKED, OutputLock
 
 
 class OfflineCommand(ScrapyCommand):
@@ -53,7 +53,7 @@ def split_action(args: list[str], actions: dict[str, tuple[list[str], str]]) -> 
 
 
 def take_output_lock(command: ScrapyCommand, what: str) -> OutputLock | None:
-    """OUTPUT_DIR's lock (crawler/output_lock.py), or None after saying who holds it and setting
+    """OUTPUT_DIR's lock (core/output_lock.py), or None after saying who holds it and setting
     the command's exit code to 75; the caller then returns without touching anything."""
     assert command.settings is not None
     lock = OutputLock.for_settings(command.settings)

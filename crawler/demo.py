@@ -149,16 +149,10 @@ def main(argv: list[str] | None = None) -> int:
 
     catalog = Catalog(output / "catalog.db")
     summary = catalog.summary()
-    crawl = catalog.conn.execute(
-        "SELECT id, status, artworks_seen, artworks_fetched FROM crawls ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    reasons = catalog.conn.execute(
-        "SELECT reason, count(*) FROM images WHERE status = 'failed' GROUP BY reason ORDER BY 2 DESC"
-    ).fetchall()
-    statuses = catalog.conn.execute("SELECT status, count(*) FROM artworks GROUP BY status").fetchall()
-    decided = catalog.conn.execute(
-        "SELECT artwork_id, status, reason FROM images WHERE status IN ('kept', 'dropped') ORDER BY artwork_id, page"
-    ).fetchall()
+    crawl = catalog.last_crawl()
+    reasons = catalog.failure_counts()
+    statuses = catalog.artwork_status_counts()
+    decided = catalog.decided_pictures()
     catalog.close()
     print()
     print(f"Classifier {card['target']} vs {', '.join(c for c in card['classes'] if c != card['target'])}: "

@@ -83,7 +83,7 @@ ISAAC_WIKI_MAXLAG_RETRIES = 10  # a maxlag error is retried after Retry-After th
 ISAAC_MODEL_DIR = ""  # empty: OUTPUT_DIR/isaac-model
 ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 
-# --- Export (`scrapy export`, crawler/export.py) -------------------------------------------------
+# --- Export (`scrapy export`, jobs/export.py) -------------------------------------------------
 # Near duplicates: 64-bit DCT perceptual hashes at most this many bits apart (stages/dedup.py).
 # Re-encoded or resized copies differ by 0-4 bits, distinct pictures by 16 or more; -1: exact only.
 EXPORT_PHASH_DISTANCE = 6  # bits
@@ -100,7 +100,7 @@ EXPORT_KOHYA_BATCH_SIZE = 1
 # huge join or a runaway subquery ends in a message rather than a hung command.
 EXPORT_WHERE_TIMEOUT = 30  # seconds
 
-# --- Review (`scrapy report`, crawler/report.py; Datasette, metadata.json) -------------------------
+# --- Review (`scrapy report`, jobs/report.py; Datasette, metadata.json) -------------------------
 # Thumbnails go to the report folder and to the catalogue's thumbnails table (about 5 KB a picture
 # at 160 px), where Datasette shows them next to each picture's status and reason.
 REPORT_MODEL_TAGS = 8  # model tags shown per picture, highest scores first
@@ -180,7 +180,7 @@ ITEM_PIPELINES = {
 FILES_STORE = ""  # empty: OUTPUT_DIR (files land in OUTPUT_DIR/originals/)
 MEDIA_ALLOW_REDIRECTS = False
 
-# --- Operations: scheduled runs (crawler/scheduled.py) and distributed crawls (crawler/cluster.py) -
+# --- Operations: scheduled runs (ops/scheduled.py) and distributed crawls (crawler/cluster.py) -
 # "redis": the request queue and dupefilter live in Redis (scrapy-redis), and every process started
 # with the same REDIS_URL and search query shares one crawl; "memory": Scrapy's own, one process.
 SCHEDULER_BACKEND = "memory"

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "catalog", "sites", "stages", "crawler", "pipelines", "models", "mocksites")
+PACKAGES = ("core", "catalog", "sites", "stages", "crawler", "pipelines", "jobs", "ops", "models", "mocksites")
 
 
 def package_of(module: str) -> str | None:

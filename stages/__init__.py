@@ -5,6 +5,6 @@ statistics, ``faces`` finds faces, ``classify`` and ``tag`` run the models (``pi
 they share), ``decide`` keeps or drops by rules, ``dedup`` hashes pictures and groups near
 duplicates, ``sprites`` cuts a wiki's CSS sprite sheets into labelled item icons. The crawl runs
 them through thin Scrapy adapters (pipelines/), ``scrapy curate`` batch by batch
-(pipelines/recurate.py). The layer beside models (tests/test_layers.py): it imports core, catalog,
+(jobs/curate.py). The layer beside models (tests/test_layers.py): it imports core, catalog,
 sites and models, never pipelines or crawler.
 """

@@ -27,11 +27,11 @@ ends in ``.yaml``/``.yml``, JSON otherwise), tried in order, the first that matc
     {"action": "drop", "if": "duplicate"}                    a lesser copy of a kept picture: the same sha256,
                                                              or a perceptual hash at most "distance" bits away
                                                              (default CURATE_PHASH_DISTANCE); `scrapy curate`
-                                                             only, see pipelines/recurate.py
+                                                             only, see jobs/curate.py
     {"action": "keep", "if": "identity"}                     the identity stage matched the wanted character
                                                              (its references, or the dominant cluster; "match":
                                                              false: it looked and it is not); `scrapy curate`
-                                                             only, see pipelines/identity.py
+                                                             only, see jobs/identity.py
 
 Range conditions, from the stored picture and artwork; bounds are inclusive, every one given must hold:
 
@@ -217,7 +217,7 @@ def _matches(rule: dict[str, Any], record: dict[str, Any], artwork: dict[str, An
         return f"R-18 (xRestrict {artwork['x_restrict']})" if (artwork.get("x_restrict") or 0) > 0 else None
     if condition == "ai":
         return "AI-generated (aiType 2)" if artwork.get("ai_type") == 2 else None
-    if condition == "identity":  # set by `scrapy curate --stages identity` (pipelines/identity.py)
+    if condition == "identity":  # set by `scrapy curate --stages identity` (jobs/identity.py)
         found = record.get("identity")
         if not found or found["matched"] != rule.get("match", True):
             return None
@@ -306,7 +306,7 @@ def _matches_monochrome(rule: dict[str, Any], record: dict[str, Any]) -> str | N
 
 
 def _matches_duplicate(record: dict[str, Any]) -> str | None:
-    """Set by ``scrapy curate``'s grouping (pipelines/recurate.py): the kept copy this one repeats."""
+    """Set by ``scrapy curate``'s grouping (jobs/curate.py): the kept copy this one repeats."""
     copy = record.get("duplicate_of")
     if not copy:
         return None

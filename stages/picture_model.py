@@ -1,7 +1,7 @@
 """What the model stages (classify, tag) share: read pictures, load the model once, one result each.
 
 The crawl runs a stage in batches on its own thread (pipelines/model_stage.py); ``scrapy curate``
-runs it batch after batch (pipelines/recurate.py). Both call ``results``, so a picture gets the
+runs it batch after batch (jobs/curate.py). Both call ``results``, so a picture gets the
 same result, or the same reason it got none, whichever ran it.
 """
 

@@ -1,7 +1,7 @@
 """``scrapy crawl SPIDER``: Scrapy's own command, under the output folder's lock.
 
 Two crawls over one ``OUTPUT_DIR`` would each fetch every artwork and trample each other's files
-(crawler/output_lock.py). This command takes the lock before the spider starts and holds it until
+(core/output_lock.py). This command takes the lock before the spider starts and holds it until
 the crawl has ended; a second crawl says who holds it and exits with 75, having touched nothing.
 Scrapy lets a project's ``COMMANDS_MODULE`` replace a built-in command of the same name.
 """
@@ -12,8 +12,8 @@ import argparse
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
+from core.output_lock import EXIT_LOCKED
 from crawler.command_base import take_output_lock
-from crawler.output_lock import EXIT_LOCKED
 
 
 class Command(ScrapyCrawlCommand):

@@ -1,6 +1,6 @@
 """``scrapy curate [PATH ...]``: run the curation stages again without crawling.
 
-A thin command over ``pipelines.recurate``: it reads the options, turns a run that cannot start
+A thin command over ``jobs.curate``: it reads the options, turns a run that cannot start
 into a usage error (exit code 2, one clear message), and prints the summary. No reactor: the work
 is synchronous and batched, in this process.
 """
@@ -14,7 +14,7 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
-from pipelines.recurate import STAGES, CurateError, Curator, ModelLoadError, choose_stages
+from jobs.curate import STAGES, CurateError, Curator, ModelLoadError, choose_stages
 from stages.decide import RuleError
 
 logger = logging.getLogger(__name__)

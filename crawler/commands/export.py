@@ -1,6 +1,6 @@
 """``scrapy export DEST``: write the catalogue's pictures out as a training data set.
 
-A thin command over ``crawler.export``: it reads the options, turns an export that cannot be made
+A thin command over ``jobs.export``: it reads the options, turns an export that cannot be made
 into a usage error (exit code 2, one clear message), and prints the summary. No reactor.
 """
 
@@ -14,7 +14,7 @@ from scrapy.utils.log import configure_logging
 
 from core.storage import output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
-from crawler.export import (
+from jobs.export import (
     FORMATS,
     UNDERSCORE_STYLES,
     ExportError,

@@ -1,4 +1,4 @@
-"""``scrapy report [DEST]``: write a static HTML contact sheet of the catalogue (``crawler.report``)."""
+"""``scrapy report [DEST]``: write a static HTML contact sheet of the catalogue (``jobs.report``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from scrapy.exceptions import UsageError
 
 from core.storage import catalog_path, output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options
-from crawler.report import write_report
+from jobs.report import write_report
 
 
 class Command(OfflineCommand):

@@ -1,4 +1,4 @@
-"""``scrapy review``: serve the keep/drop review page (``crawler.review``) on 127.0.0.1 until Ctrl-C."""
+"""``scrapy review``: serve the keep/drop review page (``jobs.review``) on 127.0.0.1 until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from aiohttp import web
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from core.output_lock import OutputLock
 from core.storage import catalog_path, output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options
-from crawler.output_lock import OutputLock
-from crawler.review import ReviewSite
+from jobs.review import ReviewSite
 
 
 class Command(OfflineCommand):

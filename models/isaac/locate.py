@@ -1,6 +1,6 @@
 """Find every item in a whole screenshot or photo: a box and a name for each.
 
-Chosen after measuring three ways on held-out synthetic scenes (bench/isaac.py, README):
+Chosen after measuring three ways on held-out synthetic scenes (bench/isaac.py, docs/isaac.md):
 
 * template matching of all 907 icons by normalised cross-correlation at integer scales is exact on
   clean screenshots but costs 907 correlations per scale (tens of seconds a picture on a CPU) and

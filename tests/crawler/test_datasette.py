@@ -18,7 +18,7 @@ import requests
 from PIL import Image
 
 from catalog.store import Catalog
-from crawler.report import write_report
+from jobs.report import write_report
 from tests.crawler.small_crawl import crawled_copy, mark_some_dropped
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 Two crawls over one ``OUTPUT_DIR`` each fetch every artwork again, race on the catalogue's rows,
 and the second one's start-up clean-up deletes the first one's half-written ``.part`` files. So
-``scrapy crawl``, ``scrapy curate``, an export into ``OUTPUT_DIR`` and ``crawler.scheduled`` all take
+``scrapy crawl``, ``scrapy curate``, an export into ``OUTPUT_DIR`` and ``ops.scheduled`` all take
 an exclusive, non-blocking ``flock`` on ``OUTPUT_LOCK_FILE`` (default ``OUTPUT_DIR/output.lock``)
 for as long as they run. A second one says who holds it and exits with ``EXIT_LOCKED`` (75,
 EX_TEMPFAIL: try again later), touching nothing. The kernel drops a ``flock`` when its holder dies,

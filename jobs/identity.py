@@ -2,7 +2,7 @@
 
 Curate-time only: matching needs the whole set at once (the references' centroid is per picture,
 but the clusters, and without references the dominant character, are properties of the set), so
-it cannot decide a picture as the crawl stores it. The curator (pipelines/recurate.py) runs the
+it cannot decide a picture as the crawl stores it. The curator (jobs/curate.py) runs the
 other stages batch by batch, then calls ``IdentityStage.finish`` with every readable picture of
 the run, and only then decides them, so an ``identity`` rule (stages/decide.py) reads this run's
 matches:
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from catalog.store import utc_now
+from jobs.curate import CurateError, ModelLoadError, Picture, picture_files, printable
 from models.identity import (
     NORMALIZATIONS,
     EmbedderError,
@@ -35,13 +36,12 @@ from models.identity import (
     match,
     to_blob,
 )
-from pipelines.recurate import CurateError, ModelLoadError, Picture, picture_files, printable
 from stages.convert import BadImage, open_checked
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
-    from pipelines.recurate import Curator
+    from jobs.curate import Curator
 
 logger = logging.getLogger(__name__)
 

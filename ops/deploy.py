@@ -1,7 +1,7 @@
 """Deploy the project to a Scrapyd: build its egg and upload it (``addversion.json``).
 
-    python -m crawler.deploy [--url http://localhost:6800/] [--project crawler] [--version V]
-    python -m crawler.deploy --build-egg dist/crawler.egg     # build only
+    python -m ops.deploy [--url http://localhost:6800/] [--project crawler] [--version V]
+    python -m ops.deploy --build-egg dist/crawler.egg     # build only
 
 Then schedule crawls through Scrapyd's JSON API, e.g.
 ``curl http://localhost:6800/schedule.json -d project=crawler -d spider=pixiv -d tag=原神
@@ -115,7 +115,7 @@ def deploy(url: str, project: str, version: str, egg: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     target = deploy_target()
-    parser = argparse.ArgumentParser(prog="python -m crawler.deploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ops.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=target["url"], help="Scrapyd's address (default: scrapy.cfg [deploy] url, %(default)s)")
     parser.add_argument("--project", default=target["project"], help="Scrapyd project name (default: %(default)s)")
     parser.add_argument("--version", default=None, help="egg version (default: the time, so the newest upload runs)")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             version = args.version or str(int(time.time()))
             answer = deploy(args.url, args.project, version, egg)
     except (RuntimeError, OSError) as exc:
-        print(f"crawler.deploy: {exc}", file=sys.stderr)
+        print(f"ops.deploy: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(answer))
     if answer.get("status") != "ok":

@@ -45,7 +45,6 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import tarfile
 import time
 from collections import Counter, defaultdict
@@ -56,7 +55,20 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
-from catalog.store import Catalog, connect_read_only
+from catalog.reading import (
+    ROUND,
+    STATUSES,
+    WHERE_TIMEOUT,
+    SelectionError,
+    catalog_updated,
+    check_one_expression,
+    face_rows,
+    open_read_only,
+    picture_query,
+    select_pictures,
+    tag_translations,
+)
+from catalog.store import Catalog
 from catalog.tags import TagIndex, normalise
 from core.storage import CRAWL_FOLDERS, catalog_path, output_dir
 from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box, encode, parse_colour, plan, render
@@ -71,7 +83,6 @@ if TYPE_CHECKING:
 
 FORMATS = ("imagefolder", "kohya", "hf", "webdataset")
 SPLIT_NAMES = ("train", "val", "test")
-STATUSES = ("kept", "dropped")
 CLASS_SOURCES = ("auto", "classifier", "decision", "none", "tags:")
 UNLABELLED = "unlabelled"  # class of a picture the classifier never saw (--class-from classifier)
 NO_TAG_CLASS = "other"  # class of a picture with none of the --class-from tags
@@ -85,21 +96,6 @@ KOHYA_BALANCE_CAP = 4  # a balanced class is repeated at most this many times EX
 KAOMOJI_LENGTH = 3  # tags this short keep their underscores (^_^, >_<), as sd-scripts' WD14 tagger does
 TEMP_SUFFIX = ".export.part"  # the hidden folder an export is built in, beside DEST
 TAR_MTIME = 0  # every tar member's mtime: a re-export must be byte-identical
-ROUND = 6  # decimals kept of a score in the exported metadata
-BLOCKED_SQL_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
-# What a --where expression may read: the pictures, their artworks and the tag tables; nothing else.
-WHERE_TABLES = frozenset({"images", "artworks", "tags", "artwork_tags", "image_tags", "tag_aliases", "tag_implications"})
-# The functions it may call: plain text, number, date and JSON ones. Left out: those that build
-# huge values (printf, format, randomblob, zeroblob) and everything an extension adds.
-WHERE_FUNCTIONS = frozenset({
-    "abs", "avg", "char", "coalesce", "count", "date", "datetime", "glob", "group_concat", "hex", "ifnull",
-    "iif", "instr", "json_array_length", "json_extract", "json_type", "json_valid", "julianday", "length",
-    "like", "likelihood", "likely", "lower", "ltrim", "max", "min", "nullif", "replace", "round", "rtrim",
-    "strftime", "substr", "substring", "sum", "time", "total", "trim", "typeof", "unicode", "unixepoch",
-    "unlikely", "upper", "->", "->>",
-})
-WHERE_TIMEOUT = 30.0  # seconds; the EXPORT_WHERE_TIMEOUT default
-PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the --where clock
 
 logger = logging.getLogger(__name__)
 
@@ -296,50 +292,11 @@ def parse_where(text: str | None) -> Selection:
             raise ExportError(str(exc)) from None
     if ";" in text:
         raise ExportError("--where is one SQL expression over images i and artworks a; ';' is refused")
-    check_one_expression(text)
+    try:
+        check_one_expression(text)
+    except SelectionError as exc:
+        raise ExportError(str(exc)) from None
     return Selection(text=text, sql=text)
-
-
-SQL_QUOTES = {"'": "'", '"': '"', "`": "`", "[": "]"}  # string, and the three ways to quote a name
-
-
-def check_one_expression(text: str) -> None:
-    """Refuse SQL that could reach outside the ``AND (...)`` that ``picture_query`` wraps it in.
-
-    Scans as SQLite's tokenizer does (quotes, ``--`` and ``/* */`` comments) and counts parentheses:
-    a ``)`` without its ``(`` would end the wrapper and let ``OR``, ``UNION SELECT`` ... follow; an
-    unclosed ``(``, quote or comment would swallow the rest of the query.
-    """
-    if "\x00" in text:
-        raise ExportError("--where contains a NUL character")
-    depth, at = 0, 0
-    while at < len(text):
-        char = text[at]
-        if char in SQL_QUOTES:  # a doubled quote ('it''s') is two quoted runs back to back: same result
-            end = text.find(SQL_QUOTES[char], at + 1)
-            if end < 0:
-                raise ExportError(f"--where has a {char} that is never closed")
-            at = end + 1
-            continue
-        if text.startswith("--", at):
-            end = text.find("\n", at)
-            at = len(text) if end < 0 else end + 1
-            continue
-        if text.startswith("/*", at):
-            end = text.find("*/", at + 2)
-            if end < 0:
-                raise ExportError("--where has a /* comment that is never closed")
-            at = end + 2
-            continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth < 0:
-                raise ExportError("--where closes a parenthesis it never opened: give one SQL expression")
-        at += 1
-    if depth:
-        raise ExportError("--where leaves a parenthesis open: give one SQL expression")
 
 
 def _rule_selection(text: str, loaded: Any) -> Selection:
@@ -356,106 +313,6 @@ def _rule_selection(text: str, loaded: Any) -> Selection:
 
 
 # --- reading the catalogue ------------------------------------------------------------------------
-
-
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that can only read: ``mode=ro``, ``query_only``, and an authorizer that denies
-    every action but reading and harmless functions (so no query on it can write, attach or load)."""
-    conn = connect_read_only(path)
-    conn.execute("PRAGMA query_only = ON")
-    conn.set_authorizer(authorize_reading)
-    return conn
-
-
-def authorize_reading(action: int, _arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    """The export's own queries: any table may be read, nothing else done."""
-    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in BLOCKED_SQL_FUNCTIONS:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
-
-
-def authorize_where(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    """The query that holds ``--where``: it may read the picture and tag tables and call the plain
-    functions, nothing more (no other table, no recursive CTE, no pragma or extension)."""
-    if action == sqlite3.SQLITE_SELECT:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in WHERE_TABLES:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in WHERE_FUNCTIONS:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
-
-
-PICTURE_COLUMNS = (
-    "i.artwork_id", "i.page", "i.path", "i.status", "i.classifier_label", "i.classifier_score",
-    "i.classifier_model", "i.classifier_target", "a.title", "a.user_id", "a.x_restrict", "a.ai_type",
-)
-
-
-def picture_query(statuses: Sequence[str], where_sql: str | None) -> str:
-    """The SELECT behind an export, runnable as it is (it goes into the manifest)."""
-    wanted = ", ".join(f"'{s}'" for s in statuses if s in STATUSES)
-    extra = f"\n  AND ({where_sql}\n  )" if where_sql else ""  # newline: a trailing -- comment stays inside
-    return (
-        f"SELECT {', '.join(PICTURE_COLUMNS)}\n"
-        "FROM images i JOIN artworks a ON a.id = i.artwork_id\n"
-        f"WHERE i.path IS NOT NULL AND i.status IN ({wanted}){extra}\n"
-        "ORDER BY i.artwork_id, i.page"
-    )
-
-
-def select_pictures(conn: sqlite3.Connection, query: str, timeout: float = WHERE_TIMEOUT) -> list[dict[str, Any]]:
-    """Run the picture query under ``authorize_where``, stopped once it has run ``timeout`` seconds:
-    a ``--where`` that never ends (a huge join) must end in a message, not a hung command."""
-    names = [c.split(".", 1)[1] for c in PICTURE_COLUMNS]
-    deadline = time.monotonic() + timeout
-    conn.set_authorizer(authorize_where)
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
-    try:
-        return [dict(zip(names, row)) for row in conn.execute(query)]
-    except sqlite3.DatabaseError as exc:
-        if time.monotonic() > deadline:
-            raise ExportError(f"--where took longer than {timeout:g} s (EXPORT_WHERE_TIMEOUT): "
-                              "simplify it or raise the limit") from None
-        hint = (" (it may read only images, artworks and the tag tables, with plain functions: no other table, "
-                "recursive CTE or extension)") if "not authorized" in str(exc) else ""
-        raise ExportError(f"--where cannot run: {exc}{hint}") from None
-    finally:
-        conn.set_progress_handler(None, 0)
-        conn.set_authorizer(authorize_reading)
-
-
-def catalog_updated(conn: sqlite3.Connection) -> str | None:
-    """The catalogue's newest crawl, curation or picture time: the manifest's only date."""
-    return conn.execute(
-        """
-        SELECT max(t) FROM (
-            SELECT max(coalesce(finished, started)) AS t FROM crawls
-            UNION ALL SELECT max(processed_at) FROM curation_runs
-            UNION ALL SELECT max(stored_at) FROM images
-            UNION ALL SELECT max(last_seen) FROM artworks
-        )
-        """
-    ).fetchone()[0]
-
-
-def tag_translations(conn: sqlite3.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT name, translation_en FROM tags WHERE coalesce(translation_en, '') != ''"))
-
-
-def face_rows(conn: sqlite3.Connection) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    faces: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for artwork_id, page, idx, path, x, y, w, h, score in conn.execute(
-        "SELECT artwork_id, page, idx, path, x, y, w, h, score FROM faces WHERE path IS NOT NULL "
-        "ORDER BY artwork_id, page, idx"
-    ):
-        faces[(artwork_id, page)].append(
-            {"index": idx, "path": path, "x": x, "y": y, "w": w, "h": h,
-             "score": None if score is None else round(score, ROUND)}
-        )
-    return faces
 
 
 # --- the pictures of an export --------------------------------------------------------------------
@@ -1021,7 +878,10 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     conn = open_read_only(db)
     try:
         query = picture_query(options.statuses, options.selection.sql)
-        rows = select_pictures(conn, query, options.where_timeout)
+        try:
+            rows = select_pictures(conn, query, options.where_timeout)
+        except SelectionError as exc:
+            raise ExportError(str(exc)) from None
         translations = tag_translations(conn)
         updated = catalog_updated(conn)
         faces = face_rows(conn) if options.faces else {}

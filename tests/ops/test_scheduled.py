@@ -1,4 +1,4 @@
-"""Scheduled crawls (crawler/scheduled.py, deploy/): the lock, a log per crawl, honest exit codes,
+"""Scheduled crawls (ops/scheduled.py, deploy/): the lock, a log per crawl, honest exit codes,
 and the cron line and systemd units as shipped."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from crawler.output_lock import OutputLock
-from crawler.scheduled import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, load_config, tag_slug
+from core.output_lock import OutputLock
 from mocksites.runner import REPO
+from ops.scheduled import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, load_config, tag_slug
 from tests.conftest import crawl_command, crawl_env
 
 DEPLOY = REPO / "deploy"
 
 
 def scheduled(*args: str) -> list[str]:
-    return [sys.executable, "-m", "crawler.scheduled", *args]
+    return [sys.executable, "-m", "ops.scheduled", *args]
 
 
 def write_config(path: Path, site, output: Path, crawls: str) -> Path:
@@ -143,7 +143,7 @@ def test_the_shipped_config_and_cron_line_are_usable():
     fields = lines[0].split(None, 5)
     for value, (low, high) in zip(fields[:5], [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]):
         assert value == "*" or low <= int(value) <= high
-    assert "python -m crawler.scheduled --config deploy/tags.toml" in fields[5]
+    assert "python -m ops.scheduled --config deploy/tags.toml" in fields[5]
 
 
 def test_systemd_units_verify(tmp_path):

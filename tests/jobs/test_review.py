@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from catalog.store import Catalog
-from crawler.output_lock import OutputLock
-from crawler.review import apply_manual_decision
+from core.output_lock import OutputLock
+from jobs.review import apply_manual_decision
 from mocksites.runner import REPO
 from tests.conftest import crawl_env
 from tests.crawler.small_crawl import crawled_copy

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.deploy import build_egg, scrapyd_call
 from mocksites.runner import REPO
+from ops.deploy import build_egg, scrapyd_call
 from tests.conftest import crawl_env
 
 pytest.importorskip("scrapyd", reason="the ops extras are not installed: pip install -e '.[ops]'")
@@ -110,7 +110,7 @@ def test_deploy_to_scrapyd_and_schedule_a_crawl_through_its_api(scrapyd, make_si
     url, home = scrapyd
     site = make_site("--size", "40", "--image-size", "32")
     deployed = subprocess.run(
-        [sys.executable, "-m", "crawler.deploy", "--url", url, "--version", "1"], cwd=tmp_path,
+        [sys.executable, "-m", "ops.deploy", "--url", url, "--version", "1"], cwd=tmp_path,
         env=crawl_env(), capture_output=True, text=True, timeout=120,
     )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr

@@ -19,7 +19,7 @@ import pytest
 from scrapy.settings import Settings
 
 from catalog.store import utc_now
-from pipelines.recurate import CurateError, Curator
+from jobs.curate import CurateError, Curator
 from stages.decide import RuleError, check_rules, decide
 from tests.conftest import project_settings
 from tests.models.identity_drawings import draw_head, png_bytes

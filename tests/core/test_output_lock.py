@@ -1,4 +1,4 @@
-"""One writer per output folder (crawler/output_lock.py): a second crawl, curation or export into
+"""One writer per output folder (core/output_lock.py): a second crawl, curation or export into
 OUTPUT_DIR exits 75 naming the holder, touching nothing; the lock is gone when its holder dies."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from crawler.output_lock import EXIT_LOCKED, INHERITED_FD_ENV, OutputLock
+from core.output_lock import EXIT_LOCKED, INHERITED_FD_ENV, OutputLock
 from mocksites.runner import REPO
 from tests.conftest import crawl_command, crawl_env
 from tests.crawler.small_crawl import crawled_copy
@@ -54,7 +54,7 @@ def test_a_second_crawl_over_the_same_output_exits_75_and_fetches_nothing(make_s
 def test_a_killed_holder_leaves_no_lock(tmp_path):
     path = tmp_path / "output.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from crawler.output_lock import OutputLock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from core.output_lock import OutputLock; "
          "lock = OutputLock(Path(sys.argv[1])).hold('sleeper'); print('held', flush=True); time.sleep(60)", str(path)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )

@@ -23,8 +23,8 @@ from PIL import Image
 from scrapy.settings import Settings
 
 from catalog.store import Catalog, utc_now
-from crawler import export as export_module
-from crawler.export import ExportError, ExportOptions, export, parse_split, parse_where, split_of
+from jobs import export as export_module
+from jobs.export import ExportError, ExportOptions, export, parse_split, parse_where, split_of
 from tests.conftest import project_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -721,7 +721,7 @@ def test_a_catalogue_path_outside_the_crawl_is_skipped_with_a_reason(catalogue, 
                             "ORDER BY artwork_id, page LIMIT 3").fetchall()
         for (artwork_id, page), path in zip(rows, ("../private/secret.jpg", str(secret), "images/link.jpg")):
             conn.execute("UPDATE images SET path = ? WHERE artwork_id = ? AND page = ?", [path, artwork_id, page])
-    with caplog.at_level("WARNING", logger="crawler.export"):
+    with caplog.at_level("WARNING", logger="jobs.export"):
         manifest = run_export(output, tmp_path / "dest")
     skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
     for artwork_id, page in rows:

@@ -10,7 +10,7 @@ model never undoes it. Clear removes it; the next ``scrapy curate`` with rules d
 The server listens on 127.0.0.1 only. Every change is a POST that must carry the page's random
 token, so another web site open in the same browser cannot click for you (cross-site requests
 cannot read the token). Each change takes OUTPUT_DIR's lock for the moment it takes
-(crawler/output_lock.py): while a crawl or curate runs there, the page says so and changes nothing.
+(core/output_lock.py): while a crawl or curate runs there, the page says so and changes nothing.
 The page works without JavaScript: plain forms, and a redirect back to where you were.
 """
 
@@ -28,9 +28,9 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from catalog.store import LOCAL_PREFIX, Catalog, utc_now
+from core.output_lock import OutputLock
 from core.storage import status_path
-from crawler.output_lock import OutputLock
-from crawler.report import make_thumbnail
+from jobs.report import make_thumbnail
 from stages.decide import manual_reason
 
 logger = logging.getLogger(__name__)
@@ -167,18 +167,8 @@ class ReviewSite:
 
     # --- reading and drawing ------------------------------------------------------------------------------
     def _listed(self, status: str, page_number: int) -> tuple[list[Listed], int]:
-        where, params = ("", []) if status == "all" else ("WHERE i.status = ?", [status])
-        total = self.catalog.conn.execute(f"SELECT count(*) FROM images i {where}", params).fetchone()[0]
-        rows = self.catalog.conn.execute(
-            f"""
-            SELECT i.artwork_id, i.page, i.status, i.reason, i.path, a.title, m.decision
-            FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id
-            LEFT JOIN manual_decisions m ON m.artwork_id = i.artwork_id AND m.page = i.page
-            {where}
-            ORDER BY length(i.artwork_id) DESC, i.artwork_id DESC, i.page LIMIT ? OFFSET ?
-            """,
-            [*params, PER_PAGE, (page_number - 1) * PER_PAGE],
-        ).fetchall()
+        rows, total = self.catalog.review_listing(None if status == "all" else status, PER_PAGE,
+                                                  (page_number - 1) * PER_PAGE)
         return [Listed(*row) for row in rows], total
 
     def _render(self, status: str, page_number: int, total: int, listed: list[Listed], here: str, message: str) -> str:

@@ -1,11 +1,11 @@
 """Scheduled incremental crawls (cron, the systemd timer in deploy/): one ``scrapy crawl pixiv`` per tag.
 
-    python -m crawler.scheduled --config deploy/tags.toml
-    python -m crawler.scheduled 原神 'モナ(原神)' [-a ai=exclude] [-s OUTPUT_DIR=/data/pixiv]
+    python -m ops.scheduled --config deploy/tags.toml
+    python -m ops.scheduled 原神 'モナ(原神)' [-a ai=exclude] [-s OUTPUT_DIR=/data/pixiv]
 
 Why a wrapper rather than a bare ``scrapy crawl`` in the crontab:
 
-- **No overlap.** It holds the output folder's lock (crawler/output_lock.py: ``OUTPUT_LOCK_FILE``,
+- **No overlap.** It holds the output folder's lock (core/output_lock.py: ``OUTPUT_LOCK_FILE``,
   default ``OUTPUT_DIR/output.lock``) for the whole run, and its crawls work under it. A second run
   while one is going (a crawl that outlasted its night), or a hand-started crawl or curation of the
   same folder, says who holds the lock and exits with ``EXIT_LOCKED`` (75, EX_TEMPFAIL), touching
@@ -32,7 +32,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -44,7 +43,8 @@ from typing import Any, TextIO
 
 from scrapy.settings import Settings
 
-from crawler.output_lock import EXIT_LOCKED, OutputLock
+from catalog.store import crawl_started_by
+from core.output_lock import EXIT_LOCKED, OutputLock
 
 REPO = Path(__file__).resolve().parents[1]  # where scrapy.cfg is: the crawls run here
 
@@ -142,7 +142,7 @@ class Runner:
         holder = self.lock.acquire(", ".join(job.tag for job in self.jobs))
         if holder is not None:
             print(
-                f"crawler.scheduled: another run holds {self.lock.path} ({holder}); "
+                f"ops.scheduled: another run holds {self.lock.path} ({holder}); "
                 "not starting a second one over it",
                 file=sys.stderr, flush=True,
             )
@@ -213,22 +213,12 @@ class Runner:
         return result
 
     def _crawl_row(self, pid: int, since: str) -> tuple[int, str, str | None] | None:
-        if not self.catalog.exists():
-            return None
-        try:
-            with sqlite3.connect(self.catalog, timeout=30) as conn:
-                return conn.execute(
-                    "SELECT id, status, reason FROM crawls WHERE pid = ? AND host = ? AND started >= ? "
-                    "ORDER BY id DESC LIMIT 1",
-                    [pid, socket.gethostname(), since],
-                ).fetchone()
-        except sqlite3.Error:
-            return None
+        return crawl_started_by(self.catalog, pid, socket.gethostname(), since)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m crawler.scheduled", description=__doc__.splitlines()[0],
+        prog="python -m ops.scheduled", description=__doc__.splitlines()[0],
         epilog=f"Exit codes: 0 every crawl ok, {EXIT_FAILED} a crawl failed, {EXIT_USAGE} bad usage or config, "
                f"{EXIT_LOCKED} another run holds the lock.",
     )
@@ -245,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [CrawlJob(tag, dict(arguments)) for tag in args.tags]
         overrides = {**config_settings, **_pairs(args.settings, "-s")}
     except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
-        print(f"crawler.scheduled: {exc}", file=sys.stderr)
+        print(f"ops.scheduled: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not jobs:
         parser.print_usage(sys.stderr)
-        print("crawler.scheduled: no tags: give TAG arguments or a --config with [[crawl]] entries", file=sys.stderr)
+        print("ops.scheduled: no tags: give TAG arguments or a --config with [[crawl]] entries", file=sys.stderr)
         return EXIT_USAGE
     return Runner(project_settings(overrides), overrides, jobs).run()
 

@@ -20,9 +20,9 @@ from PIL import Image
 from scrapy.settings import Settings
 
 from catalog.store import Catalog
+from jobs.curate import CurateError, Curator, choose_stages
 from models.faces import synthetic_face
 from models.imaging import flatten_on_white
-from pipelines.recurate import CurateError, Curator, choose_stages
 from stages.convert import to_jpeg
 from stages.picture_model import open_pictures
 from tests.conftest import project_settings
@@ -389,7 +389,7 @@ def test_a_broken_symbolic_link_is_a_reported_failure(tmp_path, caplog):
     dangling = library / "gone.jpg"
     dangling.symlink_to(tmp_path / "deleted.jpg")
 
-    with caplog.at_level(logging.WARNING, logger="pipelines.recurate"):
+    with caplog.at_level(logging.WARNING, logger="jobs.curate"):
         summary, report = run(out, [library], stages=["faces"], FACES_DETECTORS="animeface")
 
     reason = f"a broken symbolic link to {tmp_path / 'deleted.jpg'}: No such file or directory"

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("faces", "classify", "tag", "identity")  # identity: after the batches (pipelines/identity.py)
+STAGES = ("faces", "classify", "tag", "identity")  # identity: after the batches (jobs/identity.py)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -358,7 +358,7 @@ class Curator:
         self.stages = [makers[name]() for name in stages if name != "identity"]
         if reference is not None and "identity" not in stages:
             raise CurateError("--reference is for the identity stage (--stages identity)")
-        from pipelines.identity import IdentityStage  # it imports this module
+        from jobs.identity import IdentityStage  # it imports this module
 
         self.identity = IdentityStage(settings, reference) if "identity" in stages else None
         self.catalog = Catalog(self.catalog_path)

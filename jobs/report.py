@@ -115,26 +115,12 @@ def _source_key(file: Path, sha256: str | None) -> str:
 
 
 def _pictures(catalog: Catalog, model_tag_count: int) -> list[Picture]:
-    rows = catalog.conn.execute(
-        """
-        SELECT i.artwork_id, i.page, i.status, i.reason, i.path, i.sha256, a.title, a.user_name, a.tags,
-               i.classifier_label, i.classifier_score, i.classifier_model, i.classifier_target
-        FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id
-        ORDER BY length(i.artwork_id) DESC, i.artwork_id DESC, i.page
-        """
-    ).fetchall()
+    rows = catalog.report_rows()
     # The model tags of the tagger version that last ran on each picture (as `scrapy curate` reads them).
-    last_tagger = {
-        (artwork_id, page): model
-        for artwork_id, page, model in catalog.conn.execute(
-            "SELECT artwork_id, page, model FROM curation_runs WHERE stage = 'tag' AND error IS NULL"
-        )
-    }
+    last_tagger = catalog.last_tagger_versions()
     model_tags: dict[tuple[str, int], list[tuple[str, float]]] = {}
     models: dict[tuple[str, int], str] = {}
-    for artwork_id, page, tag, score, model in catalog.conn.execute(
-        "SELECT artwork_id, page, tag, score, model FROM image_tags ORDER BY artwork_id, page, score DESC, tag"
-    ):
+    for artwork_id, page, tag, score, model in catalog.model_tags_best_first():
         key = (artwork_id, page)
         if models.setdefault(key, last_tagger.get(key, model)) != model:
             continue
@@ -152,15 +138,6 @@ def _pictures(catalog: Catalog, model_tag_count: int) -> list[Picture]:
         pictures.append(Picture(artwork_id, page, status, reason, path, sha256, title, user_name, pixiv_tags,
                                 classifier, model_tags.get((artwork_id, page), [])))
     return pictures
-
-
-def _faces(catalog: Catalog) -> dict[tuple[str, int], list[str]]:
-    faces: dict[tuple[str, int], list[str]] = {}
-    for artwork_id, page, path in catalog.conn.execute(
-        "SELECT artwork_id, page, path FROM faces WHERE path IS NOT NULL ORDER BY artwork_id, page, idx"
-    ):
-        faces.setdefault((artwork_id, page), []).append(path)
-    return faces
 
 
 def _copy_if_changed(source: Path, target: Path) -> bool:
@@ -192,7 +169,7 @@ def write_report(catalog_file: str | os.PathLike[str], root: str | os.PathLike[s
         shown = {g: items if limit is None else items[: max(limit, 0)] for g, items in groups.items()}
         summary = ReportSummary(index=dest / "index.html", counts=dict(counts),
                                 shown={g: len(items) for g, items in shown.items()})
-        faces = _faces(catalog)
+        faces = catalog.face_crop_paths()
         stored = [p for g in ("kept", "dropped") for p in shown[g]]
         bar = Progress("report", len(stored), enabled=progress)
         for start in range(0, len(stored), 64):
