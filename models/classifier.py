@@ -27,20 +27,20 @@ first imported. Keras, TensorFlow and matplotlib are imported only when needed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from models import training
 from models.imaging import flatten_on_white
 from models.inference import Progress, batched_scores, file_sha256, to_numpy
+from models.training import split_value
 
 log = logging.getLogger("models.classifier")
 
@@ -116,12 +116,6 @@ def list_labelled(data_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return classes, files
 
 
-def split_value(relative_path: str) -> float:
-    """Where a file falls in [0, 1): the split depends on nothing but its relative path."""
-    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def split_files(files: Sequence[tuple[str, str]], val_share: float = VAL_SHARE) -> tuple[list[int], list[int]]:
     """Indexes of ``files`` (relative path, class) for training and validation.
 
@@ -142,11 +136,8 @@ def split_files(files: Sequence[tuple[str, str]], val_share: float = VAL_SHARE) 
 
 
 def data_hash(data_dir: Path, relative_paths: Iterable[str]) -> str:
-    """sha256 over the sorted relative paths and file sizes."""
-    digest = hashlib.sha256()
-    for rel in sorted(relative_paths):
-        digest.update(f"{rel}\t{(Path(data_dir) / rel).stat().st_size}\n".encode("utf-8"))
-    return digest.hexdigest()
+    """sha256 over the sorted relative paths and file sizes (models/training.py)."""
+    return training.data_hash((rel, (Path(data_dir) / rel).stat().st_size) for rel in sorted(relative_paths))
 
 
 def read_dataset(
@@ -282,19 +273,14 @@ def build_model(classes: Sequence[str], image_size: int, backbone: str | None) -
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
     """Accuracy and loss per epoch, training and validation."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), dpi=100)
-    for axis, metric in zip(figure.subplots(1, 2), ("accuracy", "loss")):
-        epochs = range(1, len(history.get(metric, [])) + 1)
-        axis.plot(epochs, history.get(metric, []), marker="o", label="train")
-        axis.plot(epochs, history.get(f"val_{metric}", []), marker="o", label="validation")
-        axis.set_title(metric)
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path)
+    panels = []
+    for metric in ("accuracy", "loss"):
+        train_values, val_values = history.get(metric, []), history.get(f"val_{metric}", [])
+        panels.append(training.Panel(metric, [
+            training.Line(range(1, len(train_values) + 1), train_values, "train", {"marker": "o"}),
+            training.Line(range(1, len(val_values) + 1), val_values, "validation", {"marker": "o"}),
+        ], legend=True))
+    training.plot_panels(path, panels)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> None:
@@ -424,14 +410,14 @@ def train(
             "class_weight": {classes[i]: w for i, w in class_weight.items()},
             "seconds": round(seconds, 2),
         },
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": training.created_now(),
         "keras_version": keras.__version__,
         "keras_backend": keras.backend.backend(),
         "model_sha256": file_sha256(model_path),
     }
-    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    training.write_card(card_path, card)
     confusion = {"classes": list(classes), "rows": "true", "columns": "predicted", "matrix": matrix.tolist()}
-    (out_dir / "confusion.json").write_text(json.dumps(confusion, indent=2) + "\n", encoding="utf-8")
+    training.write_card(out_dir / "confusion.json", confusion)
     plot_history(history, out_dir / "history.png")
     plot_confusion(matrix, classes, out_dir / "confusion.png")
     return TrainResult(model_path=model_path, card_path=card_path, card=card)

@@ -33,15 +33,11 @@ What a run writes to OUT:
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import math
 import re
-import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,6 +48,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from core.storage import atomic_write
+from models import training
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from models.torch_common import (
@@ -184,10 +181,7 @@ def load_faces(faces_dir: str | Path, image_size: int, progress: bool = False) -
 
 
 def data_hash(paths: Sequence[Path], root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
-    return digest.hexdigest()
+    return training.data_hash((path.relative_to(root).as_posix(), path.stat().st_size) for path in paths)
 
 
 def to_unit_range(faces: torch.Tensor) -> torch.Tensor:
@@ -328,30 +322,22 @@ def generate(generator: Generator, noise: torch.Tensor, device: torch.device) ->
 
 def plot_losses(history: dict[str, Any], path: Path) -> None:
     """Loss per step (faint) and per epoch (bold) for both networks; D's mean output on real and fake."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4), dpi=100)
-    loss_axis, output_axis = figure.subplots(1, 2)
     epochs = history["epochs"]
     steps = history["steps"]
     steps_per_epoch = len(steps["loss_d"]) / max(len(epochs), 1)
     x_steps = [(i + 1) / steps_per_epoch for i in range(len(steps["loss_d"]))]
     x_epochs = [row["epoch"] for row in epochs]
+    losses = []
     for key, colour, name in (("loss_d", "tab:blue", "discriminator"), ("loss_g", "tab:orange", "generator")):
-        loss_axis.plot(x_steps, steps[key], color=colour, alpha=0.25, linewidth=0.8)
-        loss_axis.plot(x_epochs, [row[key] for row in epochs], color=colour, marker="o", label=name)
-    loss_axis.set_title("loss (binary cross-entropy)")
-    loss_axis.legend()
-    output_axis.plot(x_epochs, [row["d_real"] for row in epochs], marker="o", label="D(real)")
-    output_axis.plot(x_epochs, [row["d_fake"] for row in epochs], marker="o", label="D(G(z))")
-    output_axis.set_ylim(0, 1)
-    output_axis.set_title("discriminator's mean output")
-    output_axis.legend()
-    for axis in (loss_axis, output_axis):
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
+        losses.append(training.Line(x_steps, steps[key], None, {"color": colour, "alpha": 0.25, "linewidth": 0.8}))
+        losses.append(training.Line(x_epochs, [row[key] for row in epochs], name, {"color": colour, "marker": "o"}))
+    training.plot_panels(path, [
+        training.Panel("loss (binary cross-entropy)", losses, legend=True),
+        training.Panel("discriminator's mean output", [
+            training.Line(x_epochs, [row["d_real"] for row in epochs], "D(real)", {"marker": "o"}),
+            training.Line(x_epochs, [row["d_fake"] for row in epochs], "D(G(z))", {"marker": "o"}),
+        ], ylim=(0, 1), legend=True),
+    ], size=(11, 4))
 
 
 @dataclass(frozen=True)
@@ -440,25 +426,21 @@ def train(
     steps_per_epoch = len(faces) // batch_size  # the last partial batch is dropped: batch norm wants full ones
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
     last_path, ran = newest_checkpoint(out_dir), []
+
+    def step(index: int) -> dict[str, float]:
+        real = to_unit_range(faces[order[index * batch_size:(index + 1) * batch_size].to(target)])
+        flip = (torch.rand(len(real), generator=state.random) < 0.5).to(target)
+        real = torch.where(flip[:, None, None, None], real.flip(-1), real)
+        row = train_step(state, real, target)
+        state.history["steps"]["loss_d"].append(row["loss_d"])
+        state.history["steps"]["loss_g"].append(row["loss_g"])
+        return row
+
     for epoch in range(state.epoch + 1, epochs + 1):
         state.generator.train()
         state.discriminator.train()
         order = torch.randperm(len(faces), generator=state.random)
-        rows, started = [], time.monotonic()
-        bar = Progress(f"epoch {epoch}/{epochs}", steps_per_epoch, progress)
-        for step in range(steps_per_epoch):
-            real = to_unit_range(faces[order[step * batch_size:(step + 1) * batch_size].to(target)])
-            flip = (torch.rand(len(real), generator=state.random) < 0.5).to(target)
-            real = torch.where(flip[:, None, None, None], real.flip(-1), real)
-            row = train_step(state, real, target)
-            rows.append(row)
-            state.history["steps"]["loss_d"].append(row["loss_d"])
-            state.history["steps"]["loss_g"].append(row["loss_g"])
-            bar.update(1)
-        bar.close()
-        seconds = time.monotonic() - started
-        summary = {"epoch": epoch, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]},
-                   "images_per_second": round(steps_per_epoch * batch_size / seconds, 2), "seconds": round(seconds, 2)}
+        summary = {"epoch": epoch, **training.run_epoch(f"epoch {epoch}/{epochs}", steps_per_epoch, step, batch_size, progress)}
         state.history["epochs"].append(summary)
         state.epoch = epoch
         ran.append(epoch)
@@ -482,10 +464,10 @@ def train(
         "device": str(target),
         "bf16_autocast": uses_bf16(target),
         "history": state.history["epochs"],
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": training.created_now(),
         "torch_version": str(torch.__version__),
     }
-    atomic_write(out_dir / "gan.json", (json.dumps(card, indent=2) + "\n").encode())
+    training.write_card(out_dir / "gan.json", card)
     return TrainResult(checkpoint_path=last_path, epochs_run=ran, card=card)
 
 

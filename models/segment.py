@@ -34,14 +34,12 @@ the classes are numbered from the masks.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -52,7 +50,8 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from core.storage import atomic_write
-from models.classifier import expand_paths, split_value
+from models import training
+from models.classifier import expand_paths
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from models.labelme import (
@@ -76,6 +75,7 @@ from models.torch_common import (
     state_on_cpu,
     uses_bf16,
 )
+from models.training import split_value
 
 log = logging.getLogger("models.segment")
 
@@ -229,11 +229,8 @@ def load_split(samples: Sequence[Sample], class_count: int, image_size: int, pro
 
 def data_hash(samples: Iterable[Sample]) -> str:
     """sha256 over the stems and the sizes of both files: says which data a model saw."""
-    digest = hashlib.sha256()
-    for sample in sorted(samples, key=lambda s: s.stem):
-        sizes = f"{sample.image_path.stat().st_size}\t{sample.mask_path.stat().st_size}"
-        digest.update(f"{sample.stem}\t{sizes}\n".encode())
-    return digest.hexdigest()
+    return training.data_hash((s.stem, s.image_path.stat().st_size, s.mask_path.stat().st_size)
+                              for s in sorted(samples, key=lambda s: s.stem))
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -577,21 +574,14 @@ def load_segmenter(path: str | Path, device: torch.device | None = None) -> tupl
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
     """Training loss and validation mean IoU per epoch."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), dpi=100)
-    loss_axis, iou_axis = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
-    loss_axis.plot(epochs, [row["loss"] for row in history], marker="o")
-    loss_axis.set_title("training loss (cross-entropy)")
-    iou_axis.plot(epochs, [row.get("val_mean_iou") for row in history], marker="o", color="tab:green")
-    iou_axis.set_title("validation mean IoU")
-    iou_axis.set_ylim(0, 1)
-    for axis in (loss_axis, iou_axis):
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
+    training.plot_panels(path, [
+        training.Panel("training loss (cross-entropy)", [
+            training.Line(epochs, [row["loss"] for row in history], style={"marker": "o"})]),
+        training.Panel("validation mean IoU", [
+            training.Line(epochs, [row.get("val_mean_iou") for row in history], style={"marker": "o", "color": "tab:green"})],
+            ylim=(0, 1)),
+    ])
 
 
 @dataclass(frozen=True)
@@ -649,35 +639,34 @@ def train(
     )
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    # the best epoch: by validation mean IoU, or by minus the training loss without a validation split
+    keeper = training.CheckpointKeeper(out_dir / "last.pt", out_dir / "best.pt", save_checkpoint)
+    best_path, last_path = keeper.best_path, keeper.last_path
     history: list[dict[str, Any]] = []
-    best_score = -math.inf  # validation mean IoU, or minus the training loss without a validation split
     started = time.monotonic()
+
+    def step(index: int) -> dict[str, float]:
+        chosen = order[index * batch_size:(index + 1) * batch_size]
+        pairs = [augment(train_data.images[i], train_data.masks[i], image_size, generator) for i in chosen]
+        pixels = torch.stack([p for p, _ in pairs]).to(target, non_blocking=True)
+        labels = torch.stack([m for _, m in pairs]).to(target, non_blocking=True)
+        with autocast(target):
+            logits = model(pixels.contiguous(memory_format=memory_format(target)))
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return {"loss": float(loss.detach())}
+
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train_data.images), generator=generator).tolist()
-        epoch_started, losses = time.monotonic(), []
-        bar = Progress(f"epoch {epoch}/{epochs}", steps_per_epoch, progress)
-        for step in range(steps_per_epoch):
-            chosen = order[step * batch_size:(step + 1) * batch_size]
-            pairs = [augment(train_data.images[i], train_data.masks[i], image_size, generator) for i in chosen]
-            pixels = torch.stack([p for p, _ in pairs]).to(target, non_blocking=True)
-            labels = torch.stack([m for _, m in pairs]).to(target, non_blocking=True)
-            with autocast(target):
-                logits = model(pixels.contiguous(memory_format=memory_format(target)))
-            loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-        bar.close()
-        seconds = time.monotonic() - epoch_started
+        ran = training.run_epoch(f"epoch {epoch}/{epochs}", steps_per_epoch, step, batch_size, progress)
         row: dict[str, Any] = {
             "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "images_per_second": round(steps_per_epoch * batch_size / seconds, 2),
+            "loss": ran["loss"],
+            "images_per_second": ran["images_per_second"],
             "learning_rate": scheduler.get_last_lr()[0],
         }
         if val_data.images:
@@ -688,17 +677,13 @@ def train(
         log.info("epoch %d/%d: loss %.4f, val mean IoU %s, %.1f images/s", epoch, epochs, row["loss"],
                  f"{row['val_mean_iou']:.4f}" if "val_mean_iou" in row else "-", row["images_per_second"])
         checkpoint = build_checkpoint(model, optimizer, scheduler, epoch, row, {"split_shares": list(split)})
-        save_checkpoint(last_path, checkpoint)
-        score = row.get("val_mean_iou", -row["loss"])
-        if score > best_score:
-            best_score = score
-            save_checkpoint(best_path, checkpoint)
+        keeper.keep(checkpoint, epoch, row.get("val_mean_iou", -row["loss"]))
     seconds = time.monotonic() - started
 
     test = evaluate(best_path, data_dir, subset="test", device=device, progress=progress) if parts["test"] else None
     if test is not None:
         atomic_write(out_dir / "evaluation-test.json", (json.dumps(test, indent=2) + "\n").encode())
-    best_epoch = max(history, key=lambda r: r.get("val_mean_iou", -r["loss"]))["epoch"]
+    best_epoch = keeper.best_epoch
     card = {
         "format": CHECKPOINT_FORMAT,
         "config": {**asdict(config), "classes": list(classes)},
@@ -716,10 +701,10 @@ def train(
         },
         "history": history,
         "test": {k: v for k, v in test.items() if k != "confusion"} if test else None,
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": training.created_now(),
         "torch_version": str(torch.__version__),
     }
-    atomic_write(out_dir / "segment.json", (json.dumps(card, indent=2) + "\n").encode())
+    training.write_card(out_dir / "segment.json", card)
     plot_history(history, out_dir / "history.png")
     return TrainResult(best_path=best_path, last_path=last_path, card=card, test=test)
 

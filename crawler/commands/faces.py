@@ -8,7 +8,6 @@ when an action runs. The crawl uses the weights through ``FACES_DETECTORS`` / ``
 from __future__ import annotations
 
 import argparse
-import json
 
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
@@ -88,9 +87,9 @@ class Command(OfflineCommand):
         face_heatmap.save(net, operands[1], result)
         summary = {key: value for key, value in vars(result).items() if key != "losses"}
         summary["final_loss"] = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
-        from core.storage import atomic_write
+        from models.training import created_now, write_card
 
-        atomic_write(operands[1] + ".json", json.dumps(summary, indent=2).encode())
+        write_card(operands[1] + ".json", {**summary, "created": created_now()})
         print(f"Trained on {result.pictures} pictures ({result.faces} faces, {result.negatives} face-free) "
               f"in {result.seconds:.0f} s, final loss {summary['final_loss']:.3f}; weights {operands[1]}")
 

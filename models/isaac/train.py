@@ -27,7 +27,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from models import training
 from models.inference import Progress, file_sha256
 from models.isaac.icons import IconSet
 from models.isaac.net import IconNet, build_net, parameter_count
@@ -195,28 +195,20 @@ def card_data(icons: IconSet, config: TrainConfig, backgrounds: Backgrounds) -> 
 
 def plot_history(history: dict[str, list], path: Path) -> None:
     """Training loss and accuracy, and validation top-1/top-5, against samples seen."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4), dpi=100)
-    loss_axis, accuracy_axis = figure.subplots(1, 2)
     steps = np.asarray(history.get("step", []))
     batch = history.get("batch_size", 1)
+    losses, accuracies = [], []
     if len(steps):
-        loss_axis.plot(steps * batch, history["loss"], label="train loss")
-        accuracy_axis.plot(steps * batch, history["train_top1"], label="train top-1 (augmented)", alpha=0.6)
+        losses.append(training.Line(steps * batch, history["loss"], "train loss"))
+        accuracies.append(training.Line(steps * batch, history["train_top1"], "train top-1 (augmented)", {"alpha": 0.6}))
     val_steps = np.asarray(history.get("val_step", []))
     if len(val_steps):
-        accuracy_axis.plot(val_steps * batch, history["val_top1"], marker="o", label="val top-1")
-        accuracy_axis.plot(val_steps * batch, history["val_top5"], marker="o", label="val top-5")
-    loss_axis.set_title("loss")
-    accuracy_axis.set_title("accuracy (held-out backgrounds)")
-    accuracy_axis.set_ylim(0, 1)
-    for axis in (loss_axis, accuracy_axis):
-        axis.set_xlabel("samples seen")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path)
+        accuracies.append(training.Line(val_steps * batch, history["val_top1"], "val top-1", {"marker": "o"}))
+        accuracies.append(training.Line(val_steps * batch, history["val_top5"], "val top-5", {"marker": "o"}))
+    training.plot_panels(path, [
+        training.Panel("loss", losses, xlabel="samples seen", legend=True),
+        training.Panel("accuracy (held-out backgrounds)", accuracies, xlabel="samples seen", ylim=(0, 1), legend=True),
+    ], size=(11, 4))
 
 
 @dataclass
@@ -367,7 +359,7 @@ def _write_outputs(out_dir: Path, model: IconNet, icons: IconSet, config: TrainC
         "format_version": 1,
         "weights_file": WEIGHTS_NAME,
         "weights_sha256": file_sha256(weights_path),
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": training.created_now(),
         "classes": [item.as_dict() for item in icons.classes],
         "no_item_class": NO_ITEM,
         "input": {"size": config.image_size, "pixels": "uint8 RGB, (N, 3, H, W); the network scales them itself",
@@ -394,7 +386,7 @@ def _write_outputs(out_dir: Path, model: IconNet, icons: IconSet, config: TrainC
             "note": "validation: fixed crops on the validation backgrounds; `scrapy isaac evaluate` adds test metrics",
         },
     }
-    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    training.write_card(card_path, card, ensure_ascii=False)
     (out_dir / "history.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
     plot_history(history, out_dir / "history.png")
     return TrainResult(out_dir, weights_path, card_path, card, True, step)
