@@ -14,9 +14,9 @@ from pathlib import Path
 from scrapy.exceptions import UsageError
 
 from catalog.store import Catalog
-from crawler.command_base import OfflineCommand
+from crawler.command_base import OfflineCommand, split_action
 
-ACTIONS = ("merge",)
+ACTIONS = {"merge": (["DEST", "SRC", "[SRC ...]"], "fold SRC catalogues into DEST")}
 
 
 def _catalog_file(path: str) -> Path:
@@ -50,9 +50,7 @@ class Command(OfflineCommand):
         )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        if not args or args[0] not in ACTIONS:
-            raise UsageError(f"the first argument is the action: {', '.join(ACTIONS)}")
-        paths = args[1:]
+        _, paths = split_action(args, ACTIONS)
         if len(paths) < 2:
             raise UsageError("merge needs DEST and at least one SRC")
         dest, sources = _catalog_file(paths[0]), [_catalog_file(p) for p in paths[1:]]

@@ -31,7 +31,7 @@ def build_card(
 ) -> dict[str, Any]:
     """The card for these ``sprites`` rows (``Catalog.sprites()`` or ``Sprite.row()`` s)."""
     rows = sorted(sprites, key=lambda r: (r["kind"], not r["labelled"], r["game_id"] or 0, r["css_id"]))
-    counts: dict[str, Counter] = {kind: Counter() for kind in KINDS}
+    counts: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
     sheets: dict[str, dict[str, Any]] = {}
     for row in rows:
         tally = counts.setdefault(row["kind"], Counter())

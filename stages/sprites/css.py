@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union, cast
 from urllib.parse import urljoin, urlsplit
 
 import tinycss2
@@ -131,7 +131,7 @@ def _strip(tokens: Sequence[ast.Node]) -> list[ast.Node]:
 def _parse_selector(tokens: Sequence[ast.Node]) -> _Selector | None:
     """One selector of a group; None when it is not one this module understands (it then never matches)."""
     compounds: list[_Compound] = []
-    current: dict = {}
+    current: dict[str, Any] = {}
     stateful = False
     tokens = _strip(tokens)
     if not tokens:
@@ -336,7 +336,7 @@ def _parse_position(terms: Sequence[ast.Node]) -> tuple[_Axis, _Axis]:
         if not isinstance(first, str):
             if second in _HORIZONTAL:
                 raise _Invalid("a length before a horizontal keyword")
-            return start(first), keyword(second)
+            return start(first), keyword(cast(str, second))
         if not isinstance(second, str):
             if first in _VERTICAL:
                 raise _Invalid("a vertical keyword before a length")
@@ -418,7 +418,7 @@ def _is_keyword(term: ast.Node, names: Iterable[str]) -> bool:
     return term.type == "ident" and term.lower_value in names
 
 
-def _parse_shorthand_layer(terms: Sequence[ast.Node], base_url: str) -> tuple[_Image, tuple[_Axis, _Axis], tuple]:
+def _parse_shorthand_layer(terms: Sequence[ast.Node], base_url: str) -> tuple[_Image, tuple[_Axis, _Axis], tuple[Any, ...]]:
     """One layer of the ``background`` shorthand: its image, position and size (others ignored)."""
     image = _Image(None)
     position: list[ast.Node] = []
@@ -468,7 +468,7 @@ _INITIAL: dict[str, object] = {
 }
 
 
-def _longhands(name: str, value: list[ast.Node], base_url: str) -> dict[str, object]:
+def _longhands(name: str, value: list[ast.Node], base_url: str) -> dict[str, Any]:
     """The longhand values one declaration sets (the shorthand resets what it does not name)."""
     if name not in _LONGHANDS:
         return {}
@@ -600,7 +600,7 @@ class Stylesheet:
         """How many style rules name this id in their subject (keyframes excluded)."""
         return len({id(rule) for _, rule in self._by_id.get(css_id, [])})
 
-    def _cascade(self, element: Element, page_url: str | None) -> tuple[dict[str, object], list[str], int]:
+    def _cascade(self, element: Element, page_url: str | None) -> tuple[dict[str, Any], list[str], int]:
         """The winning value of each longhand for this element, the declarations ignored as invalid,
         and how many rules (or an inline style) applied at all."""
         matched: dict[int, tuple[tuple[int, int, int], _Rule]] = {}
@@ -612,12 +612,12 @@ class Stylesheet:
                 best = matched.get(id(rule))
                 if best is None or selector.specificity > best[0]:
                     matched[id(rule)] = (selector.specificity, rule)
-        sources: list[tuple[tuple, list[ast.Declaration], str]] = [
+        sources: list[tuple[tuple[Any, ...], list[ast.Declaration], str]] = [
             ((0, specificity, rule.order), rule.declarations(), self.base_url) for specificity, rule in matched.values()
         ]
         if element.style:
             sources.append(((1, (0, 0, 0), 0), parse_declarations(element.style), page_url or self.base_url))
-        winners: dict[str, tuple] = {}
+        winners: dict[str, tuple[Any, ...]] = {}
         ignored: list[str] = []
         for (inline, specificity, order), declarations, base in sources:
             for position, declaration in enumerate(declarations):
@@ -662,12 +662,12 @@ class Stylesheet:
         for value in values.values():
             if isinstance(value, _Unsupported):
                 raise SpriteCssError(f"#{element.id}: {value}")
-        images: list[_Image] = values.get("image") or [_Image(None)]  # type: ignore[assignment]
+        images: list[_Image] = values.get("image") or [_Image(None)]
         layer = next((i for i, image in enumerate(images) if image.url), 0)
         image = images[layer]
         sheet_url = image.url or default_sheet_url
 
-        def in_layer(name: str, initial: object) -> object:
+        def in_layer(name: str, initial: object) -> Any:
             """A layered longhand's value for the sheet's layer (lists repeat to the layer count)."""
             layers = values.get(name) or [initial]
             return layers[layer % len(layers)]
@@ -680,13 +680,13 @@ class Stylesheet:
         sheet_size = _size_of(sheet_url, sheet_sizes) if sheet_url else None
         try:
             return _rectangle(element.id, sheet_url, image.resolution, sheet_size, (box_w, box_h),
-                              size, axis_x, axis_y)  # type: ignore[arg-type]
+                              size, axis_x, axis_y)
         except SpriteCssError as error:
             raise SpriteCssError(f"{error}{why_not}") from None
 
 
 def _rectangle(css_id: str, sheet_url: str | None, resolution: float, sheet_size: tuple[int, int] | None,
-               box: tuple[float, float], size: tuple, axis_x: _Axis, axis_y: _Axis) -> SpriteRef:
+               box: tuple[float, float], size: tuple[Any, ...], axis_x: _Axis, axis_y: _Axis) -> SpriteRef:
     """Turn the computed background into a rectangle in sheet pixels."""
     needs_size = size != ("auto", "auto") or any(a.from_end or _percent_of(a.offset) for a in (axis_x, axis_y))
     if needs_size and sheet_size is None:
@@ -720,7 +720,7 @@ def _percent_of(offset: _Length | _Percent | _Sum) -> float:
 
 
 def _shown_size(sheet_size: tuple[int, int], resolution: float, box: tuple[float, float],
-                size: tuple) -> tuple[float, float]:
+                size: tuple[Any, ...]) -> tuple[float, float]:
     """The sheet's displayed size after ``background-size`` (CSS Backgrounds 3, 3.9)."""
     natural_w, natural_h = sheet_size[0] / resolution, sheet_size[1] / resolution
     width, height = size
@@ -740,7 +740,8 @@ def _shown_size(sheet_size: tuple[int, int], resolution: float, box: tuple[float
     if shown_w is None and shown_h is None:
         return natural_w, natural_h
     if shown_w is None:
-        return shown_h * natural_w / natural_h, shown_h  # type: ignore[operator]
+        assert shown_h is not None
+        return shown_h * natural_w / natural_h, shown_h
     if shown_h is None:
         return shown_w, shown_w * natural_h / natural_w
     return shown_w, shown_h
@@ -877,23 +878,23 @@ def sprite_from_computed(
         return _layers(tinycss2.parse_component_value_list(value or ""))
 
     try:
-        images = _longhands("background-image", tinycss2.parse_component_value_list(icon.background_image or "none"),
-                            page_url)["image"]
+        images = cast("list[_Image]", _longhands(
+            "background-image", tinycss2.parse_component_value_list(icon.background_image or "none"), page_url)["image"])
         positions = [_computed_position(layer) for layer in layers(icon.background_position)]
         sizes = [_parse_size(layer) for layer in layers(icon.background_size or "auto")]
     except _Invalid as why:
         raise SpriteCssError(f"#{icon.id}: {why}") from None
-    layer = next((i for i, image in enumerate(images) if image.url), None)  # type: ignore[union-attr]
+    layer = next((i for i, image in enumerate(images) if image.url), None)
     if layer is None:
         raise SpriteCssError(f"#{icon.id}: the browser shows no background image on it")
     if not positions:
         raise SpriteCssError(f"#{icon.id}: the browser reports no background-position")
     if not (icon.width > 0 and icon.height > 0):
         raise SpriteCssError(f"#{icon.id}: the element has no box ({icon.width}x{icon.height}); is it displayed?")
-    image = images[layer]  # type: ignore[index]
+    image = images[layer]
     axis_x, axis_y = positions[layer % len(positions)]
     size = sizes[layer % len(sizes)] if sizes else ("auto", "auto")
-    sheet_size = _size_of(image.url, sheet_sizes)
+    sheet_size = _size_of(image.url, sheet_sizes) if image.url else None
     return _rectangle(icon.id, image.url, image.resolution, sheet_size, (icon.width, icon.height), size, axis_x, axis_y)
 
 
@@ -904,7 +905,7 @@ def first_image_url(background_image: str, base_url: str = "") -> str | None:
                             base_url)["image"]
     except _Invalid:
         return None
-    return next((image.url for image in images if image.url), None)  # type: ignore[union-attr]
+    return next((image.url for image in images if image.url), None)
 
 
 def resolve_computed(

@@ -242,14 +242,14 @@ def slice_sheet(
         if why_not:
             problems[ref.css_id] = why_not
             continue
-        row = labelled.get(ref.css_id)
+        labelled_row = labelled.get(ref.css_id)
         cell = sheet.crop((ref.x, ref.y, ref.x + ref.w, ref.y + ref.h))
-        game_id = row.game_id if row else None
+        game_id = labelled_row.game_id if labelled_row else None
         sprites.append(Sprite(
             key=sprite_key(kind, game_id, ref.css_id), kind=kind, game_id=game_id, css_id=ref.css_id,
-            name_en=row.name_en if row else None, name_zh=row.name_zh if row else None,
-            quality=row.quality if row else None, charge=row.charge if row else None,
-            description=row.description if row else None,
+            name_en=labelled_row.name_en if labelled_row else None, name_zh=labelled_row.name_zh if labelled_row else None,
+            quality=labelled_row.quality if labelled_row else None, charge=labelled_row.charge if labelled_row else None,
+            description=labelled_row.description if labelled_row else None,
             sheet_url=sheet_url, sheet_sha1=sheet_sha1, x=ref.x, y=ref.y, w=ref.w, h=ref.h,
             sha256=pixel_digest(cell), blank=is_blank(cell), image=cell,
         ))
