@@ -12,6 +12,7 @@ import textwrap
 
 from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
+from scrapy.utils.log import configure_logging
 
 from core.output_lock import EXIT_LOCKED, OutputLock
 
@@ -50,6 +51,49 @@ def split_action(args: list[str], actions: dict[str, tuple[list[str], str]]) -> 
         given = f"unknown action {args[0]!r}: " if args else "say what to do: "
         raise UsageError(given + f"one of {', '.join(actions)}", print_help=False)
     return args[0], args[1:]
+
+
+class ActionCommand(OfflineCommand):
+    """A command with sub-actions, ``scrapy NAME ACTION OPERAND...``, under one ``--help``.
+
+    A subclass sets ``name``, ``actions`` (action: (operands, what it does), in --help's order),
+    ``about`` and ``examples`` for the help, ``variadic`` (the actions whose last operand may repeat),
+    and defines ``act``. ``run`` refuses an unknown option or action and a wrong operand count with a
+    usage error (exit code 2) before anything heavy is imported, sets up Scrapy's logging (unless
+    ``sets_up_logging`` is False) and calls ``act(action, operands, opts)``.
+    """
+
+    name = ""
+    actions: dict[str, tuple[list[str], str]] = {}
+    about = ""
+    examples: tuple[str, ...] = ()
+    variadic: frozenset[str] = frozenset()
+    sets_up_logging = True
+
+    def syntax(self) -> str:
+        return "[options] ACTION [ARGUMENT ...]"
+
+    def long_desc(self) -> str:
+        examples = "\n\nExamples:\n" + "\n".join(f"  {line}" for line in self.examples) if self.examples else ""
+        return f"{self.about}\n\nActions:\n{actions_help(self.actions)}{examples}"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.formatter_class = ActionsHelpFormatter
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        refuse_unknown_options(args)
+        action, operands = split_action(args, self.actions)
+        wanted = self.actions[action][0]
+        if len(operands) != len(wanted) and not (action in self.variadic and len(operands) > len(wanted)):
+            raise UsageError(f"usage: scrapy {self.name} {' '.join([action, *wanted])}", print_help=False)
+        if self.sets_up_logging:
+            configure_logging(self.settings)
+        self.act(action, operands, opts)
+
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
+        raise NotImplementedError
 
 
 def take_output_lock(command: ScrapyCommand, what: str) -> OutputLock | None:

@@ -13,15 +13,8 @@ import json
 import sys
 
 from scrapy.exceptions import UsageError
-from scrapy.utils.log import configure_logging
 
-from crawler.command_base import (
-    ActionsHelpFormatter,
-    OfflineCommand,
-    actions_help,
-    refuse_unknown_options,
-    split_action,
-)
+from crawler.command_base import ActionCommand
 
 ACTIONS = {
     "train": (["DATA", "OUT"], "train on DATA (one sub-folder per class: mona/, other/); writes OUT/classifier.keras, "
@@ -32,28 +25,25 @@ ACTIONS = {
 }
 
 
-class Command(OfflineCommand):
-
-    def syntax(self) -> str:
-        return "[options] ACTION ARGUMENT ..."
+class Command(ActionCommand):
+    name = "classifier"
+    actions = ACTIONS
+    variadic = frozenset({'predict'})
+    about = (
+        "A small Keras CNN, or a frozen keras.applications backbone with --backbone (models/classifier.py)."
+    )
+    examples = (
+        "scrapy classifier train data/ models/mona/          # data/mona/*.png, data/other/*.jpg",
+        "scrapy classifier evaluate models/mona/classifier.keras labelled/",
+        "scrapy classifier predict models/mona/classifier.keras some/folder/",
+        "scrapy crawl pixiv -a tag=原神 -s CLASSIFIER_MODEL=models/mona/classifier.keras",
+    )
 
     def short_desc(self) -> str:
         return "Train the character classifier on labelled folders, score it, run it on pictures (Keras)"
 
-    def long_desc(self) -> str:
-        return (
-            "A small Keras CNN, or a frozen keras.applications backbone with --backbone (models/classifier.py).\n\n"
-            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
-            "Examples:\n"
-            "  scrapy classifier train data/ models/mona/          # data/mona/*.png, data/other/*.jpg\n"
-            "  scrapy classifier evaluate models/mona/classifier.keras labelled/\n"
-            "  scrapy classifier predict models/mona/classifier.keras some/folder/\n"
-            "  scrapy crawl pixiv -a tag=原神 -s CLASSIFIER_MODEL=models/mona/classifier.keras"
-        )
-
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = ActionsHelpFormatter
         group = parser.add_argument_group("train")
         group.add_argument("--epochs", type=int, default=30, metavar="N", help="default 30")
         group.add_argument("--image-size", type=int, default=96, metavar="PX", help="square input side (default 96)")
@@ -62,14 +52,7 @@ class Command(OfflineCommand):
         group = parser.add_argument_group("all actions")
         group.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        assert self.settings is not None
-        refuse_unknown_options(args)
-        action, operands = split_action(args, ACTIONS)
-        wanted = ACTIONS[action][0]
-        if len(operands) != len(wanted) and not (action == "predict" and len(operands) > len(wanted)):
-            raise UsageError(f"usage: scrapy classifier {' '.join([action, *wanted])}", print_help=False)
-        configure_logging(self.settings)
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import classifier
 
         try:

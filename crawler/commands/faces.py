@@ -10,15 +10,8 @@ from __future__ import annotations
 import argparse
 
 from scrapy.exceptions import UsageError
-from scrapy.utils.log import configure_logging
 
-from crawler.command_base import (
-    ActionsHelpFormatter,
-    OfflineCommand,
-    actions_help,
-    refuse_unknown_options,
-    split_action,
-)
+from crawler.command_base import ActionCommand
 
 ACTIONS = {
     "train": (["LABELLED_DIR", "OUT"], "train on the pictures under LABELLED_DIR: a labelme .json of rectangles "
@@ -29,28 +22,24 @@ ACTIONS = {
 }
 
 
-class Command(OfflineCommand):
-
-    def syntax(self) -> str:
-        return "[options] ACTION ARGUMENT ..."
+class Command(ActionCommand):
+    name = "faces"
+    actions = ACTIONS
+    about = (
+        "A small fully convolutional net that marks face centres (models/face_heatmap.py). Runs on CUDA\n"
+        "when there is a GPU, else on the CPU (~0.25 s a step of 32 patches on two cores)."
+    )
+    examples = (
+        "scrapy faces train data/labelled models/faces.pt --steps 1800",
+        "scrapy faces evaluate models/faces.pt data/held-out",
+        "scrapy crawl pixiv -s FACES_DETECTORS=cascade,animeface,heatmap -s FACES_HEATMAP_MODEL=models/faces.pt",
+    )
 
     def short_desc(self) -> str:
         return "Train the learned anime face detector on labelled pictures, and measure it (torch)"
 
-    def long_desc(self) -> str:
-        return (
-            "A small fully convolutional net that marks face centres (models/face_heatmap.py). Runs on CUDA\n"
-            "when there is a GPU, else on the CPU (~0.25 s a step of 32 patches on two cores).\n\n"
-            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
-            "Examples:\n"
-            "  scrapy faces train data/labelled models/faces.pt --steps 1800\n"
-            "  scrapy faces evaluate models/faces.pt data/held-out\n"
-            "  scrapy crawl pixiv -s FACES_DETECTORS=cascade,animeface,heatmap -s FACES_HEATMAP_MODEL=models/faces.pt"
-        )
-
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = ActionsHelpFormatter
         group = parser.add_argument_group("train")
         group.add_argument("--steps", type=int, default=1800, metavar="N", help="optimiser steps (default 1800)")
         group.add_argument("--batch-size", type=int, default=32, metavar="N", help="patches a step (default 32)")
@@ -61,13 +50,7 @@ class Command(OfflineCommand):
         group.add_argument("--threshold", type=float, default=None, metavar="P",
                            help="centre score that makes a face (default: FACES_HEATMAP_THRESHOLD)")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        assert self.settings is not None
-        refuse_unknown_options(args)
-        action, operands = split_action(args, ACTIONS)
-        if len(operands) != len(ACTIONS[action][0]):
-            raise UsageError(f"usage: scrapy faces {' '.join([action, *ACTIONS[action][0]])}", print_help=False)
-        configure_logging(self.settings)
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import face_heatmap
         from models.torch_common import CheckpointError
 

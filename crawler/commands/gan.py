@@ -10,15 +10,8 @@ from __future__ import annotations
 import argparse
 
 from scrapy.exceptions import UsageError
-from scrapy.utils.log import configure_logging
 
-from crawler.command_base import (
-    ActionsHelpFormatter,
-    OfflineCommand,
-    actions_help,
-    refuse_unknown_options,
-    split_action,
-)
+from crawler.command_base import ActionCommand
 
 ACTIONS = {
     "train": (["FACES_DIR", "OUT"], "train on every .jpg/.png under FACES_DIR (a `scrapy export DEST --faces` "
@@ -29,29 +22,25 @@ ACTIONS = {
 }
 
 
-class Command(OfflineCommand):
-
-    def syntax(self) -> str:
-        return "[options] ACTION ARGUMENT ..."
+class Command(ActionCommand):
+    name = "gan"
+    actions = ACTIONS
+    about = (
+        "A DCGAN (Radford et al.) for 96x96 faces, with one-sided label smoothing. Runs on CUDA with bf16\n"
+        "autocast when there is a GPU, else on the CPU."
+    )
+    examples = (
+        "scrapy export data/faces --faces --class-from none",
+        "scrapy gan train data/faces models/dcgan --epochs 50 --checkpoint-every 5",
+        "scrapy gan train data/faces models/dcgan --epochs 80 --resume",
+        "scrapy gan sample models/dcgan/checkpoints/epoch_0080.pt 64 samples/",
+    )
 
     def short_desc(self) -> str:
         return "Train a DCGAN on the face crops, and sample faces from it (torch)"
 
-    def long_desc(self) -> str:
-        return (
-            "A DCGAN (Radford et al.) for 96x96 faces, with one-sided label smoothing. Runs on CUDA with bf16\n"
-            "autocast when there is a GPU, else on the CPU.\n\n"
-            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
-            "Examples:\n"
-            "  scrapy export data/faces --faces --class-from none\n"
-            "  scrapy gan train data/faces models/dcgan --epochs 50 --checkpoint-every 5\n"
-            "  scrapy gan train data/faces models/dcgan --epochs 80 --resume\n"
-            "  scrapy gan sample models/dcgan/checkpoints/epoch_0080.pt 64 samples/"
-        )
-
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = ActionsHelpFormatter
         group = parser.add_argument_group("train")
         group.add_argument("--epochs", type=int, default=25, metavar="N",
                            help="train up to this epoch, counting those of a resumed run (default 25)")
@@ -70,13 +59,7 @@ class Command(OfflineCommand):
         group.add_argument("--device", metavar="NAME", help="cpu, cuda, cuda:1 (default: cuda when available)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        assert self.settings is not None
-        refuse_unknown_options(args)
-        action, operands = split_action(args, ACTIONS)
-        if len(operands) != len(ACTIONS[action][0]):
-            raise UsageError(f"usage: scrapy gan {' '.join([action, *ACTIONS[action][0]])}", print_help=False)
-        configure_logging(self.settings)
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import gan
 
         try:

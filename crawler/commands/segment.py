@@ -13,15 +13,8 @@ import json
 from pathlib import Path
 
 from scrapy.exceptions import UsageError
-from scrapy.utils.log import configure_logging
 
-from crawler.command_base import (
-    ActionsHelpFormatter,
-    OfflineCommand,
-    actions_help,
-    refuse_unknown_options,
-    split_action,
-)
+from crawler.command_base import ActionCommand
 
 # action: (operands, what it does). The order is the order --help lists them in.
 ACTIONS = {
@@ -48,31 +41,28 @@ def parse_shares(text: str | None) -> tuple[float, float, float] | None:
     return shares  # type: ignore[return-value]
 
 
-class Command(OfflineCommand):
-
-    def syntax(self) -> str:
-        return "[options] ACTION ARGUMENT ..."
+class Command(ActionCommand):
+    name = "segment"
+    actions = ACTIONS
+    variadic = frozenset({'predict'})
+    about = (
+        "A U-Net (or a ResNet-18/34 encoder under the U-Net decoder) that labels every pixel with a class of\n"
+        "DATA/labels.txt. Runs on CUDA with bf16 autocast when there is a GPU, else on the CPU."
+    )
+    examples = (
+        "scrapy masks labelme/ data/seg",
+        "scrapy segment train data/seg models/seg --epochs 60 --image-size 256",
+        "scrapy segment train data/seg models/seg18 --encoder resnet18 \\",
+        "    --encoder-weights resnet18-f37072fd.pth",
+        "scrapy segment evaluate models/seg/best.pt data/seg --subset test",
+        "scrapy segment predict models/seg/best.pt output/images/ --out cutouts/",
+    )
 
     def short_desc(self) -> str:
         return "Train, evaluate and apply a segmentation model on labelme-made masks (torch)"
 
-    def long_desc(self) -> str:
-        return (
-            "A U-Net (or a ResNet-18/34 encoder under the U-Net decoder) that labels every pixel with a class of\n"
-            "DATA/labels.txt. Runs on CUDA with bf16 autocast when there is a GPU, else on the CPU.\n\n"
-            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
-            "Examples:\n"
-            "  scrapy masks labelme/ data/seg\n"
-            "  scrapy segment train data/seg models/seg --epochs 60 --image-size 256\n"
-            "  scrapy segment train data/seg models/seg18 --encoder resnet18 \\\n"
-            "      --encoder-weights resnet18-f37072fd.pth\n"
-            "  scrapy segment evaluate models/seg/best.pt data/seg --subset test\n"
-            "  scrapy segment predict models/seg/best.pt output/images/ --out cutouts/"
-        )
-
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = ActionsHelpFormatter
         group = parser.add_argument_group("train")
         group.add_argument("--epochs", type=int, default=40, metavar="N", help="default 40")
         group.add_argument("--image-size", type=int, default=256, metavar="PX",
@@ -100,14 +90,7 @@ class Command(OfflineCommand):
         group.add_argument("--device", metavar="NAME", help="cpu, cuda, cuda:1 (default: cuda when available)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        assert self.settings is not None
-        refuse_unknown_options(args)
-        action, operands = split_action(args, ACTIONS)
-        wanted = ACTIONS[action][0]
-        if (len(operands) != len(wanted)) if action != "predict" else len(operands) < 2:
-            raise UsageError(f"usage: scrapy segment {' '.join([action, *wanted])}", print_help=False)
-        configure_logging(self.settings)
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import segment
 
         try:

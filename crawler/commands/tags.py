@@ -17,7 +17,7 @@ from scrapy.exceptions import UsageError
 from catalog import tags
 from catalog.store import Catalog
 from core.storage import catalog_path
-from crawler.command_base import ActionsHelpFormatter, OfflineCommand, actions_help, refuse_unknown_options
+from crawler.command_base import ActionCommand
 
 # action: (operands, what it does). The order is the order --help lists them in.
 ACTIONS = {
@@ -33,46 +33,34 @@ ACTIONS = {
 }
 
 
-class Command(OfflineCommand):
-
-    def syntax(self) -> str:
-        return "[options] ACTION [ARGUMENT ...]"
+class Command(ActionCommand):
+    name = "tags"
+    actions = ACTIONS
+    sets_up_logging = False
+    about = (
+        "Tags in the project's catalogue (OUTPUT_DIR/catalog.db or CATALOG_DB), compared through aliases\n"
+        "and implications: names are matched whatever their case, full-width or half-width, spaces or\n"
+        "underscores. Keep/drop rules (CURATE_RULES) and the export use the same canonical tags."
+    )
+    examples = (
+        "scrapy tags search 莫娜",
+        "scrapy tags alias 莫娜 'mona_(genshin_impact)'",
+        "scrapy tags imply 'mona_(genshin_impact)' genshin_impact",
+        "scrapy tags load tags.yaml   # aliases: {canonical: [alias, ...]}, implications: {tag: [tag, ...]}",
+    )
 
     def short_desc(self) -> str:
         return "Search tags; make tag aliases (any language) and implications"
 
-    def long_desc(self) -> str:
-        return (
-            "Tags in the project's catalogue (OUTPUT_DIR/catalog.db or CATALOG_DB), compared through aliases\n"
-            "and implications: names are matched whatever their case, full-width or half-width, spaces or\n"
-            "underscores. Keep/drop rules (CURATE_RULES) and the export use the same canonical tags.\n\n"
-            "Actions:\n" + actions_help(ACTIONS) + "\n\n"
-            "Examples:\n"
-            "  scrapy tags search 莫娜\n"
-            "  scrapy tags alias 莫娜 'mona_(genshin_impact)'\n"
-            "  scrapy tags imply 'mona_(genshin_impact)' genshin_impact\n"
-            "  scrapy tags load tags.yaml   # aliases: {canonical: [alias, ...]}, implications: {tag: [tag, ...]}"
-        )
-
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.formatter_class = ActionsHelpFormatter
         parser.add_argument("--limit", type=int, default=20, metavar="N", help="search: at most N tags (default 20)")
         parser.add_argument("--status", default="kept", metavar="LIST",
                             help="pictures: comma-separated statuses, of kept, dropped, failed (default kept)")
         parser.add_argument("--json", action="store_true", help="search, pictures, show: one JSON object per line")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        refuse_unknown_options(args)
-        if not args:
-            raise UsageError(f"say what to do: one of {', '.join(ACTIONS)}", print_help=False)
-        action, operands = args[0], args[1:]
-        if action not in ACTIONS:
-            raise UsageError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}", print_help=False)
-        wanted = ACTIONS[action][0]
-        if len(operands) != len(wanted):
-            raise UsageError(f"usage: scrapy tags {' '.join([action, *wanted])}", print_help=False)
         path = Path(catalog_path(self.settings))
         if action in ("search", "pictures", "show", "seed") and not path.is_file():
             raise UsageError(f"no catalogue at {path}: crawl first, or set OUTPUT_DIR or CATALOG_DB", print_help=False)
