@@ -78,8 +78,9 @@ class IdentityStage:
                                len(self.reference_files), reference, MIN_REFERENCES)
         from stages.faces import read_settings
 
-        names, face_settings = read_settings(settings)
-        self.face_settings = {**face_settings, "detectors": names, "cascade_path": settings.get("FACES_CASCADE_PATH") or ""}
+        read_settings(settings)  # a bad FACES_METHOD stops the run here, before any picture is read
+        self.settings = settings
+        self.face_search: Any = None  # stages.faces.FaceSearch, built on the first reference picture
         self.max_pixels = settings.getint("IMAGE_MAX_PIXELS")
         self.embedder: Any = None
 
@@ -96,16 +97,15 @@ class IdentityStage:
         """The best face the face stage's detectors find on a reference picture (None: none, or no
         detector can run here), so references are embedded by the same region as the pictures."""
         from models.faces import detect_faces
-        from stages.faces import DEFAULTS, cached_detectors, usable_detectors
+        from stages.faces import FaceSearch, cached_detectors
 
         try:
-            usable, cascade, _problems = usable_detectors(self.face_settings["detectors"],
-                                                          self.face_settings["cascade_path"], self.face_settings)
-            if not usable:
+            if self.face_search is None:
+                self.face_search = FaceSearch(self.settings)
+            if not self.face_search.detectors:
                 return None
-            detectors = cached_detectors({**DEFAULTS, **self.face_settings, "detectors": tuple(usable),
-                                          "cascade_path": cascade})
-            faces = detect_faces(image, detectors, method=self.face_settings["method"])
+            detectors = cached_detectors(self.face_search.settings)
+            faces = detect_faces(image, detectors, method=self.face_search.settings["method"])
         except (ValueError, OSError, RuntimeError) as exc:
             logger.info("Identity: no face detection on the references (%s); their upper part is embedded", exc)
             return None
