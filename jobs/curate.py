@@ -50,6 +50,7 @@ from stages.decide import condition_of, decide, default_action, load_rules
 from stages.dedup import Candidate, find_duplicates
 from stages.faces import FaceSearch, page_faces
 from stages.filters import picture_stats_bytes
+from stages.picture_model import PictureModel
 from stages.tag import Tag
 
 if TYPE_CHECKING:
@@ -76,29 +77,38 @@ class ModelLoadError(RuntimeError):
 # as a str, per picture, in order; ``write`` stores a result in the catalogue.
 
 
-class ClassifyStage:
+class _PictureModelStage:
+    """A model stage (stages/picture_model.py) run from here: loaded on the first batch that needs it."""
+
+    name = ""
+    stage: PictureModel
+    version: str
+    source: Path  # the model file or folder, for the log line
+
+    def load(self) -> None:
+        if self.stage.model is None:
+            self.stage.load()
+            logger.info("%s: %s loaded from %s", self.name.capitalize(), self.stage.version, self.source)
+
+    def run(self, pictures: list[Picture]) -> list[Any]:
+        return self.stage.results(Path("/"), [str(p.file) for p in pictures])
+
+
+class ClassifyStage(_PictureModelStage):
     name = "classify"
 
     def __init__(self, settings: BaseSettings):
         model_path = Path(settings.get("CLASSIFIER_MODEL"))
         if not model_path.is_file():
             raise CurateError(f"CLASSIFIER_MODEL={str(model_path)!r}: no such file")
-        self.stage = Classify(model_path)
+        self.stage, self.source = Classify(model_path), model_path
         self.version = self.stage.version
-
-    def load(self) -> None:
-        if self.stage.model is None:
-            self.stage.load()
-            logger.info("Classify: %s loaded from %s", self.stage.version, self.stage.model_path)
-
-    def run(self, pictures: list[Picture]) -> list[Any]:
-        return self.stage.results(Path("/"), [str(p.file) for p in pictures])
 
     def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
         catalog.set_classifier(picture.artwork_id, picture.page, result)
 
 
-class TagStage:
+class TagStage(_PictureModelStage):
     name = "tag"
 
     def __init__(self, settings: BaseSettings):
@@ -106,18 +116,11 @@ class TagStage:
 
         self.stage = Tag(settings.get("TAGGER_PROJECT"), settings.getfloat("TAGGER_THRESHOLD"),
                          dict(settings.getdict("TAGGER_CATEGORY_THRESHOLDS")))
+        self.source = self.stage.project
         try:
             self.version = self.stage.version  # DeepDanbooru or WD14
         except TaggerError as exc:
             raise CurateError(f"TAGGER_PROJECT: {exc}") from None
-
-    def load(self) -> None:
-        if self.stage.model is None:
-            self.stage.load()
-            logger.info("Tag: %s loaded from %s", self.stage.version, self.stage.project)
-
-    def run(self, pictures: list[Picture]) -> list[Any]:
-        return self.stage.results(Path("/"), [str(p.file) for p in pictures])
 
     def write(self, catalog: Catalog, picture: Picture, result: Any) -> None:
         catalog.replace_model_tags(picture.artwork_id, picture.page, self.version, result)

@@ -28,7 +28,7 @@ ACTIONS = {
 class Command(ActionCommand):
     name = "classifier"
     actions = ACTIONS
-    variadic = frozenset({'predict'})
+    variadic = frozenset({"predict"})
     about = (
         "A small Keras CNN, or a frozen keras.applications backbone with --backbone (models/classifier.py)."
     )

@@ -44,7 +44,7 @@ def parse_shares(text: str | None) -> tuple[float, float, float] | None:
 class Command(ActionCommand):
     name = "segment"
     actions = ACTIONS
-    variadic = frozenset({'predict'})
+    variadic = frozenset({"predict"})
     about = (
         "A U-Net (or a ResNet-18/34 encoder under the U-Net decoder) that labels every pixel with a class of\n"
         "DATA/labels.txt. Runs on CUDA with bf16 autocast when there is a GPU, else on the CPU."
