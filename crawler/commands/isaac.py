@@ -1,15 +1,13 @@
 """``scrapy isaac ACTION ...``: train, measure and use the Isaac item recognizer.
 
-One command with a sub-parser per action (train, evaluate, identify, locate, preview), thin over
-``models.isaac``. Icons come from the catalogue's ``sprites`` table when it has labelled ones,
-else from slicing the captured wiki files (``ISAAC_FIXTURES_DIR``). The model lives in
-``ISAAC_MODEL_DIR`` (default ``OUTPUT_DIR/isaac-model``) unless ``--model`` says otherwise.
+Thin over ``models.isaac``, on the shared ``ActionCommand`` dispatch (crawler/command_base.py). Icons
+come from the catalogue's ``sprites`` table when it has labelled ones, else from slicing the captured
+wiki files (``ISAAC_FIXTURES_DIR``). The model lives in ``ISAAC_MODEL_DIR`` (default
+``OUTPUT_DIR/isaac-model``) unless ``--model`` says otherwise.
 
-Scrapy parses the command line with ``parse_known_args`` on one parser that
-``ScrapyCommand.add_options`` fills with its global options (``-s``, ``-L``, ...). argparse parses
-whatever follows a sub-command with the sub-parser alone, so those options are repeated on each
-sub-parser under another name and folded back in ``process_options``: ``scrapy isaac train -s
-OUTPUT_DIR=x`` works as well as ``scrapy isaac -s OUTPUT_DIR=x train``.
+``--split`` and ``--scenes`` are shared by two actions with different defaults: evaluate reads the
+test (or val) backgrounds and locates in 100 scenes; preview draws from train and, with a bare
+``--scenes``, draws whole scenes instead of crops.
 """
 
 from __future__ import annotations
@@ -22,136 +20,91 @@ from pathlib import Path
 from typing import Any
 
 from scrapy.exceptions import UsageError
-from scrapy.utils.log import configure_logging
 
 from core.storage import catalog_path, output_dir
-from crawler.command_base import OfflineCommand
+from crawler.command_base import ActionCommand
 
 logger = logging.getLogger(__name__)
 
 ACTIONS = {
-    "train": "train (or resume) the recognizer on synthetic camera-like crops",
-    "evaluate": "top-1/top-5 per kind on held-out crops, worst confusions, locate precision/recall; JSON + plots",
-    "identify": "name the item in each cropped picture: top-k, both names, description, confidence",
-    "locate": "find every item in whole screenshots or photos: boxes and names",
-    "preview": "write a grid of synthetic samples (or scenes) to a PNG",
+    "train": ([], "train (or resume) the recognizer on synthetic camera-like crops"),
+    "evaluate": ([], "top-1/top-5 per kind on held-out crops, worst confusions, locate precision/recall; "
+                     "JSON + plots"),
+    "identify": (["IMAGE..."], "name the item in each cropped picture: top-k, both names, description, confidence"),
+    "locate": (["SCREENSHOT..."], "find every item in whole screenshots or photos: boxes and names"),
+    "preview": (["PNG"], "write a grid of synthetic samples (or scenes) to a PNG"),
 }
-AFTER_ACTION = "after_action_"  # dest prefix of the global options repeated on the sub-parsers
+PREVIEW_SCENES = -1  # what a bare --scenes stores: preview draws whole scenes
 
 
-class _OptionRecorder:
-    """Stands in for a parser to record ``ScrapyCommand.add_options``' calls, so they can be repeated."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[tuple[str, ...], dict[str, Any]]] = []
-
-    def add_argument_group(self, *args: Any, **kwargs: Any) -> _OptionRecorder:
-        return self
-
-    def add_argument(self, *args: str, **kwargs: Any) -> None:
-        self.calls.append((args, kwargs))
-
-
-def _dest(args: tuple[str, ...], kwargs: dict[str, Any]) -> str:
-    if "dest" in kwargs:
-        return kwargs["dest"]
-    long = next((a for a in args if a.startswith("--")), args[0])
-    return long.lstrip("-").replace("-", "_")
-
-
-class Command(OfflineCommand):
-
-    def syntax(self) -> str:
-        return "ACTION [options] [ARGUMENT ...]"
+class Command(ActionCommand):
+    name = "isaac"
+    actions = ACTIONS
+    variadic = frozenset({"identify", "locate"})
+    about = "Recognises Binding of Isaac items in photos of the screen (models/isaac/)."
+    examples = (
+        "scrapy isaac train --steps 16000",
+        "scrapy isaac train --stop-after 2000      # in parts: run it again to resume",
+        "scrapy isaac evaluate --scenes 100",
+        "scrapy isaac identify photo.jpg --top 5",
+        "scrapy isaac locate screenshot.png --draw boxes.png --json",
+        "scrapy isaac preview grid.png --split train --count 64",
+    )
 
     def short_desc(self) -> str:
         return "Isaac item recognizer: train, evaluate, identify, locate, preview"
 
-    def long_desc(self) -> str:
-        return (
-            "Recognises Binding of Isaac items in photos of the screen. Actions: "
-            + "; ".join(f"{name}: {what}" for name, what in ACTIONS.items())
-            + ". Run `scrapy isaac ACTION -h` for an action's options. Examples: scrapy isaac train --steps 16000; "
-            "scrapy isaac evaluate --scenes 100; scrapy isaac identify photo.jpg; scrapy isaac locate screenshot.png "
-            "--draw boxes.png; scrapy isaac preview grid.png"
-        )
-
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        recorder = _OptionRecorder()
-        super().add_options(recorder)  # type: ignore[arg-type]
-        self._global_dests = [_dest(args, kwargs) for args, kwargs in recorder.calls]
-        actions = parser.add_subparsers(dest="action", metavar="ACTION", title="actions", prog="scrapy isaac")
-        subs = {name: actions.add_parser(name, help=what, description=what) for name, what in ACTIONS.items()}
-        for sub in subs.values():
-            group = sub.add_argument_group("Global Options")
-            for args, kwargs in recorder.calls:
-                group.add_argument(*args, **{**kwargs, "dest": AFTER_ACTION + _dest(args, kwargs),
-                                             "default": argparse.SUPPRESS})
-            sub.add_argument("--model", metavar="DIR", help="the model folder (default ISAAC_MODEL_DIR or OUTPUT_DIR/isaac-model)")
-            sub.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+        group = parser.add_argument_group("all actions")
+        group.add_argument("--model", metavar="DIR", help="the model folder (default ISAAC_MODEL_DIR or OUTPUT_DIR/isaac-model)")
+        group.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-        train = subs["train"]
-        train.add_argument("--steps", type=int, default=16_000, metavar="N", help="optimiser steps (default 16000)")
-        train.add_argument("--batch-size", type=int, default=128, metavar="N", help="crops per step (default 128)")
-        train.add_argument("--lr", type=float, default=3e-3, metavar="X", help="peak learning rate (default 0.003)")
-        train.add_argument("--seed", type=int, default=0, metavar="N", help="data and initialisation seed (default 0)")
-        train.add_argument("--classes", type=int, metavar="N", help="train on N classes spread over the set (quick runs)")
-        train.add_argument("--workers", type=int, default=-1, metavar="N", help="loader processes (default: spare cores)")
-        train.add_argument("--device", metavar="NAME", help="cpu, cuda, cuda:1 (default: CUDA when present)")
-        train.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
-        train.add_argument("--eval-every", type=int, default=2000, metavar="N", help="steps between validations")
-        train.add_argument("--stop-after", type=int, metavar="N", help="stop after N steps of this call (resume later)")
+        group = parser.add_argument_group("train")
+        group.add_argument("--steps", type=int, default=16_000, metavar="N", help="optimiser steps (default 16000)")
+        group.add_argument("--batch-size", type=int, default=128, metavar="N", help="crops per step (default 128)")
+        group.add_argument("--lr", type=float, default=3e-3, metavar="X", help="peak learning rate (default 0.003)")
+        group.add_argument("--seed", type=int, default=0, metavar="N",
+                           help="train: data and initialisation seed; preview: sample seed (default 0)")
+        group.add_argument("--classes", type=int, metavar="N", help="train on N classes spread over the set (quick runs)")
+        group.add_argument("--workers", type=int, default=-1, metavar="N", help="loader processes (default: spare cores)")
+        group.add_argument("--device", metavar="NAME", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+        group.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
+        group.add_argument("--eval-every", type=int, default=2000, metavar="N", help="steps between validations")
+        group.add_argument("--stop-after", type=int, metavar="N", help="stop after N steps of this call (resume later)")
 
-        evaluate = subs["evaluate"]
-        evaluate.add_argument("--per-class", type=int, default=10, metavar="N", help="test crops per class (default 10)")
-        evaluate.add_argument("--negatives", type=int, default=500, metavar="N", help="crops with no item (default 500)")
-        evaluate.add_argument("--scenes", type=int, default=100, metavar="N", help="test scenes for locate, 0: none (default 100)")
-        evaluate.add_argument("--split", choices=("test", "val"), default="test", help="held-out backgrounds to use")
-        evaluate.add_argument("--out", metavar="DIR", help="where the report and plots go (default: the model folder)")
+        group = parser.add_argument_group("evaluate")
+        group.add_argument("--per-class", type=int, default=10, metavar="N", help="test crops per class (default 10)")
+        group.add_argument("--negatives", type=int, default=500, metavar="N", help="crops with no item (default 500)")
+        group.add_argument("--scenes", type=int, nargs="?", const=PREVIEW_SCENES, metavar="N",
+                           help="evaluate: test scenes for locate, 0: none (default 100); preview (bare): draw whole "
+                                "scenes with their boxes, for locate")
+        group.add_argument("--split", choices=("train", "val", "test"),
+                           help="held-out backgrounds to evaluate on (test or val, default test); the split "
+                                "preview draws from (default train)")
+        group.add_argument("--out", metavar="DIR", help="where the report and plots go (default: the model folder)")
 
-        identify = subs["identify"]
-        identify.add_argument("images", nargs="+", metavar="IMAGE")
-        identify.add_argument("--top", type=int, default=5, metavar="K", help="guesses per picture (default 5)")
-        identify.add_argument("--json", action="store_true", help="one JSON object per picture")
+        group = parser.add_argument_group("identify and locate")
+        group.add_argument("--top", type=int, default=5, metavar="K", help="identify: guesses per picture (default 5)")
+        group.add_argument("--json", action="store_true", help="one JSON object per picture")
+        group.add_argument("--draw", metavar="PNG", help="locate: also write the (first) picture with its boxes and names")
+        group.add_argument("--icon-sizes", metavar="MIN,MAX", default="24,96",
+                           help="locate: the smallest and largest item size to look for, in picture pixels "
+                                "(default 24,96)")
+        group.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                           help="locate: least confidence kept (default 0.5)")
 
-        locate = subs["locate"]
-        locate.add_argument("images", nargs="+", metavar="SCREENSHOT")
-        locate.add_argument("--json", action="store_true", help="one JSON object per picture")
-        locate.add_argument("--draw", metavar="PNG", help="also write the (first) picture with its boxes and names")
-        locate.add_argument("--icon-sizes", metavar="MIN,MAX", default="24,96",
-                            help="the smallest and largest item size to look for, in picture pixels (default 24,96)")
-        locate.add_argument("--threshold", type=float, default=0.5, metavar="P", help="least confidence kept (default 0.5)")
+        group = parser.add_argument_group("preview")
+        group.add_argument("--count", type=int, default=64, metavar="N", help="samples (default 64)")
+        group.add_argument("--start", type=int, default=0, metavar="I", help="first sample index (default 0)")
 
-        preview = subs["preview"]
-        preview.add_argument("png", metavar="PNG")
-        preview.add_argument("--split", choices=("train", "val", "test"), default="train")
-        preview.add_argument("--seed", type=int, default=0, metavar="N")
-        preview.add_argument("--count", type=int, default=64, metavar="N", help="samples (default 64)")
-        preview.add_argument("--start", type=int, default=0, metavar="I", help="first sample index (default 0)")
-        preview.add_argument("--scenes", action="store_true", help="whole scenes with their boxes, for locate")
-
-    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
-        for dest in getattr(self, "_global_dests", []):
-            if hasattr(opts, AFTER_ACTION + dest):
-                value = getattr(opts, AFTER_ACTION + dest)
-                before = getattr(opts, dest, None)
-                setattr(opts, dest, before + value if isinstance(before, list) else value)
-        super().process_options(args, opts)
-
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        assert self.settings is not None
-        if args:
-            raise UsageError(f"unexpected argument {args[0]!r}", print_help=False)
-        if not getattr(opts, "action", None):
-            raise UsageError(f"say what to do: one of {', '.join(ACTIONS)}", print_help=False)
-        configure_logging(self.settings)
+    def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models.isaac.icons import IconSourceError
         from models.isaac.identify import RecognizerError
         from models.torch_common import CheckpointError
 
         try:
-            getattr(self, f"_{opts.action}")(opts)
+            getattr(self, f"_{action}")(operands, opts)
         except (IconSourceError, RecognizerError, CheckpointError) as error:
             raise UsageError(str(error), print_help=False) from None
 
@@ -176,7 +129,7 @@ class Command(OfflineCommand):
         return Recognizer.load(self.model_dir(opts))
 
     # ---- actions
-    def _train(self, opts: argparse.Namespace) -> None:
+    def _train(self, operands: list[str], opts: argparse.Namespace) -> None:
         from models.isaac.train import RunOptions, TrainConfig, TrainError, seconds_text, train
 
         icons = self.icons()
@@ -201,12 +154,19 @@ class Command(OfflineCommand):
             flush=True,
         )
 
-    def _evaluate(self, opts: argparse.Namespace) -> None:
+    def _evaluate(self, operands: list[str], opts: argparse.Namespace) -> None:
         from models.isaac.evaluate import REPORT_NAME, EvaluationError, evaluate
 
+        split = opts.split or "test"
+        if split == "train":
+            raise UsageError("evaluate --split takes test or val: the train backgrounds are the ones it learned on",
+                             print_help=False)
+        scenes = 100 if opts.scenes is None else opts.scenes
+        if scenes < 0:
+            raise UsageError("evaluate --scenes takes a number of scenes (0: none)", print_help=False)
         try:
             report = evaluate(self.model_dir(opts), self.icons(), per_class=opts.per_class, negatives=opts.negatives,
-                              scenes=opts.scenes, split=opts.split, out_dir=opts.out, progress=not opts.no_progress)
+                              scenes=scenes, split=split, out_dir=opts.out, progress=not opts.no_progress)
         except EvaluationError as error:
             raise UsageError(str(error), print_help=False) from None
         crops = report["crops"]
@@ -224,10 +184,10 @@ class Command(OfflineCommand):
                   f"mean IoU {found['mean_iou']:.3f}), {found['seconds_per_scene']}s a scene")
         print(f"report: {Path(opts.out or self.model_dir(opts)) / REPORT_NAME}", flush=True)
 
-    def _identify(self, opts: argparse.Namespace) -> None:
+    def _identify(self, operands: list[str], opts: argparse.Namespace) -> None:
         from models.isaac.identify import identify_files
 
-        for result in identify_files(self.recognizer(opts), opts.images, opts.top):
+        for result in identify_files(self.recognizer(opts), operands, opts.top):
             if opts.json:
                 print(json.dumps({k: v for k, v in result.items() if k != "lines"}, ensure_ascii=False))
             elif "error" in result:
@@ -238,7 +198,7 @@ class Command(OfflineCommand):
                     print(f"  {rank}. {line}")
         sys.stdout.flush()
 
-    def _locate(self, opts: argparse.Namespace) -> None:
+    def _locate(self, operands: list[str], opts: argparse.Namespace) -> None:
         from PIL import Image
 
         from models.isaac.evaluate import EvaluationError, check_icons
@@ -255,7 +215,7 @@ class Command(OfflineCommand):
         except EvaluationError as error:
             raise UsageError(str(error), print_help=False) from None
         locator = Locator(recognizer, icons.pixels, LocateOptions(icon_sizes=(low, high), accept_threshold=opts.threshold))
-        for position, path in enumerate(opts.images):
+        for position, path in enumerate(operands):
             try:
                 with Image.open(path) as image:
                     image.load()
@@ -277,15 +237,18 @@ class Command(OfflineCommand):
                 draw_detections(picture, detections).save(opts.draw)
         sys.stdout.flush()
 
-    def _preview(self, opts: argparse.Namespace) -> None:
+    def _preview(self, operands: list[str], opts: argparse.Namespace) -> None:
         from models.isaac.synthesis import Backgrounds, SyntheticIcons, preview_grid, preview_scenes
 
+        if opts.scenes not in (None, PREVIEW_SCENES):
+            raise UsageError("preview takes a bare --scenes (how many: --count)", print_help=False)
+        png, split, scenes = operands[0], opts.split or "train", opts.scenes == PREVIEW_SCENES
         icons = self.icons()
-        if opts.scenes:
-            image = preview_scenes(icons.pixels, Backgrounds.load(), opts.split, opts.seed, max(1, opts.count), opts.start)
+        if scenes:
+            image = preview_scenes(icons.pixels, Backgrounds.load(), split, opts.seed, max(1, opts.count), opts.start)
         else:
-            dataset = SyntheticIcons(icons, opts.split, seed=opts.seed, length=opts.start + opts.count, negative_every=20)
+            dataset = SyntheticIcons(icons, split, seed=opts.seed, length=opts.start + opts.count, negative_every=20)
             image = preview_grid(dataset, opts.count, start=opts.start)
-        Path(opts.png).parent.mkdir(parents=True, exist_ok=True)
-        image.save(opts.png)
-        print(f"{opts.png}: {opts.count} {'scenes' if opts.scenes else 'samples'} of {opts.split} (seed {opts.seed})")
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        image.save(png)
+        print(f"{png}: {opts.count} {'scenes' if scenes else 'samples'} of {split} (seed {opts.seed})")
