@@ -369,118 +369,134 @@ class Catalog:
         """
         tags = artwork.get("tags") or []
         with self.conn:
-            self.conn.execute(
+            self._upsert_artwork(artwork, tags, now)
+            self._replace_artwork_tags(artwork["id"], tags)
+            self._replace_images(artwork["id"], images, now)
+
+    def _upsert_artwork(self, artwork: dict[str, Any], tags: list[dict[str, Any]], now: str) -> None:
+        """The artwork's row; ``first_seen`` stays, and a missing bookmark count keeps the old one."""
+        self.conn.execute(
+            """
+            INSERT INTO artworks (id, title, user_id, user_name, illust_type, x_restrict,
+                ai_type, page_count, bookmark_count, create_date, update_date, tags, status,
+                reason, first_seen, last_seen)
+            VALUES (:id, :title, :user_id, :user_name, :illust_type, :x_restrict, :ai_type,
+                :page_count, :bookmark_count, :create_date, :update_date, :tags, :status,
+                :reason, :now, :now)
+            ON CONFLICT(id) DO UPDATE SET
+                title = excluded.title, user_id = excluded.user_id,
+                user_name = excluded.user_name, illust_type = excluded.illust_type,
+                x_restrict = excluded.x_restrict, ai_type = excluded.ai_type,
+                page_count = excluded.page_count,
+                bookmark_count = coalesce(excluded.bookmark_count, bookmark_count),
+                create_date = excluded.create_date, update_date = excluded.update_date,
+                tags = excluded.tags, status = excluded.status, reason = excluded.reason,
+                last_seen = excluded.last_seen
+            """,
+            {
+                **{k: artwork.get(k) for k in (
+                    "id", "title", "user_id", "user_name", "illust_type", "x_restrict",
+                    "ai_type", "page_count", "bookmark_count", "create_date", "update_date",
+                    "status", "reason",
+                )},
+                "tags": json.dumps([t["name"] for t in tags], ensure_ascii=False),
+                "now": now,
+            },
+        )
+
+    def _replace_artwork_tags(self, artwork_id: str, tags: list[dict[str, Any]]) -> None:
+        """The artwork's Pixiv tags in their order; a translation now missing keeps the one known."""
+        if tags:
+            self.conn.executemany(
                 """
-                INSERT INTO artworks (id, title, user_id, user_name, illust_type, x_restrict,
-                    ai_type, page_count, bookmark_count, create_date, update_date, tags, status,
-                    reason, first_seen, last_seen)
-                VALUES (:id, :title, :user_id, :user_name, :illust_type, :x_restrict, :ai_type,
-                    :page_count, :bookmark_count, :create_date, :update_date, :tags, :status,
-                    :reason, :now, :now)
-                ON CONFLICT(id) DO UPDATE SET
-                    title = excluded.title, user_id = excluded.user_id,
-                    user_name = excluded.user_name, illust_type = excluded.illust_type,
-                    x_restrict = excluded.x_restrict, ai_type = excluded.ai_type,
-                    page_count = excluded.page_count,
-                    bookmark_count = coalesce(excluded.bookmark_count, bookmark_count),
-                    create_date = excluded.create_date, update_date = excluded.update_date,
-                    tags = excluded.tags, status = excluded.status, reason = excluded.reason,
-                    last_seen = excluded.last_seen
+                INSERT INTO tags (name, translation_en) VALUES (?, ?)
+                ON CONFLICT(name) DO UPDATE SET
+                    translation_en = coalesce(excluded.translation_en, translation_en)
                 """,
+                [(t["name"], t.get("translation_en")) for t in tags],
+            )
+        self.conn.execute("DELETE FROM artwork_tags WHERE artwork_id = ?", [artwork_id])
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO artwork_tags (artwork_id, tag, position) VALUES (?, ?, ?)",
+            [(artwork_id, t["name"], i) for i, t in enumerate(tags)],
+        )
+
+    def _replace_images(self, artwork_id: str, images: list[dict[str, Any]], now: str) -> None:
+        """The artwork's image rows, and what the stages found on them, written anew."""
+        # A re-uploaded artwork may have fewer pages now: its old rows go.
+        self.conn.execute("DELETE FROM faces WHERE artwork_id = ?", [artwork_id])
+        self.conn.execute("DELETE FROM image_tags WHERE artwork_id = ?", [artwork_id])
+        self.conn.execute("DELETE FROM curation_runs WHERE artwork_id = ?", [artwork_id])
+        self.conn.execute("DELETE FROM images WHERE artwork_id = ?", [artwork_id])
+        self.conn.executemany(
+            """
+            INSERT INTO images (artwork_id, page, url, path, original_path, sha256, width,
+                height, format, source_format, frame_delays, status, reason, stored_at,
+                classifier_label, classifier_score, classifier_model, classifier_target,
+                colorfulness, line_art, phash)
+            VALUES (:artwork_id, :page, :url, :path, :original_path, :sha256, :width,
+                :height, :format, :source_format, :frame_delays, :status, :reason, :now,
+                :classifier_label, :classifier_score, :classifier_model, :classifier_target,
+                :colorfulness, :line_art, :phash)
+            """,
+            [
                 {
-                    **{k: artwork.get(k) for k in (
-                        "id", "title", "user_id", "user_name", "illust_type", "x_restrict",
-                        "ai_type", "page_count", "bookmark_count", "create_date", "update_date",
-                        "status", "reason",
-                    )},
-                    "tags": json.dumps([t["name"] for t in tags], ensure_ascii=False),
+                    "artwork_id": artwork_id,
                     "now": now,
-                },
-            )
-            if tags:
-                self.conn.executemany(
-                    """
-                    INSERT INTO tags (name, translation_en) VALUES (?, ?)
-                    ON CONFLICT(name) DO UPDATE SET
-                        translation_en = coalesce(excluded.translation_en, translation_en)
-                    """,
-                    [(t["name"], t.get("translation_en")) for t in tags],
-                )
-            self.conn.execute("DELETE FROM artwork_tags WHERE artwork_id = ?", [artwork["id"]])
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO artwork_tags (artwork_id, tag, position) VALUES (?, ?, ?)",
-                [(artwork["id"], t["name"], i) for i, t in enumerate(tags)],
-            )
-            # A re-uploaded artwork may have fewer pages now: its old rows go.
-            self.conn.execute("DELETE FROM faces WHERE artwork_id = ?", [artwork["id"]])
-            self.conn.execute("DELETE FROM image_tags WHERE artwork_id = ?", [artwork["id"]])
-            self.conn.execute("DELETE FROM curation_runs WHERE artwork_id = ?", [artwork["id"]])
-            self.conn.execute("DELETE FROM images WHERE artwork_id = ?", [artwork["id"]])
-            self.conn.executemany(
-                """
-                INSERT INTO images (artwork_id, page, url, path, original_path, sha256, width,
-                    height, format, source_format, frame_delays, status, reason, stored_at,
-                    classifier_label, classifier_score, classifier_model, classifier_target,
-                    colorfulness, line_art, phash)
-                VALUES (:artwork_id, :page, :url, :path, :original_path, :sha256, :width,
-                    :height, :format, :source_format, :frame_delays, :status, :reason, :now,
-                    :classifier_label, :classifier_score, :classifier_model, :classifier_target,
-                    :colorfulness, :line_art, :phash)
-                """,
-                [
-                    {
-                        "artwork_id": artwork["id"],
-                        "now": now,
-                        **{k: img.get(k) for k in (
-                            "page", "url", "path", "original_path", "sha256", "width",
-                            "height", "format", "source_format", "status", "reason",
-                            "colorfulness", "line_art", "phash",
-                        )},
-                        "frame_delays": (
-                            json.dumps(img["frame_delays"]) if img.get("frame_delays") else None
-                        ),
-                        "classifier_label": (img.get("classifier") or {}).get("label"),
-                        "classifier_score": (img.get("classifier") or {}).get("score"),
-                        "classifier_model": (img.get("classifier") or {}).get("model"),
-                        "classifier_target": (img.get("classifier") or {}).get("target"),
-                    }
-                    for img in images
-                ],
-            )
-            self.conn.executemany(
-                """
-                INSERT INTO faces (artwork_id, page, idx, x, y, w, h, score, sources, path)
-                VALUES (:artwork_id, :page, :index, :x, :y, :w, :h, :score, :sources, :path)
-                """,
-                [
-                    {"artwork_id": artwork["id"], "page": img["page"], "score": None,
-                     "sources": None, "path": None, **face}
-                    for img in images
-                    for face in img.get("faces") or []
-                ],
-            )
-            self.conn.executemany(
-                """
-                INSERT OR REPLACE INTO image_tags (artwork_id, page, tag, category, score, model)
-                VALUES (:artwork_id, :page, :tag, :category, :score, :model)
-                """,
-                [
-                    {"artwork_id": artwork["id"], "page": img["page"], "category": None, **tag}
-                    for img in images
-                    for tag in img.get("model_tags") or []
-                ],
-            )
-            self.conn.executemany(
-                """
-                INSERT INTO curation_runs (artwork_id, page, stage, model, processed_at, error)
-                VALUES (?, ?, ?, ?, ?, ?)
-                """,
-                [
-                    (artwork["id"], img["page"], stage, model, now, error)
-                    for img in images
-                    for stage, model, error in stages_tried(img)
-                ],
-            )
+                    **{k: img.get(k) for k in (
+                        "page", "url", "path", "original_path", "sha256", "width",
+                        "height", "format", "source_format", "status", "reason",
+                        "colorfulness", "line_art", "phash",
+                    )},
+                    "frame_delays": (
+                        json.dumps(img["frame_delays"]) if img.get("frame_delays") else None
+                    ),
+                    "classifier_label": (img.get("classifier") or {}).get("label"),
+                    "classifier_score": (img.get("classifier") or {}).get("score"),
+                    "classifier_model": (img.get("classifier") or {}).get("model"),
+                    "classifier_target": (img.get("classifier") or {}).get("target"),
+                }
+                for img in images
+            ],
+        )
+        self._insert_stage_results(artwork_id, images, now)
+
+    def _insert_stage_results(self, artwork_id: str, images: list[dict[str, Any]], now: str) -> None:
+        """What the curation stages found on each page: faces, model tags, and which stages ran."""
+        self.conn.executemany(
+            """
+            INSERT INTO faces (artwork_id, page, idx, x, y, w, h, score, sources, path)
+            VALUES (:artwork_id, :page, :index, :x, :y, :w, :h, :score, :sources, :path)
+            """,
+            [
+                {"artwork_id": artwork_id, "page": img["page"], "score": None,
+                 "sources": None, "path": None, **face}
+                for img in images
+                for face in img.get("faces") or []
+            ],
+        )
+        self.conn.executemany(
+            """
+            INSERT OR REPLACE INTO image_tags (artwork_id, page, tag, category, score, model)
+            VALUES (:artwork_id, :page, :tag, :category, :score, :model)
+            """,
+            [
+                {"artwork_id": artwork_id, "page": img["page"], "category": None, **tag}
+                for img in images
+                for tag in img.get("model_tags") or []
+            ],
+        )
+        self.conn.executemany(
+            """
+            INSERT INTO curation_runs (artwork_id, page, stage, model, processed_at, error)
+            VALUES (?, ?, ?, ?, ?, ?)
+            """,
+            [
+                (artwork_id, img["page"], stage, model, now, error)
+                for img in images
+                for stage, model, error in stages_tried(img)
+            ],
+        )
 
     def mark_seen(self, ids: Iterable[str], now: str) -> None:
         ids = list(ids)

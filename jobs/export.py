@@ -75,7 +75,7 @@ from models.crops import CROP_KINDS, FITS, RATIOS, Box, Fit, TooSmall, crop_box,
 from models.imaging import flatten_on_white
 from models.inference import Progress
 from stages.decide import RuleError, check_rules, decide, read_rules_file
-from stages.dedup import Candidate, find_duplicates, phash_image, sha256_bytes
+from stages.dedup import Candidate, Duplicate, find_duplicates, phash_image, sha256_bytes
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -874,7 +874,43 @@ def export(settings: BaseSettings, options: ExportOptions) -> ExportResult:
 
 
 def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[str, Any]:
-    catalog = Catalog(db)  # brings an older catalogue's columns up to date; then only read
+    """Write the export into ``build``; its manifest."""
+    selected = _select(db, options)
+    usable = _usable(selected.items, root, options, selected.skipped)
+    chosen, duplicates = _without_duplicates(usable, options.phash_distance)
+    class_from, folders, class_index = _label_and_split(chosen, options, selected.translations, selected.tags)
+    style = CaptionStyle.of(options, selected.tags, chosen)
+    kohya = {} if options.format != "kohya" else kohya_subsets(Counter(item.label for item in chosen), folders, options)
+    writer = Writer(build, options, folders, class_index, selected.translations,
+                    lambda item: export_bytes(item, item.file, options), style, kohya)
+    progress = ThrottledProgress("export: writing", len(chosen), options.progress)
+    for name, _share in options.split:
+        members = [item for item in chosen if item.split == name]
+        if members:  # an empty split gets no folder, metadata or shard at all
+            writer.write(name, members, progress)
+    progress.close()
+    kohya_config = writer.write_kohya_config(Path(os.path.abspath(options.dest))) if kohya else None
+    return _manifest(options, selected, chosen, duplicates, class_from, folders, class_index, style, kohya,
+                     kohya_config)
+
+
+@dataclass
+class _Selected:
+    """What an export read from the catalogue: its items, and what the manifest records of the read."""
+
+    query: str  # the SQL that selected the rows
+    rows: int  # how many rows it selected, before the rules and the faces
+    updated: str | None  # the catalogue's newest change: the manifest's date
+    translations: dict[str, str]  # Pixiv tag -> its English translation
+    tags: TagIndex | None  # aliases and implications, as the crawl's rules see them
+    items: list[Item]
+    skipped: list[dict[str, str]]  # {"key", "reason"} of each picture left out so far
+
+
+def _select(db: Path, options: ExportOptions) -> _Selected:
+    """The selected pictures as items, read on a read-only connection (after ``Catalog`` has brought an
+    older catalogue's columns up to date)."""
+    catalog = Catalog(db)
     conn = open_read_only(db)
     try:
         query = picture_query(options.statuses, options.selection.sql)
@@ -885,7 +921,7 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         translations = tag_translations(conn)
         updated = catalog_updated(conn)
         faces = face_rows(conn) if options.faces else {}
-        tags = TagIndex.load(conn) or None  # aliases and implications, as the crawl's rules see them
+        tags = TagIndex.load(conn) or None
         skipped: list[dict[str, str]] = []
         items = _items(rows, catalog, options, faces, tags, skipped)
     finally:
@@ -893,7 +929,12 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         catalog.close()
     if not items:
         raise ExportError("the selection matched no pictures" + ("" if options.crop == "none" else " with faces"))
+    return _Selected(query, len(rows), updated, translations, tags, items, skipped)
 
+
+def _usable(items: list[Item], root: Path, options: ExportOptions, skipped: list[dict[str, str]]) -> list[Item]:
+    """The items whose file is there, inside ``root``, readable and big enough for the crop and size
+    asked; the others go into ``skipped`` with the reason. Refuses to go on with none left."""
     usable: list[Item] = []
     progress = ThrottledProgress("export: reading", len(items), options.progress)
     for item in items:
@@ -913,15 +954,24 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         reasons = "; ".join(f"{s['key']}: {s['reason']}" for s in skipped[:3])
         raise ExportError(f"every selected picture was skipped ({len(skipped)}), nothing exported: {reasons}"
                           + (" ..." if len(skipped) > 3 else ""))
+    return usable
 
-    # The largest copy of a duplicated picture is the one exported.
+
+def _without_duplicates(usable: list[Item], phash_distance: int) -> tuple[list[Item], list[Duplicate]]:
+    """The items to export, in catalogue order, and the duplicates left out (in the same order): the
+    largest copy of a duplicated picture is the one exported."""
     by_key = {item.key: item for item in usable}
     ranked = sorted(usable, key=lambda item: (-item.width * item.height, item.order))
-    kept, duplicates = find_duplicates(
-        (Candidate(item.key, item.sha256, item.phash) for item in ranked), options.phash_distance
-    )
+    kept, duplicates = find_duplicates((Candidate(item.key, item.sha256, item.phash) for item in ranked), phash_distance)
     chosen = sorted((by_key[c.key] for c in kept), key=lambda item: item.order)
+    return chosen, sorted(duplicates, key=lambda d: by_key[d.key].order)
 
+
+def _label_and_split(chosen: list[Item], options: ExportOptions, translations: dict[str, str],
+                     tags: TagIndex | None) -> tuple[str, dict[str, str], dict[str, int]]:
+    """Give every item its class and split. Returns where the classes came from (``auto`` resolved),
+    the class folders (label -> folder) and the number each class gets from loaders that sort the
+    folder names (ImageFolder, Keras)."""
     class_from = options.class_from
     if class_from == "auto":
         class_from = "classifier" if any(item.row["classifier_label"] for item in chosen) else "none"
@@ -930,21 +980,14 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         item.label = label_of(item, "tags" if wanted_tags else class_from, wanted_tags, translations, tags)
         item.split = split_of(item.artwork_id, options.seed, options.split)
     folders = class_folders(item.label for item in chosen)
-    # The number each class gets from loaders that sort the folder names (ImageFolder, Keras).
     class_index = {label: n for n, label in enumerate(sorted(folders, key=folders.__getitem__))}
+    return class_from, folders, class_index
 
-    style = CaptionStyle.of(options, tags, chosen)
-    kohya = {} if options.format != "kohya" else kohya_subsets(Counter(item.label for item in chosen), folders, options)
-    writer = Writer(build, options, folders, class_index, translations, lambda item: export_bytes(item, item.file, options),
-                    style, kohya)
-    progress = ThrottledProgress("export: writing", len(chosen), options.progress)
-    for name, _share in options.split:
-        members = [item for item in chosen if item.split == name]
-        if members:  # an empty split gets no folder, metadata or shard at all
-            writer.write(name, members, progress)
-    progress.close()
-    kohya_config = writer.write_kohya_config(Path(os.path.abspath(options.dest))) if kohya else None
 
+def _manifest(options: ExportOptions, selected: _Selected, chosen: list[Item], duplicates: list[Duplicate],
+              class_from: str, folders: dict[str, str], class_index: dict[str, int], style: CaptionStyle,
+              kohya: dict[str, KohyaSubset], kohya_config: str | None) -> dict[str, Any]:
+    """``manifest.json``: what was selected and how, the counts, what was left out and why, the models."""
     counts: dict[str, Counter[str]] = {name: Counter() for name, _ in options.split}
     for item in chosen:
         counts[item.split][item.label] += 1
@@ -955,7 +998,7 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         "fit": None if options.fitting is None else options.fitting.as_dict(),
         "seed": options.seed,
         "split": {name: round(share, ROUND) for name, share in options.split},
-        "selection": {**options.selection.as_dict(), "statuses": list(options.statuses), "query": query},
+        "selection": {**options.selection.as_dict(), "statuses": list(options.statuses), "query": selected.query},
         "class_from": class_from,
         "classes": folders,
         "class_index": class_index,
@@ -964,8 +1007,8 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
         "class_totals": dict(sorted(Counter(item.label for item in chosen).items())),
         "total": len(chosen),
         "artworks": {name: len({i.artwork_id for i in chosen if i.split == name}) for name, _ in options.split},
-        "duplicates": [d.as_dict() for d in sorted(duplicates, key=lambda d: by_key[d.key].order)],
-        "skipped": skipped,
+        "duplicates": [d.as_dict() for d in duplicates],
+        "skipped": selected.skipped,
         "converted": [item.key for item in chosen if item.convert],
         "settings": {
             "EXPORT_PHASH_DISTANCE": options.phash_distance,
@@ -981,7 +1024,7 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
             "subsets": {label: {"folder": s.folder, "num_repeats": s.num_repeats, "class_tokens": s.class_tokens}
                         for label, s in kohya.items()},
         },
-        "catalog": {"updated": updated, "selected_rows": len(rows)},
+        "catalog": {"updated": selected.updated, "selected_rows": selected.rows},
     }
 
 

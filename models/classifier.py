@@ -334,41 +334,13 @@ def train(
     import keras
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    classes, files = list_labelled(data_dir)
-    if len(classes) < 2:
-        raise ClassifierError(f"{data_dir}: needs at least two class sub-folders, found {classes}")
-    pixels, labels, kept = read_dataset(data_dir, files, classes, image_size, progress)
-    files = [files[i] for i in kept]
-    counts = {name: int((labels == i).sum()) for i, name in enumerate(classes)}
-    if min(counts.values()) < 2:
-        raise ClassifierError(f"{data_dir}: every class needs at least two readable pictures, found {counts}")
-    train_idx, val_idx = split_files(files)
-    x_train, y_train, x_val, y_val = pixels[train_idx], labels[train_idx], pixels[val_idx], labels[val_idx]
-
+    data = _read_split(data_dir, image_size, progress)
+    classes = data.classes
     keras.utils.set_random_seed(seed)
     model, used_backbone = build_model(classes, image_size, backbone)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    train_counts = np.bincount(y_train, minlength=len(classes))
-    class_weight = {i: float(len(y_train) / (len(classes) * n)) for i, n in enumerate(train_counts) if n}
-    started = time.monotonic()
-    history = model.fit(
-        x_train.astype(np.float32), y_train,
-        validation_data=(x_val.astype(np.float32), y_val),
-        epochs=epochs, batch_size=batch_size, shuffle=True, class_weight=class_weight,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)],
-        verbose=1 if progress else 0,
-    ).history
-    seconds = time.monotonic() - started
-
-    train_eval = model.evaluate(x_train.astype(np.float32), y_train, batch_size=batch_size, verbose=0, return_dict=True)
-    val_eval = model.evaluate(x_val.astype(np.float32), y_val, batch_size=batch_size, verbose=0, return_dict=True)
+    history, class_weight, seconds = _fit(model, data, epochs, batch_size, patience, progress)
     target = target_class(classes)
-    val_scores = batched_scores(model, lambda row: row.astype(np.float32), x_val, batch_size, len(classes), to_numpy)
-    matrix = confusion_matrix(y_val, decide(val_scores, classes.index(target), threshold), len(classes))
+    metrics, matrix = _measure(model, data, batch_size, target, threshold)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path, card_path = out_dir / MODEL_NAME, out_dir / CARD_NAME
@@ -385,21 +357,8 @@ def train(
         "input": "float32 RGB 0..255, transparency on white, padded to a square on white, resized",
         "backbone": used_backbone,
         "backbone_requested": backbone,
-        "metrics": {
-            "train_accuracy": float(train_eval["accuracy"]),
-            "train_loss": float(train_eval["loss"]),
-            "val_accuracy": float(val_eval["accuracy"]),
-            "val_loss": float(val_eval["loss"]),
-            "val_per_class": per_class_metrics(matrix, classes),
-        },
-        "data": {
-            "sha256": data_hash(data_dir, [rel for rel, _ in files]),
-            "images": len(files),
-            "per_class": counts,
-            "train": len(train_idx),
-            "val": len(val_idx),
-            "val_share": VAL_SHARE,
-        },
+        "metrics": metrics,
+        "data": data.card_section(data_dir),
         "training": {
             "epochs_requested": epochs,
             "epochs_run": len(history.get("loss", [])),
@@ -421,6 +380,92 @@ def train(
     plot_history(history, out_dir / "history.png")
     plot_confusion(matrix, classes, out_dir / "confusion.png")
     return TrainResult(model_path=model_path, card_path=card_path, card=card)
+
+
+@dataclass
+class _LabelledSplit:
+    """The labelled pictures, read into memory and split into training and validation."""
+
+    classes: list[str]
+    files: list[tuple[str, str]]  # (relative path, class) of each picture that could be read
+    counts: dict[str, int]  # pictures per class
+    train_idx: list[int]
+    val_idx: list[int]
+    x_train: np.ndarray  # uint8 pixels
+    y_train: np.ndarray  # class indexes
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    def card_section(self, data_dir: Path) -> dict[str, Any]:
+        """The card's ``data``: which pictures, how many of each class, how they were split."""
+        return {
+            "sha256": data_hash(data_dir, [rel for rel, _ in self.files]),
+            "images": len(self.files),
+            "per_class": self.counts,
+            "train": len(self.train_idx),
+            "val": len(self.val_idx),
+            "val_share": VAL_SHARE,
+        }
+
+
+def _read_split(data_dir: Path, image_size: int, progress: bool) -> _LabelledSplit:
+    """Read and split the class folders; refuse fewer than two classes, or a class with fewer than two
+    readable pictures (the split needs one on each side)."""
+    classes, files = list_labelled(data_dir)
+    if len(classes) < 2:
+        raise ClassifierError(f"{data_dir}: needs at least two class sub-folders, found {classes}")
+    pixels, labels, kept = read_dataset(data_dir, files, classes, image_size, progress)
+    files = [files[i] for i in kept]
+    counts = {name: int((labels == i).sum()) for i, name in enumerate(classes)}
+    if min(counts.values()) < 2:
+        raise ClassifierError(f"{data_dir}: every class needs at least two readable pictures, found {counts}")
+    train_idx, val_idx = split_files(files)
+    return _LabelledSplit(classes, files, counts, train_idx, val_idx,
+                          pixels[train_idx], labels[train_idx], pixels[val_idx], labels[val_idx])
+
+
+def _fit(model: Any, data: _LabelledSplit, epochs: int, batch_size: int, patience: int,
+         progress: bool) -> tuple[dict[str, list[float]], dict[int, float], float]:
+    """Fit with classes weighted inversely to their size, stopping when the validation loss has not
+    improved for ``patience`` epochs (keeping the best weights); the history, weights and seconds."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    train_counts = np.bincount(data.y_train, minlength=len(data.classes))
+    class_weight = {i: float(len(data.y_train) / (len(data.classes) * n)) for i, n in enumerate(train_counts) if n}
+    started = time.monotonic()
+    history = model.fit(
+        data.x_train.astype(np.float32), data.y_train,
+        validation_data=(data.x_val.astype(np.float32), data.y_val),
+        epochs=epochs, batch_size=batch_size, shuffle=True, class_weight=class_weight,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)],
+        verbose=1 if progress else 0,
+    ).history
+    return history, class_weight, time.monotonic() - started
+
+
+def _measure(model: Any, data: _LabelledSplit, batch_size: int, target: str,
+             threshold: float) -> tuple[dict[str, Any], np.ndarray]:
+    """The card's metrics (loss and accuracy on both sides of the split, precision and recall per class
+    on validation at ``threshold``) and the validation confusion matrix."""
+    classes = data.classes
+    x_train, x_val = data.x_train.astype(np.float32), data.x_val.astype(np.float32)
+    train_eval = model.evaluate(x_train, data.y_train, batch_size=batch_size, verbose=0, return_dict=True)
+    val_eval = model.evaluate(x_val, data.y_val, batch_size=batch_size, verbose=0, return_dict=True)
+    val_scores = batched_scores(model, lambda row: row.astype(np.float32), data.x_val, batch_size, len(classes), to_numpy)
+    matrix = confusion_matrix(data.y_val, decide(val_scores, classes.index(target), threshold), len(classes))
+    metrics = {
+        "train_accuracy": float(train_eval["accuracy"]),
+        "train_loss": float(train_eval["loss"]),
+        "val_accuracy": float(val_eval["accuracy"]),
+        "val_loss": float(val_eval["loss"]),
+        "val_per_class": per_class_metrics(matrix, classes),
+    }
+    return metrics, matrix
 
 
 # --------------------------------------------------------------------------- inference

@@ -33,10 +33,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from torch.nn import functional as F
 
 from models.imaging import flatten_on_white
 from models.torch_common import CheckpointError, choose_device, load_checkpoint, save_checkpoint, state_on_cpu
+from models.training import Every, StepTiming, run_steps
 
 FORMAT = "anime-face-heatmap/1"
 STRIDE = 8
@@ -295,14 +295,15 @@ def _train(pictures: Sequence[LabelledPicture], config: TrainConfig, log: Any,
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=config.steps, pct_start=0.1)
     result = TrainResult(vars(config).copy(), len(pictures), sum(len(p.boxes) for p in pictures),
                          len(sampler.negatives))
-    started = time.perf_counter()
-    net.train()
-    for step in range(config.steps):
-        samples = [sampler.sample() for _ in range(config.batch_size)]
-        batch = torch.from_numpy(np.stack([s[0] for s in samples])).to(where)
-        heat, log_side, size_mask, weight = (torch.from_numpy(np.stack([s[1][i] for s in samples])).to(where)
-                                             for i in range(4))
-        logits, predicted = net(batch)
+    def batches() -> Iterator[tuple[torch.Tensor, ...]]:
+        while True:
+            samples = [sampler.sample() for _ in range(config.batch_size)]
+            yield (torch.from_numpy(np.stack([s[0] for s in samples])).to(where),
+                   *(torch.from_numpy(np.stack([s[1][i] for s in samples])).to(where) for i in range(4)))
+
+    def step(batch: tuple[torch.Tensor, ...]) -> None:
+        images, heat, log_side, size_mask, weight = batch
+        logits, predicted = net(images)
         loss = focal_loss(logits, heat, weight)
         loss = loss + (F.l1_loss(predicted, log_side, reduction="none") * size_mask).sum() / size_mask.sum().clamp(min=1.0)
         optimiser.zero_grad(set_to_none=True)
@@ -310,9 +311,15 @@ def _train(pictures: Sequence[LabelledPicture], config: TrainConfig, log: Any,
         optimiser.step()
         schedule.step()
         result.losses.append(loss.detach().item())
-        if log and (step + 1) % 100 == 0:
-            log(f"step {step + 1}/{config.steps}: loss {np.mean(result.losses[-100:]):.3f}")
-    result.seconds = time.perf_counter() - started
+
+    def report(done: int) -> None:
+        if log:
+            log(f"step {done}/{config.steps}: loss {np.mean(result.losses[-100:]):.3f}")
+
+    net.train()
+    timing = StepTiming()
+    run_steps(batches(), step, 0, config.steps, "training the face detector", False, [Every(100, report)], timing)
+    result.seconds = timing.spent
     return net.eval().cpu(), result
 
 

@@ -614,11 +614,7 @@ def train(
     classes, samples = list_samples(data_dir)
     config = SegmenterConfig(tuple(classes), encoder=encoder, width=width, depth=depth, image_size=image_size)
     torch.manual_seed(seed)
-    model = Segmenter(config)
-    if image_size % model.stride:
-        raise SegmentError(f"image size {image_size} must be a multiple of {model.stride} for the {encoder} encoder")
-    if encoder_weights is not None:
-        load_encoder_weights(model, encoder_weights)
+    model = _new_segmenter(config, encoder_weights)
     parts = split_samples(samples, split)
     train_data = load_split(parts["train"], len(classes), image_size, progress, "train")
     val_data = load_split(parts["val"], len(classes), image_size, progress, "val")
@@ -627,6 +623,58 @@ def train(
 
     target = choose_device(device)
     prepare_device(target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the best epoch: by validation mean IoU, or by minus the training loss without a validation split
+    keeper = training.CheckpointKeeper(out_dir / "last.pt", out_dir / "best.pt", save_checkpoint)
+    history, seconds = _fit(model, train_data, val_data, target, keeper, epochs=epochs, batch_size=batch_size,
+                            learning_rate=learning_rate, seed=seed, split=split, progress=progress)
+
+    test = evaluate(keeper.best_path, data_dir, subset="test", device=device, progress=progress) if parts["test"] else None
+    if test is not None:
+        atomic_write(out_dir / "evaluation-test.json", (json.dumps(test, indent=2) + "\n").encode())
+    card = {
+        "format": CHECKPOINT_FORMAT,
+        "config": {**asdict(config), "classes": list(classes)},
+        "encoder_weights": str(encoder_weights) if encoder_weights else None,
+        "data": {
+            "folder": str(data_dir),
+            "sha256": data_hash(samples),
+            "split_shares": list(split),
+            **{name: len(parts[name]) for name in SPLITS},
+        },
+        "training": {
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+            "best_epoch": keeper.best_epoch, "seconds": round(seconds, 2), "device": str(target),
+            "bf16_autocast": uses_bf16(target),
+        },
+        "history": history,
+        "test": {k: v for k, v in test.items() if k != "confusion"} if test else None,
+        "created": training.created_now(),
+        "torch_version": str(torch.__version__),
+    }
+    training.write_card(out_dir / "segment.json", card)
+    plot_history(history, out_dir / "history.png")
+    return TrainResult(best_path=keeper.best_path, last_path=keeper.last_path, card=card, test=test)
+
+
+def _new_segmenter(config: SegmenterConfig, encoder_weights: str | Path | None) -> Segmenter:
+    """A fresh network (drawn from torch's seed), with the encoder's weights when given; refuses an
+    image size the encoder's stride does not divide."""
+    model = Segmenter(config)
+    if config.image_size % model.stride:
+        raise SegmentError(f"image size {config.image_size} must be a multiple of {model.stride} for the {config.encoder} encoder")
+    if encoder_weights is not None:
+        load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def _fit(model: Segmenter, train_data: LoadedSplit, val_data: LoadedSplit, target: torch.device,
+         keeper: training.CheckpointKeeper, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+         split: Sequence[float], progress: bool) -> tuple[list[dict[str, Any]], float]:
+    """The epochs on ``target``: AdamW with a one-cycle learning rate on augmented squares, the
+    validation mean IoU after each epoch, and its checkpoint given to ``keeper``. The history (a row
+    an epoch) and the seconds the epochs took."""
+    image_size = model.config.image_size
     model.to(target, memory_format=memory_format(target))
     # augment on the device: per-picture CPU work would starve a GPU (random draws stay on the CPU)
     train_data.images = [image.to(target) for image in train_data.images]
@@ -638,10 +686,6 @@ def train(
         optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.15
     )
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # the best epoch: by validation mean IoU, or by minus the training loss without a validation split
-    keeper = training.CheckpointKeeper(out_dir / "last.pt", out_dir / "best.pt", save_checkpoint)
-    best_path, last_path = keeper.best_path, keeper.last_path
     history: list[dict[str, Any]] = []
     started = time.monotonic()
 
@@ -678,35 +722,7 @@ def train(
                  f"{row['val_mean_iou']:.4f}" if "val_mean_iou" in row else "-", row["images_per_second"])
         checkpoint = build_checkpoint(model, optimizer, scheduler, epoch, row, {"split_shares": list(split)})
         keeper.keep(checkpoint, epoch, row.get("val_mean_iou", -row["loss"]))
-    seconds = time.monotonic() - started
-
-    test = evaluate(best_path, data_dir, subset="test", device=device, progress=progress) if parts["test"] else None
-    if test is not None:
-        atomic_write(out_dir / "evaluation-test.json", (json.dumps(test, indent=2) + "\n").encode())
-    best_epoch = keeper.best_epoch
-    card = {
-        "format": CHECKPOINT_FORMAT,
-        "config": {**asdict(config), "classes": list(classes)},
-        "encoder_weights": str(encoder_weights) if encoder_weights else None,
-        "data": {
-            "folder": str(data_dir),
-            "sha256": data_hash(samples),
-            "split_shares": list(split),
-            **{name: len(parts[name]) for name in SPLITS},
-        },
-        "training": {
-            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-            "best_epoch": best_epoch, "seconds": round(seconds, 2), "device": str(target),
-            "bf16_autocast": uses_bf16(target),
-        },
-        "history": history,
-        "test": {k: v for k, v in test.items() if k != "confusion"} if test else None,
-        "created": training.created_now(),
-        "torch_version": str(torch.__version__),
-    }
-    training.write_card(out_dir / "segment.json", card)
-    plot_history(history, out_dir / "history.png")
-    return TrainResult(best_path=best_path, last_path=last_path, card=card, test=test)
+    return history, time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- evaluate and predict

@@ -1,5 +1,5 @@
-"""The training shell every trainer shares: the split, the data hash, the epoch loop, the checkpoints
-kept, the card and the plots.
+"""The training shell every trainer shares: the split, the data hash, the epoch and step loops, the
+checkpoints kept, the card and the plots.
 
 The trainers (models/classifier.py, segment.py, gan.py, isaac/train.py, face_heatmap.py) differ in
 their nets and losses, not in how a run is framed, so these parts live once here:
@@ -10,6 +10,10 @@ their nets and losses, not in how a run is framed, so these parts live once here
   name and file sizes); the card records it.
 * ``run_epoch``: one epoch of steps under a progress bar, timed; its row is the mean of each
   number the steps return, plus images/s and seconds.
+* ``run_steps``: a run counted in steps rather than epochs (resumable from any step), one batch a
+  step under a progress bar, with ``Every`` hooks (log, validate, checkpoint) after the steps they
+  name, and a ``StepTiming`` of the seconds spent waiting for batches and computing steps; the time
+  the hooks take is left out.
 * ``CheckpointKeeper``: writes the last checkpoint every epoch and the best one when the score rises.
 * ``write_card``: the JSON card beside the weights, written atomically, stamped with its time.
 * ``plot_panels``: the training curves as a PNG (matplotlib's Agg figure; no display needed).
@@ -24,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -69,6 +73,68 @@ def run_epoch(label: str, steps: int, step: Callable[[int], dict[str, float]], i
     seconds = time.monotonic() - started
     means = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]} if rows else {}
     return {**means, "images_per_second": round(steps * images_per_step / seconds, 2), "seconds": round(seconds, 2)}
+
+
+Batch = TypeVar("Batch")
+
+
+@dataclass
+class StepTiming:
+    """Seconds a step loop spent: ``loader_wait`` for its batches, ``compute`` in its steps, and
+    ``spent`` in both. A checkpoint carries them, so a resumed run adds to them."""
+
+    spent: float = 0.0
+    loader_wait: float = 0.0
+    compute: float = 0.0
+
+
+@dataclass(frozen=True)
+class Every:
+    """A hook of ``run_steps``: ``action(step)`` after each step number that is a multiple of
+    ``steps``, counted from step 0 (a resumed run keeps the rhythm); with ``at_last`` also after the
+    call's last step (a stopped run keeps its tail), and never after step ``not_at``."""
+
+    steps: int
+    action: Callable[[int], None]
+    at_last: bool = False
+    not_at: int | None = None
+
+    def due(self, step: int, last: int) -> bool:
+        if step == self.not_at:
+            return False
+        return step % self.steps == 0 or (self.at_last and step == last)
+
+
+def run_steps(batches: Iterable[Batch], step: Callable[[Batch], None], first: int, last: int, label: str,
+              progress: bool, hooks: Sequence[Every] = (), timing: StepTiming | None = None) -> int:
+    """Take a run from step ``first`` to step ``last`` under a progress bar: ``step(batch)`` once per
+    batch, then the hooks that are due, in order. Steps are numbered by how many are done once they
+    have run (``first + 1`` .. ``last``), as a checkpoint counts them; returns the last one reached.
+
+    ``batches`` may end early (so does the loop) or go on (no batch is drawn past ``last``); a step
+    that draws its own data can take ``itertools.repeat(None)``. The seconds go into ``timing``
+    (pass a resumed one to add to it): waiting for a batch counts as ``loader_wait``, the step as
+    ``compute``; hooks (validation, checkpoints) count as neither, so the figures describe training.
+    """
+    timing = timing if timing is not None else StepTiming()
+    done = first
+    bar = Progress(label, last - first, progress)
+    mark = time.monotonic()
+    for done, batch in zip(range(first + 1, last + 1), batches):  # range first: no batch drawn past ``last``
+        fetched = time.monotonic()
+        step(batch)
+        finished = time.monotonic()
+        timing.loader_wait += fetched - mark
+        timing.compute += finished - fetched
+        timing.spent += finished - mark
+        mark = finished
+        bar.update(1)
+        for hook in hooks:
+            if hook.due(done, last):
+                hook.action(done)
+                mark = time.monotonic()
+    bar.close()
+    return done
 
 
 @dataclass

@@ -12,8 +12,8 @@
   continues from it; a different configuration is refused rather than mixed in.
 * On CUDA: bf16 autocast; the network is channels-last everywhere (on these small convolutions it
   costs the CPU nothing, measured, and suits tensor cores).
-* The loop times how long it waits for the loader against how long the model step takes, so a
-  starved model shows in the log and the card.
+* The loop (``training.run_steps``) times how long it waits for the loader against how long the
+  model step takes, so a starved model shows in the log and the card.
 
 Output folder: ``isaac-recognizer.pt`` (weights), ``isaac-recognizer.json`` (the card),
 ``checkpoint.pt``, ``history.json`` and ``history.png``.
@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from models import training
-from models.inference import Progress, file_sha256
+from models.inference import file_sha256
 from models.isaac.icons import IconSet
 from models.isaac.net import IconNet, build_net, parameter_count
 from models.isaac.synthesis import (
@@ -235,120 +234,141 @@ def train(icons: IconSet, out_dir: str | Path, config: TrainConfig = TrainConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     device = choose_device(options.device)
     prepare_device(device)
+    workers = _split_cores(device, options)
+    backgrounds = backgrounds if backgrounds is not None else Backgrounds.load()
+    run = _Run(icons, config, device, out_dir / CHECKPOINT_NAME)
+    first = run.resume()
+    run.val_images, run.val_labels = validation_set(icons, config, options.val_per_class, backgrounds)
+    last = config.steps if options.stop_after is None else min(config.steps, first + options.stop_after)
+    step = training.run_steps(
+        _training_loader(icons, config, backgrounds, first, last, workers, device), run.train_step, first, last,
+        f"training (from step {first})", options.progress, timing=run.timing, hooks=[
+            training.Every(50, run.record_window, at_last=True),
+            # not after the final step: the validation after the loop covers it
+            training.Every(options.eval_every, run.validate, not_at=config.steps),
+            training.Every(options.checkpoint_every, run.checkpoint, at_last=True),
+        ])
+    if step < config.steps:
+        run.checkpoint(step)
+        log.info("Isaac (stopped): step %d of %d, checkpoint %s", step, config.steps, run.checkpoint_path)
+        return TrainResult(out_dir, out_dir / WEIGHTS_NAME, out_dir / CARD_NAME, {}, False, step)
+    if not run.history["val_step"] or run.history["val_step"][-1] != step:
+        run.validate(step)
+        run.checkpoint(step)
+    return _write_outputs(out_dir, run.model, icons, config, backgrounds, run.history, step, run.timing, device, workers,
+                          len(run.val_labels))
+
+
+def _split_cores(device: torch.device, options: RunOptions) -> int:
+    """The number of loader processes; on the CPU, torch gets the cores they leave (or ``options.threads``)."""
     workers = default_workers(device) if options.workers < 0 else options.workers
     if device.type == "cpu":
         torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) - workers))
-    backgrounds = backgrounds if backgrounds is not None else Backgrounds.load()
-    classes = len(icons) + 1
-    torch.manual_seed(config.seed)
-    model = build_net(config.net_config(classes)).to(device).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config)
-    history: dict[str, Any] = {"batch_size": config.batch_size, "step": [], "loss": [], "train_top1": [], "lr": [],
-                               "val_step": [], "val_top1": [], "val_top5": []}
-    step, spent, wait_total, compute_total = 0, 0.0, 0.0, 0.0
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    icons_digest = icons.digest()
-    if checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT)
-        if saved["config_key"] != _config_key(config) or saved["icons_sha256"] != icons_digest:
-            raise TrainError(
-                f"{checkpoint_path} is from a run with other settings or icons; use another output folder "
-                "or delete the checkpoint to start over"
-            )
-        if saved["steps"] != config.steps:
-            raise TrainError(f"{checkpoint_path} was made for {saved['steps']} steps, not {config.steps} "
-                             "(the learning-rate schedule depends on it)")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, spent = int(saved["step"]), float(saved["seconds"])
-        wait_total, compute_total = float(saved["wait_seconds"]), float(saved["compute_seconds"])
-        history = saved["history"]
-        log.info("Isaac (resume): step %d of %d from %s", step, config.steps, checkpoint_path)
+    return workers
 
-    val_images, val_labels = validation_set(icons, config, options.val_per_class, backgrounds)
 
-    def checkpoint() -> None:
-        save_checkpoint(checkpoint_path, {
-            "format": CHECKPOINT_FORMAT, "config_key": _config_key(config), "steps": config.steps,
-            "icons_sha256": icons_digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
-            "seconds": spent, "wait_seconds": wait_total, "compute_seconds": compute_total, "history": history,
-        })
-
-    def validate() -> None:
-        logits = predict_logits(model, val_images, device)
-        history["val_step"].append(step)
-        history["val_top1"].append(topk_accuracy(logits, val_labels, 1, len(icons)))
-        history["val_top5"].append(topk_accuracy(logits, val_labels, 5, len(icons)))
-        log.info("Isaac (val): step %d, top-1 %.4f, top-5 %.4f", step, history["val_top1"][-1], history["val_top5"][-1])
-
+def _training_loader(icons: IconSet, config: TrainConfig, backgrounds: Backgrounds, first: int, last: int,
+                     workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """The batches of steps ``first`` .. ``last - 1``, each known from its step alone (module doc, "Data")."""
     dataset = SyntheticIcons(
         icons, "train", seed=config.seed, length=config.steps * config.batch_size, size=config.image_size,
         backgrounds=backgrounds, camera=config.camera, negative_every=config.negative_every,
     )
-    last = config.steps if options.stop_after is None else min(config.steps, step + options.stop_after)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=StepBatches(step, last, config.batch_size), num_workers=workers,
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=StepBatches(first, last, config.batch_size), num_workers=workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(config.seed),  # its seed draw must not move dropout's random state
     )
-    bar = Progress(f"training (from step {step})", last - step, options.progress)
-    window_loss, window_correct, window_count = 0.0, 0, 0
-    mark = time.monotonic()
-    for images, labels in loader:
-        fetched = time.monotonic()
-        model.train()
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
+
+
+class _Run:
+    """One call of ``train``: the model, optimiser and schedule, the history and time a checkpoint
+    keeps, and what a training step and each hook of the step loop do."""
+
+    def __init__(self, icons: IconSet, config: TrainConfig, device: torch.device, checkpoint_path: Path) -> None:
+        self.icons, self.config, self.device, self.checkpoint_path = icons, config, device, checkpoint_path
+        torch.manual_seed(config.seed)
+        self.model = build_net(config.net_config(len(icons) + 1)).to(device).to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.history: dict[str, Any] = {"batch_size": config.batch_size, "step": [], "loss": [], "train_top1": [],
+                                        "lr": [], "val_step": [], "val_top1": [], "val_top5": []}
+        self.timing = training.StepTiming()
+        self.icons_digest = icons.digest()
+        self.val_images, self.val_labels = torch.empty(0), torch.empty(0)  # train() sets them
+        # the training loss and top-1 since the last history row (a row every 50 steps)
+        self.window_loss, self.window_correct, self.window_count = 0.0, 0, 0
+
+    def resume(self) -> int:
+        """Load the checkpoint, if there is one, and return its step (else 0); refuse one from another run."""
+        if not self.checkpoint_path.is_file():
+            return 0
+        saved = load_checkpoint(self.checkpoint_path, CHECKPOINT_FORMAT)
+        if saved["config_key"] != _config_key(self.config) or saved["icons_sha256"] != self.icons_digest:
+            raise TrainError(
+                f"{self.checkpoint_path} is from a run with other settings or icons; use another output folder "
+                "or delete the checkpoint to start over"
+            )
+        if saved["steps"] != self.config.steps:
+            raise TrainError(f"{self.checkpoint_path} was made for {saved['steps']} steps, not {self.config.steps} "
+                             "(the learning-rate schedule depends on it)")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.timing = training.StepTiming(spent=float(saved["seconds"]), loader_wait=float(saved["wait_seconds"]),
+                                          compute=float(saved["compute_seconds"]))
+        self.history = saved["history"]
+        step = int(saved["step"])
+        log.info("Isaac (resume): step %d of %d from %s", step, self.config.steps, self.checkpoint_path)
+        return step
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.model.train()
+        images = batch[0].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        labels = batch[1].to(self.device, non_blocking=True)
+        with autocast(self.device):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        window_loss += float(loss.detach()) * len(labels)
-        window_correct += int((logits.detach().argmax(1) == labels).sum())
-        window_count += len(labels)
-        done = time.monotonic()
-        wait_total += fetched - mark
-        compute_total += done - fetched
-        spent += done - mark
-        mark = done
-        bar.update(1)
-        if step % 50 == 0 or step == last:
-            history["step"].append(step)
-            history["loss"].append(window_loss / window_count)
-            history["train_top1"].append(window_correct / window_count)
-            history["lr"].append(scheduler.get_last_lr()[0])
-            window_loss, window_correct, window_count = 0.0, 0, 0
-        if step % options.eval_every == 0 and step != config.steps:
-            validate()
-            mark = time.monotonic()
-        if step % options.checkpoint_every == 0 or step == last:
-            checkpoint()
-            mark = time.monotonic()
-    bar.close()
-    finished = step >= config.steps
-    if not finished:
-        checkpoint()
-        log.info("Isaac (stopped): step %d of %d, checkpoint %s", step, config.steps, checkpoint_path)
-        return TrainResult(out_dir, out_dir / WEIGHTS_NAME, out_dir / CARD_NAME, {}, False, step)
-    if not history["val_step"] or history["val_step"][-1] != step:
-        validate()
-        checkpoint()
-    return _write_outputs(out_dir, model, icons, config, backgrounds, history, step, spent, wait_total, compute_total,
-                          device, workers, len(val_labels))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.window_loss += float(loss.detach()) * len(labels)
+        self.window_correct += int((logits.detach().argmax(1) == labels).sum())
+        self.window_count += len(labels)
+
+    def record_window(self, step: int) -> None:
+        """A history row: the mean training loss and top-1 since the last row, and the learning rate."""
+        self.history["step"].append(step)
+        self.history["loss"].append(self.window_loss / self.window_count)
+        self.history["train_top1"].append(self.window_correct / self.window_count)
+        self.history["lr"].append(self.scheduler.get_last_lr()[0])
+        self.window_loss, self.window_correct, self.window_count = 0.0, 0, 0
+
+    def validate(self, step: int) -> None:
+        logits = predict_logits(self.model, self.val_images, self.device)
+        items = len(self.icons)
+        self.history["val_step"].append(step)
+        self.history["val_top1"].append(topk_accuracy(logits, self.val_labels, 1, items))
+        self.history["val_top5"].append(topk_accuracy(logits, self.val_labels, 5, items))
+        log.info("Isaac (val): step %d, top-1 %.4f, top-5 %.4f", step, self.history["val_top1"][-1],
+                 self.history["val_top5"][-1])
+
+    def checkpoint(self, step: int) -> None:
+        save_checkpoint(self.checkpoint_path, {
+            "format": CHECKPOINT_FORMAT, "config_key": _config_key(self.config), "steps": self.config.steps,
+            "icons_sha256": self.icons_digest, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+            "seconds": self.timing.spent, "wait_seconds": self.timing.loader_wait,
+            "compute_seconds": self.timing.compute, "history": self.history,
+        })
 
 
 def _write_outputs(out_dir: Path, model: IconNet, icons: IconSet, config: TrainConfig, backgrounds: Backgrounds,
-                   history: dict[str, Any], step: int, spent: float, wait_total: float, compute_total: float,
-                   device: torch.device, workers: int, val_images: int) -> TrainResult:
+                   history: dict[str, Any], step: int, timing: training.StepTiming, device: torch.device, workers: int,
+                   val_images: int) -> TrainResult:
     weights_path, card_path = out_dir / WEIGHTS_NAME, out_dir / CARD_NAME
     net = config.net_config(len(icons) + 1)
     save_checkpoint(weights_path, {"format": WEIGHTS_FORMAT, "net": net,
@@ -369,11 +389,11 @@ def _write_outputs(out_dir: Path, model: IconNet, icons: IconSet, config: TrainC
         "training": {
             **{k: v for k, v in config.as_dict().items() if k != "camera"},
             "samples": samples,
-            "seconds": round(spent, 1),
-            "wall_time": seconds_text(spent),
-            "samples_per_second": round(samples / spent, 1) if spent else None,
-            "loader_wait_seconds": round(wait_total, 1),
-            "model_seconds": round(compute_total, 1),
+            "seconds": round(timing.spent, 1),
+            "wall_time": seconds_text(timing.spent),
+            "samples_per_second": round(samples / timing.spent, 1) if timing.spent else None,
+            "loader_wait_seconds": round(timing.loader_wait, 1),
+            "model_seconds": round(timing.compute, 1),
             "device": str(device),
             "loader_workers": workers,
             "torch_threads": torch.get_num_threads(),

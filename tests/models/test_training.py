@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import time
 
 import pytest
 from PIL import Image
@@ -36,6 +38,60 @@ def test_run_epoch_averages_what_the_steps_return_and_times_them():
     assert seen == [0, 1, 2, 3]
     assert row["loss"] == pytest.approx(1.5) and row["accuracy"] == 1.0
     assert row["seconds"] >= 0 and row["images_per_second"] > 0
+
+
+
+def test_run_steps_fires_each_hook_after_the_steps_it_names_in_order():
+    fired, stepped = [], []
+    hooks = [
+        training.Every(2, lambda step: fired.append(("even", step))),
+        training.Every(3, lambda step: fired.append(("third", step)), at_last=True),
+        training.Every(2, lambda step: fired.append(("even, not 6", step)), not_at=6),
+    ]
+    last = training.run_steps(iter("abcdefg"), stepped.append, 0, 7, "training", False, hooks)
+    assert last == 7 and stepped == list("abcdefg")
+    assert fired == [("even", 2), ("even, not 6", 2), ("third", 3), ("even", 4), ("even, not 6", 4),
+                     ("even", 6), ("third", 6), ("third", 7)]  # 7: the call's last step
+
+
+def test_run_steps_resumes_from_a_later_step_on_the_same_rhythm_and_adds_to_the_timing():
+    fired, stepped = [], []
+    timing = training.StepTiming(spent=100.0, loader_wait=40.0, compute=60.0)  # from a checkpoint
+    last = training.run_steps(range(10), stepped.append, 4, 9, "training (from step 4)", False,
+                              [training.Every(3, fired.append, at_last=True)], timing)
+    assert last == 9 and stepped == [0, 1, 2, 3, 4]  # the caller's batches start at the resumed step
+    assert fired == [6, 9]  # multiples of 3 counted from step 0, not from step 4
+    assert timing.spent >= 100.0 and timing.loader_wait >= 40.0 and timing.compute >= 60.0
+
+
+def test_run_steps_ends_with_the_batches_and_draws_none_past_the_last_step():
+    drawn = []
+
+    def batches():
+        for index in itertools.count():
+            drawn.append(index)
+            yield index
+
+    assert training.run_steps(batches(), lambda batch: None, 0, 3, "training", False) == 3
+    assert drawn == [0, 1, 2]
+    assert training.run_steps(iter([0, 1]), lambda batch: None, 5, 10, "training", False) == 7  # ran out at step 7
+    assert training.run_steps(iter([]), lambda batch: None, 5, 5, "training", False) == 5
+
+
+def test_run_steps_times_waiting_and_computing_but_not_the_hooks():
+    def slow_batches():
+        while True:
+            time.sleep(0.01)
+            yield None
+
+    timing = training.StepTiming()
+    started = time.monotonic()
+    training.run_steps(slow_batches(), lambda batch: time.sleep(0.02), 0, 4, "training", False,
+                       [training.Every(1, lambda step: time.sleep(0.05))], timing)
+    elapsed = time.monotonic() - started
+    assert timing.loader_wait >= 4 * 0.01 and timing.compute >= 4 * 0.02
+    assert timing.spent == pytest.approx(timing.loader_wait + timing.compute)
+    assert timing.spent <= elapsed - 4 * 0.05  # the hooks' 0.2 s is in neither figure
 
 
 def test_the_keeper_writes_the_last_checkpoint_always_and_the_best_only_when_it_improves(tmp_path):

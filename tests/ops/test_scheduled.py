@@ -3,8 +3,10 @@ and the cron line and systemd units as shipped."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -88,12 +90,16 @@ def test_runs_each_tag_with_its_own_log_and_a_concurrent_run_is_refused(make_sit
         command_line = Path(f"/proc/{child}/cmdline").read_bytes().decode()
         time.sleep(0.05)
     assert "scrapy\0crawl\0pixiv" in command_line and session not in command_line
-    # a crawl started by hand over the same folder is refused too, naming the scheduled run
-    by_hand = subprocess.run(crawl_command(site, output), cwd=REPO, env=crawl_env(), capture_output=True,
-                             text=True, timeout=60)
-    assert by_hand.returncode == EXIT_LOCKED and f"pid {first.pid}" in by_hand.stderr, by_hand.stderr
-    second = subprocess.run(scheduled("--config", str(config)), cwd=tmp_path, env=crawl_env(),
-                            capture_output=True, text=True, timeout=60)
+    os.kill(int(child), signal.SIGSTOP)  # the crawl cannot finish while the two below try their luck
+    try:
+        # a crawl started by hand over the same folder is refused too, naming the scheduled run
+        by_hand = subprocess.run(crawl_command(site, output), cwd=REPO, env=crawl_env(), capture_output=True,
+                                 text=True, timeout=60)
+        assert by_hand.returncode == EXIT_LOCKED and f"pid {first.pid}" in by_hand.stderr, by_hand.stderr
+        second = subprocess.run(scheduled("--config", str(config)), cwd=tmp_path, env=crawl_env(),
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.kill(int(child), signal.SIGCONT)
     out, err = first.communicate(timeout=120)
     assert second.returncode == EXIT_LOCKED, second.stderr
     assert f"pid {first.pid}" in second.stderr
