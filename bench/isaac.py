@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 
 
 def bench_slicing(fixtures: Path) -> dict[str, float]:
-    from models.isaac.icons import icons_from_fixtures
+    from jobs.isaac_icons import icons_from_fixtures
 
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=5, help="scenes for the locate timing")
     args = parser.parse_args()
 
-    from models.isaac.icons import icons_from_fixtures
+    from jobs.isaac_icons import icons_from_fixtures
     from models.isaac.identify import Recognizer
     from models.isaac.net import IconNet
     from models.isaac.train import NO_ITEM

@@ -114,7 +114,8 @@ class Command(ActionCommand):
         return Path(opts.model or self.settings.get("ISAAC_MODEL_DIR") or output_dir(self.settings) / "isaac-model")
 
     def icons(self) -> Any:
-        from models.isaac.icons import FIXTURES_DIR, load_icons
+        from jobs.isaac_icons import load_icons
+        from models.isaac.icons import FIXTURES_DIR
 
         assert self.settings is not None
         fixtures = self.settings.get("ISAAC_FIXTURES_DIR") or FIXTURES_DIR

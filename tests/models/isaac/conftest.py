@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from models.isaac.icons import FIXTURES_DIR, IconSet, icons_from_fixtures
+from jobs.isaac_icons import icons_from_fixtures
+from models.isaac.icons import FIXTURES_DIR, IconSet
 from models.isaac.synthesis import BACKGROUND_DIR, Backgrounds
 from models.isaac.train import RunOptions, TrainConfig, TrainResult, train
 

@@ -8,14 +8,8 @@ import json
 import numpy as np
 
 from catalog.store import Catalog
-from models.isaac.icons import (
-    FIXTURE_CSS_URL,
-    FIXTURE_FILES,
-    FIXTURE_SHEET_URLS,
-    FIXTURES_DIR,
-    icons_from_catalog,
-    load_icons,
-)
+from jobs.isaac_icons import FIXTURE_CSS_URL, FIXTURE_FILES, FIXTURE_SHEET_URLS, icons_from_catalog, load_icons
+from models.isaac.icons import FIXTURES_DIR
 from stages.sprites import Stylesheet, build_sprites, rows_from_id_mapping
 
 
