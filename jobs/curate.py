@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from catalog.store import LOCAL_PREFIX, Catalog, StoredPicture, utc_now
 from catalog.tags import read_index
 from core.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir, status_path
+from core.workers import start_worker, worker_count
 from models.inference import Progress
-from pipelines.workers import start_worker, worker_count
 from stages.classify import Classify
 from stages.convert import BadImage, open_checked
 from stages.decide import condition_of, decide, default_action, load_rules

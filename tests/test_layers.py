@@ -14,6 +14,7 @@ from scripts.code_shape import PACKAGES, imported_modules, modules
 
 LAYERS = {"core": 0, "catalog": 1, "sites": 1, "mocksites": 1, "models": 2, "stages": 3, "pipelines": 4, "jobs": 4,
           "crawler": 5, "ops": 6}
+APART = {"pipelines", "jobs"}  # same layer, but the crawl's adapters and the library jobs share stages, not each other
 
 
 def upward_imports() -> set[tuple[str, str]]:
@@ -22,7 +23,8 @@ def upward_imports() -> set[tuple[str, str]]:
         own = LAYERS[dotted.split(".")[0]]
         for imported in imported_modules(ast.parse(path.read_text(encoding="utf-8"))):
             layer = LAYERS.get(imported.split(".")[0])
-            if layer is not None and layer > own:
+            apart = {dotted.split(".")[0], imported.split(".")[0]} == APART
+            if layer is not None and (layer > own or apart):
                 found.add((dotted, imported))
     return found
 
