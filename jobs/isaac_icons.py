@@ -101,5 +101,3 @@ def load_icons(
         except IconSourceError as error:
             reasons.append(str(error))
     raise IconSourceError("; ".join(reasons) or "no icon source given")
-
-

@@ -40,7 +40,6 @@ def test_run_epoch_averages_what_the_steps_return_and_times_them():
     assert row["seconds"] >= 0 and row["images_per_second"] > 0
 
 
-
 def test_run_steps_fires_each_hook_after_the_steps_it_names_in_order():
     fired, stepped = [], []
     hooks = [
