@@ -15,7 +15,7 @@ Protocol: nothing is trained. The ``verified`` method's constants (models/faces.
 VERIFY_ATTEMPTS, VERIFY_SCORE, HINT_SCORE, MAX_PROPOSALS) were chosen by looking at these same 90
 pictures, so its numbers here are a fit, not a held-out estimate.
 
-    .venv/bin/python bench/faces.py [--fixtures DIR] [--no-ablations] [--no-throughput]
+    .venv/bin/python bench/faces.py [--fixtures DIR] [--no-ablations] [--no-throughput] [--learned-cv STEPS] [--yolo MODEL.onnx]
 
 The fixtures are test data outside the repository (``../shared/fixtures/anime``, see its
 SOURCE.txt); nothing of them is copied here. ``HEADS`` are our own labels: the box of the face
@@ -120,6 +120,9 @@ def main() -> int:
                         help="also train the learned detector (models/face_heatmap.py) for STEPS steps in a 3-fold "
                              "cross-validation by character, and score it on the held-out folds (~7 min a fold "
                              "at 1500 steps on 2 cores)")
+    parser.add_argument("--yolo", type=Path, metavar="MODEL.onnx",
+                        help="also score a pretrained YOLO face detector (models/face_yolo.py; e.g. imgutils' "
+                             "face_detect), alone and added to verified, at a few thresholds")
     args = parser.parse_args()
     if not all((args.fixtures / kind).is_dir() for kind in SETS):
         print(f"no fixtures at {args.fixtures} (need faces/, cards/, negatives/); nothing to measure")
@@ -188,6 +191,8 @@ def main() -> int:
 
     if args.learned_cv:
         rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv)
+    if args.yolo:
+        rows += yolo_rows(pictures, verified, rows[4].seconds, args.yolo)
 
     n = len(pictures)
     print(f"{n} pictures: {counts['faces']} head icons, {counts['cards']} full-body cards, {counts['negatives']} negatives\n")
@@ -212,6 +217,31 @@ def main() -> int:
 
 
 LEARNED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+YOLO_THRESHOLDS = (0.25, 0.4, 0.5)
+
+
+def yolo_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
+              verified_seconds: float, model: Path) -> list[Row]:
+    """A user's pretrained YOLO face detector: nothing here trained it, so every row is held out
+    (unless its training set held these official pictures). Alone, and added to ``verified``."""
+    from models.face_yolo import YoloFaceDetector
+
+    detector = YoloFaceDetector(model, threshold=min(YOLO_THRESHOLDS))
+    alone = {t: Row(f"yolo alone, threshold {t}") for t in YOLO_THRESHOLDS}
+    union = {t: Row(f"verified + yolo, threshold {t}") for t in YOLO_THRESHOLDS}
+    for key, kind, image in pictures:
+        started = time.perf_counter()
+        found = detector.detect(image)
+        seconds = time.perf_counter() - started
+        for t in YOLO_THRESHOLDS:
+            mine = [f for f in found if f.score >= t]
+            alone[t].seconds += seconds
+            alone[t].add(key, kind, mine)
+            union[t].add(key, kind, suppress_overlaps([*verified[key], *mine]))
+            union[t].seconds += seconds
+    for t in YOLO_THRESHOLDS:
+        union[t].seconds += verified_seconds
+    return [*alone.values(), *union.values()]
 
 
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],

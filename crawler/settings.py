@@ -32,10 +32,14 @@ FACES_CROP_MARGIN = 0.25  # the crop is the face box grown by this fraction on e
 FACES_CROP_SIZE = 96  # px, square
 # any of cascade, animeface, heatmap; "heatmap" is the learned detector (models/face_heatmap.py), trained by
 # `scrapy faces train` on the user's labelled pictures: it adds its boxes to the other two's, or alone
-# is the whole answer. It needs FACES_HEATMAP_MODEL; no weights ship with the project.
+# is the whole answer. It needs FACES_HEATMAP_MODEL; no weights ship with the project. "yolo" is a
+# pretrained YOLO face detector exported to ONNX (models/face_yolo.py: ultralytics' layout, e.g.
+# imgutils' face_detect models); it needs FACES_YOLO_MODEL and joins the same way.
 FACES_DETECTORS = "cascade,animeface"
 FACES_HEATMAP_MODEL = ""  # path of a `scrapy faces train` checkpoint
 FACES_HEATMAP_THRESHOLD = 0.5  # the learned detector's centre score that makes a face
+FACES_YOLO_MODEL = ""  # path of the .onnx file
+FACES_YOLO_THRESHOLD = 0.25  # its confidence that makes a face (ultralytics' and imgutils' default)
 # "verified": the cascade proposes loosely, animeface confirms each proposal on crops (needs both
 # detectors); "views": both detectors on many views, a box kept with a second witness (the older,
 # slower way; also what runs when only one detector is usable)

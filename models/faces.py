@@ -35,7 +35,9 @@ pictures: nothing is learned, but the numbers are a fit, not a held-out estimate
 
 A third, learned detector (``models.face_heatmap.HeatmapDetector``, name ``heatmap``) looks at every
 position instead of at proposals; trained by the user (``scrapy faces train``), it joins any method:
-``detect_faces`` adds its boxes to the classic pair's and keeps the best of overlapping ones.
+``detect_faces`` adds its boxes to the classic pair's and keeps the best of overlapping ones. A
+pretrained YOLO face detector in ONNX (``models.face_yolo.YoloFaceDetector``, name ``yolo``; the
+user's weights) joins the same way.
 """
 
 from __future__ import annotations
@@ -437,6 +439,9 @@ def combine(
 
 
 METHODS = ("verified", "views")
+# learned detectors that search the whole picture at their own scales: no views, no verifying; their
+# boxes are added to the classic pair's
+WHOLE_PICTURE_DETECTORS = ("heatmap", "yolo")
 
 # propose-and-verify (method "verified"): where a picture is searched, and how a proposal is judged
 SEARCH_SIDE = 1024  # px; proposals are searched on the picture shrunk to this longer side ...
@@ -556,15 +561,15 @@ def detect_faces(
 
     ``method="verified"`` needs both detectors (one proposes, the other verifies); with only one of
     them, or ``method="views"``, the union of views with a second witness is used. A learned
-    ``heatmap`` detector (models/face_heatmap.py) among them adds its own boxes to theirs; alone, its
-    boxes are the answer.
+    ``heatmap`` detector (models/face_heatmap.py) or ``yolo`` one (models/face_yolo.py) among them adds
+    its own boxes to theirs; alone, its boxes are the answer.
     """
     if not detectors:
         raise ValueError("detect_faces needs at least one detector")
     if method not in METHODS:
         raise ValueError(f"unknown face detection method {method!r}; known: {', '.join(METHODS)}")
-    learned = [d for d in detectors if d.name == "heatmap"]  # models.face_heatmap: whole picture, its own scales
-    classic = [d for d in detectors if d.name != "heatmap"]
+    learned = [d for d in detectors if d.name in WHOLE_PICTURE_DETECTORS]
+    classic = [d for d in detectors if d.name not in WHOLE_PICTURE_DETECTORS]
     by_name = {d.name: d for d in classic}
     cascade, animeface = by_name.get("cascade"), by_name.get("animeface")
     if not classic:

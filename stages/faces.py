@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FACE_JPEG_QUALITY = 92
-KNOWN_DETECTORS = ("cascade", "animeface", "heatmap")
+KNOWN_DETECTORS = ("cascade", "animeface", "heatmap", "yolo")
 DEFAULTS: dict[str, Any] = {
     "detectors": ("cascade", "animeface"),
     "method": "verified",  # models.faces.METHODS
@@ -55,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "max_pixels": 64_000_000,
     "heatmap_model": "",  # the learned detector's weights (scrapy faces train)
     "heatmap_threshold": 0.5,
+    "yolo_model": "",  # a pretrained YOLO face detector in ONNX (models/face_yolo.py)
+    "yolo_threshold": 0.25,
 }
 
 
@@ -75,6 +77,8 @@ def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
         "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
         "heatmap_model": s.get("FACES_HEATMAP_MODEL") or "",
         "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD", DEFAULTS["heatmap_threshold"]),
+        "yolo_model": s.get("FACES_YOLO_MODEL") or "",
+        "yolo_threshold": s.getfloat("FACES_YOLO_THRESHOLD", DEFAULTS["yolo_threshold"]),
     }
 
 _local = threading.local()  # detectors per worker process (or per thread with IMAGE_WORKERS = 0)
@@ -95,6 +99,10 @@ def build_detectors(settings: Mapping[str, Any]) -> list[Detector]:
 
             # one thread: the stage already runs one worker process per core
             detectors.append(HeatmapDetector(settings["heatmap_model"], settings["heatmap_threshold"]))
+        elif name == "yolo":
+            from models.face_yolo import YoloFaceDetector  # onnxruntime: only when a YOLO model is asked for
+
+            detectors.append(YoloFaceDetector(settings["yolo_model"], settings["yolo_threshold"]))
         else:
             raise ValueError(f"unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
     return detectors
@@ -103,7 +111,7 @@ def build_detectors(settings: Mapping[str, Any]) -> list[Detector]:
 def cached_detectors(settings: Mapping[str, Any]) -> list[Detector]:
     settings = {**DEFAULTS, **settings}
     key = tuple((k, settings[k]) for k in ("detectors", "cascade_path", "scale_factor", "min_neighbors", "min_size",
-                                           "heatmap_model", "heatmap_threshold"))
+                                           "heatmap_model", "heatmap_threshold", "yolo_model", "yolo_threshold"))
     cache = _local.__dict__.setdefault("detectors", {})
     if key not in cache:
         cache[key] = build_detectors(settings)
@@ -133,6 +141,10 @@ def detectors_version(settings: Mapping[str, Any]) -> str:
             model = Path(settings["heatmap_model"]) if settings["heatmap_model"] else None
             digest = file_sha256(model)[:12] if model and model.is_file() else "missing"
             parts.append(f"heatmap-{digest}@{settings['heatmap_threshold']}")
+        elif name == "yolo":
+            model = Path(settings["yolo_model"]) if settings["yolo_model"] else None
+            digest = file_sha256(model)[:12] if model and model.is_file() else "missing"
+            parts.append(f"yolo-{digest}@{settings['yolo_threshold']}")
         else:
             parts.append(name)
     return (
@@ -213,6 +225,12 @@ def usable_detectors(names: list[str], cascade_path: str, settings: Mapping[str,
                 problems.append(f"Faces: the learned detector not used: {problem}")
                 continue
             usable.append(name)
+        elif name == "yolo":
+            problem = yolo_problem(settings.get("yolo_model") or "")
+            if problem:
+                problems.append(f"Faces: the YOLO face detector not used: {problem}")
+                continue
+            usable.append(name)
         else:
             raise ValueError(f"FACES_DETECTORS: unknown face detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
     return usable, resolved, problems
@@ -229,6 +247,19 @@ def heatmap_problem(model: str) -> str | None:
         load(model)
     except CheckpointError as exc:
         return f"FACES_HEATMAP_MODEL: {exc}"
+    return None
+
+
+def yolo_problem(model: str) -> str | None:
+    """Why the YOLO face detector cannot be used (None: it can)."""
+    if not model:
+        return "FACES_YOLO_MODEL is empty (a YOLO face detector exported to ONNX, e.g. imgutils' face_detect)"
+    from models.face_yolo import YoloFaceDetector, YoloModelError
+
+    try:
+        YoloFaceDetector(model)
+    except YoloModelError as exc:
+        return f"FACES_YOLO_MODEL: {exc}"
     return None
 
 

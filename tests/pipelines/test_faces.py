@@ -120,8 +120,8 @@ def test_no_usable_detector_skips_the_stage(tmp_path, monkeypatch):
 
 
 def test_an_unknown_detector_name_is_a_configuration_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
-        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="animeface,yolo"))
+    with pytest.raises(ValueError, match="unknown face detector 'retinaface'.*known: cascade, animeface, heatmap, yolo"):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="animeface,retinaface"))
 
 
 def test_the_method_setting_reaches_detection_and_the_version(tmp_path):
@@ -176,3 +176,25 @@ def test_the_learned_detector_joins_through_its_settings_and_is_refused_without_
     assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9
     alone = find_faces(str(tmp_path), "8", record, {**pipeline.settings, "detectors": ("heatmap",)})
     assert alone == []
+
+
+def test_a_yolo_face_detector_joins_through_its_settings_and_is_refused_without_a_model(tmp_path, caplog):
+    from tests.models.test_face_yolo import picture_with_red_square, red_square_finder
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.faces"):
+        pipeline = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="animeface,yolo"))
+    assert pipeline.settings["detectors"] == ("animeface",)
+    assert any("FACES_YOLO_MODEL is empty" in r.getMessage() for r in caplog.records)
+    (tmp_path / "junk.onnx").write_bytes(b"<html>login</html>")
+    with pytest.raises(NotConfigured, match="FACES_YOLO_MODEL: .*junk.onnx: not a loadable ONNX model"):
+        FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="yolo", FACES_YOLO_MODEL=str(tmp_path / "junk.onnx")))
+
+    red_square_finder(tmp_path / "faces.onnx")
+    pipeline = FacesPipeline.from_crawler(crawler_for(tmp_path, FACES_DETECTORS="yolo", FACES_YOLO_MODEL=str(tmp_path / "faces.onnx"),
+                                                      FACES_YOLO_THRESHOLD=0.5))
+    assert pipeline.settings["detectors"] == ("yolo",) and "yolo-" in pipeline.version and "@0.5" in pipeline.version
+    write_jpeg(tmp_path, "images/5_p0.jpg", picture_with_red_square((500, 300), (300, 100, 40, 40)))
+    [face] = find_faces(str(tmp_path), "5", {"page": 0, "path": "images/5_p0.jpg", "status": "kept"}, pipeline.settings)
+    assert face["sources"] == "yolo" and abs(face["x"] - 300) <= 3 and abs(face["y"] - 100) <= 3
+    with Image.open(tmp_path / face["path"]) as crop:
+        assert crop.size == (96, 96) and crop.getpixel((48, 48))[0] > 200  # the red square, centred
