@@ -17,8 +17,9 @@ ACTIONS = {
     "train": (["LABELLED_DIR", "OUT"], "train on the pictures under LABELLED_DIR: a labelme .json of rectangles "
                                        "beside a picture gives its faces, a picture without one is face-free; "
                                        "writes the weights to OUT (a .pt file) and OUT.json (the run)"),
-    "evaluate": (["MODEL", "LABELLED_DIR"], "run the weights on labelled pictures: pictures whose face was found "
-                                            "(IoU >= 0.3), boxes elsewhere, face-free pictures with a box"),
+    "evaluate": (["MODEL", "LABELLED_DIR"], "run the weights (a .pt from train, or a YOLO face detector .onnx) on "
+                                            "labelled pictures: pictures whose face was found (IoU >= 0.3), boxes "
+                                            "elsewhere, face-free pictures with a box"),
 }
 
 
@@ -78,8 +79,14 @@ class Command(ActionCommand):
 
     def evaluate(self, face_heatmap, operands: list[str], opts: argparse.Namespace) -> None:  # noqa: ANN001
         assert self.settings is not None
-        threshold = opts.threshold if opts.threshold is not None else self.settings.getfloat("FACES_HEATMAP_THRESHOLD")
-        detector = face_heatmap.HeatmapDetector(operands[0], threshold)
+        if operands[0].lower().endswith(".onnx"):  # a pretrained YOLO face detector (models/face_yolo.py)
+            from models.face_yolo import YoloFaceDetector
+
+            threshold = opts.threshold if opts.threshold is not None else self.settings.getfloat("FACES_YOLO_THRESHOLD")
+            detector = YoloFaceDetector(operands[0], threshold)
+        else:
+            threshold = opts.threshold if opts.threshold is not None else self.settings.getfloat("FACES_HEATMAP_THRESHOLD")
+            detector = face_heatmap.HeatmapDetector(operands[0], threshold)
         score = face_heatmap.evaluate(detector.boxes, face_heatmap.read_labelme_boxes(operands[1]))
         print(f"Faces found on {score.found}/{score.with_faces} pictures (recall {score.recall:.3f}), "
               f"{score.wrong_boxes} boxes elsewhere; face-free pictures with a box: "

@@ -10,6 +10,11 @@ reports an overlapping duplicate with a lower score and a far box whose face sco
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy
 import onnx
 import pytest
@@ -18,6 +23,8 @@ from PIL import Image, ImageDraw
 
 from models.face_yolo import YoloFaceDetector, YoloModelError, class_names
 from models.faces import detect_faces
+
+REPO = Path(__file__).resolve().parents[2]
 
 #             class 0 ("hand"), class 1 ("face") scores of each box
 BOX_SCORES = [(0.0, 0.9), (0.0, 0.8), (0.95, 0.1)]
@@ -173,3 +180,25 @@ def test_class_names_are_read_without_running_code():
     assert class_names({"names": "['person', 'face']"}) == {0: "person", 1: "face"}
     assert class_names({"names": "__import__('os').system('true')"}) == {}
     assert class_names({}) == {}
+
+
+def test_scrapy_faces_evaluate_measures_a_yolo_model_on_labelled_pictures(tmp_path):
+    red_square_finder(tmp_path / "yolo.onnx")
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    for name, box in (("a", (300, 100, 40, 40)), ("b", (20, 150, 60, 60))):
+        picture_with_red_square((500, 300), box).save(labelled / f"{name}.png")
+        x, y, w, h = box
+        shape = {"label": "face", "shape_type": "rectangle", "points": [[x, y], [x + w, y + h]]}
+        (labelled / f"{name}.json").write_text(json.dumps({"shapes": [shape], "imagePath": f"{name}.png"}))
+    Image.new("RGB", (300, 200), (250, 245, 240)).save(labelled / "plain.png")  # face-free: no red, no box
+    command = [sys.executable, "-m", "scrapy", "faces", "evaluate"]
+    done = subprocess.run([*command, str(tmp_path / "yolo.onnx"), str(labelled)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Faces found on 2/2 pictures (recall 1.000), 0 boxes elsewhere" in done.stdout
+    assert "face-free pictures with a box: 0/1" in done.stdout
+    (tmp_path / "junk.onnx").write_bytes(b"<html>login</html>")
+    done = subprocess.run([*command, str(tmp_path / "junk.onnx"), str(labelled)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "junk.onnx: not a loadable ONNX model" in done.stderr
