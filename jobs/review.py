@@ -16,6 +16,7 @@ The page works without JavaScript: plain forms, and a redirect back to where you
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import os
@@ -130,7 +131,9 @@ class ReviewSite:
         jpeg = self.catalog.thumbnail(artwork_id, picture.page, source)
         if jpeg is None:
             try:
-                jpeg, width, height = make_thumbnail(file, THUMBNAIL_SIZE)
+                # decoding is slow next to everything else here: off the event loop, so a click is
+                # answered while a page's thumbnails are still being drawn
+                jpeg, width, height = await asyncio.to_thread(make_thumbnail, file, THUMBNAIL_SIZE)
             except (OSError, ValueError, SyntaxError) as exc:
                 raise web.HTTPNotFound(text=f"no thumbnail: {exc}") from None
             with self.catalog.batch():
