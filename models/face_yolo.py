@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
+from models.inference import onnx_providers
 
 DEFAULT_THRESHOLD = 0.25  # ultralytics' and imgutils' default confidence
 NMS_IOU = 0.7  # ultralytics' default; our face stage merges what is left with the other detectors at 0.3
@@ -93,8 +94,6 @@ class YoloFaceDetector:
     def __init__(self, path: str | Path, threshold: float = DEFAULT_THRESHOLD, max_side: int = MAX_SIDE,
                  providers: list[str] | None = None) -> None:
         import onnxruntime  # only when a YOLO model is configured
-
-        from models.wd14 import onnx_providers
 
         self.path = Path(path)
         if not self.path.is_file():

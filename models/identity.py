@@ -45,7 +45,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from models.inference import file_sha256
+from models.inference import file_sha256, onnx_providers
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,6 @@ class OnnxEmbedder:
 
     def __init__(self, path: str | Path, normalization: str = "0-1"):
         import onnxruntime  # only when a user embedder is configured
-
-        from models.wd14 import onnx_providers
 
         self.path = Path(path)
         if normalization not in NORMALIZATIONS:

@@ -1,4 +1,5 @@
-"""What the models share: batched inference, Keras outputs as numpy, hashing a weights file, a progress bar."""
+"""What the models share: batched inference, Keras outputs as numpy, onnxruntime's providers, hashing a
+weights file, a progress bar."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def onnx_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), always the CPU one."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
 
 
 def to_numpy(output: Any) -> np.ndarray:

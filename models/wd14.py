@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
-from models.inference import batched_scores, file_sha256
+from models.inference import batched_scores, file_sha256, onnx_providers
 from models.tagger import TaggerError
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,6 @@ def preprocess_image(image: Image.Image, width: int, height: int) -> np.ndarray:
     if square.size != (width, height):
         square = square.resize((width, height), Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(square, dtype=np.float32)[:, :, ::-1])
-
-
-def onnx_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), always the CPU one."""
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
 
 
 def dimension(value: Any) -> int | None:
