@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 
 from models import face_heatmap
 from models.face_heatmap import HeatmapDetector, LabelledPicture, TrainConfig, evaluate, pyramid_scales
@@ -92,6 +93,38 @@ def test_the_pyramid_reaches_small_and_large_faces():
     assert pyramid_scales(320, 1024) == [1.0, 0.5, 0.25]
     assert pyramid_scales(4000, 3000)[0] == pytest.approx(1024 / 4000)
     assert pyramid_scales(40, 30) == [2.0]  # too small for any level: still one
+
+
+def test_turned_patches_keep_their_boxes_on_the_faces_and_blocks_fall_on_faces():
+    """The augmentation turns the patch: the face's box must turn with it (checked on a red dot's pixels)."""
+    def dotted() -> tuple[Image.Image, list[tuple[float, float, float, float]]]:
+        patch = Image.new("RGB", (face_heatmap.PATCH, face_heatmap.PATCH), (40, 120, 200))
+        ImageDraw.Draw(patch).ellipse((126, 36, 134, 44), fill=(255, 0, 0))  # the face box's centre (130, 40)
+        return patch, [(120.0, 30.0, 20.0, 20.0)]
+
+    turning = face_heatmap.PatchSampler([scene(1)], TrainConfig(rotate_degrees=40.0), random.Random(3))
+    turned = 0
+    for _ in range(20):
+        out, boxes = turning._augment(*dotted())
+        (x, y, w, h), = boxes
+        red = numpy.argwhere((numpy.asarray(out)[..., 0] > 200) & (numpy.asarray(out)[..., 1] < 60))
+        assert (w, h) == (20.0, 20.0) and len(red) > 20
+        assert abs(red[:, 1].mean() - (x + 10)) < 1.0 and abs(red[:, 0].mean() - (y + 10)) < 1.0
+        turned += (x, y) != (120.0, 30.0)
+    assert 5 <= turned <= 15  # about half the patches are turned
+
+    occluding = face_heatmap.PatchSampler([scene(1)], TrainConfig(occlude_share=1.0), random.Random(4))
+    blocked = 0
+    for _ in range(10):
+        before, boxes = dotted()
+        out, after = occluding._augment(before.copy(), boxes)
+        changed = numpy.argwhere(numpy.any(numpy.asarray(out) != numpy.asarray(before), axis=2))
+        assert after == boxes
+        if len(changed):  # a block of one colour, inside the face box (it may reach a little above it)
+            assert 120 <= changed[:, 1].min() and changed[:, 1].max() <= 140
+            assert 28 <= changed[:, 0].min() and changed[:, 0].max() <= 50
+            blocked += 1
+    assert blocked >= 3  # the block's colour is drawn from the patch, so it is sometimes the face's own
 
 
 def write_labelme(folder: Path, picture: LabelledPicture, name: str) -> None:
