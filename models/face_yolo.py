@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
-from models.inference import onnx_providers
+from models.inference import dimension, onnx_providers
 
 DEFAULT_THRESHOLD = 0.25  # ultralytics' and imgutils' default confidence
 NMS_IOU = 0.7  # ultralytics' default; our face stage merges what is left with the other detectors at 0.3
@@ -42,10 +42,6 @@ ALIGN = 32
 
 class YoloModelError(ValueError):
     """The file is not an ONNX YOLO detector we can read (the message says what is wrong)."""
-
-
-def _dimension(value: Any) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
 
 
 def class_names(metadata: dict[str, str]) -> dict[int, str]:
@@ -112,7 +108,7 @@ class YoloFaceDetector:
             raise YoloModelError(f"{self.path}: expected one float32 input (N, 3, H, W), got "
                                  f"{[(i.name, i.shape, i.type) for i in inputs]}")
         self.input_name = inputs[0].name
-        self.fixed_size = (_dimension(shape[3]), _dimension(shape[2]))  # (width, height), None where dynamic
+        self.fixed_size = (dimension(shape[3]), dimension(shape[2]))  # (width, height), None where dynamic
         names = class_names(self.session.get_modelmeta().custom_metadata_map)
         faces = [k for k, v in names.items() if v.lower() == "face"]
         self.face_class = faces[0] if faces else 0

@@ -30,6 +30,11 @@ def onnx_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
 
 
+def dimension(value: Any) -> int | None:
+    """A fixed ONNX dimension, or None for a symbolic one ("batch_size", None)."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def to_numpy(output: Any) -> np.ndarray:
     """A Keras 3 model's output, whatever the backend (TensorFlow or torch tensors)."""
     import keras

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import flatten_on_white
-from models.inference import batched_scores, file_sha256, onnx_providers
+from models.inference import batched_scores, dimension, file_sha256, onnx_providers
 from models.tagger import TaggerError
 
 log = logging.getLogger(__name__)
@@ -114,11 +114,6 @@ def preprocess_image(image: Image.Image, width: int, height: int) -> np.ndarray:
     if square.size != (width, height):
         square = square.resize((width, height), Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(square, dtype=np.float32)[:, :, ::-1])
-
-
-def dimension(value: Any) -> int | None:
-    """A fixed ONNX dimension, or None for a symbolic one ("batch_size", None)."""
-    return value if isinstance(value, int) and value > 0 else None
 
 
 @dataclass(eq=False)

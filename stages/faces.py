@@ -137,14 +137,10 @@ def detectors_version(settings: Mapping[str, Any]) -> str:
                 parts.append(f"animeface-{metadata.version('animeface')}")
             except metadata.PackageNotFoundError:
                 parts.append("animeface-missing")
-        elif name == "heatmap":
-            model = Path(settings["heatmap_model"]) if settings["heatmap_model"] else None
+        elif name in ("heatmap", "yolo"):  # detectors with a weights file: its digest and their threshold
+            model = Path(settings[f"{name}_model"]) if settings[f"{name}_model"] else None
             digest = file_sha256(model)[:12] if model and model.is_file() else "missing"
-            parts.append(f"heatmap-{digest}@{settings['heatmap_threshold']}")
-        elif name == "yolo":
-            model = Path(settings["yolo_model"]) if settings["yolo_model"] else None
-            digest = file_sha256(model)[:12] if model and model.is_file() else "missing"
-            parts.append(f"yolo-{digest}@{settings['yolo_threshold']}")
+            parts.append(f"{name}-{digest}@{settings[f'{name}_threshold']}")
         else:
             parts.append(name)
     return (
@@ -219,16 +215,12 @@ def usable_detectors(names: list[str], cascade_path: str, settings: Mapping[str,
                 problems.append(f"Faces: animeface not used: {exc}")
                 continue
             usable.append(name)
-        elif name == "heatmap":
-            problem = heatmap_problem(settings.get("heatmap_model") or "")
+        elif name in ("heatmap", "yolo"):
+            what, why_not = {"heatmap": ("the learned detector", heatmap_problem),
+                             "yolo": ("the YOLO face detector", yolo_problem)}[name]
+            problem = why_not(settings.get(f"{name}_model") or "")
             if problem:
-                problems.append(f"Faces: the learned detector not used: {problem}")
-                continue
-            usable.append(name)
-        elif name == "yolo":
-            problem = yolo_problem(settings.get("yolo_model") or "")
-            if problem:
-                problems.append(f"Faces: the YOLO face detector not used: {problem}")
+                problems.append(f"Faces: {what} not used: {problem}")
                 continue
             usable.append(name)
         else:
