@@ -230,18 +230,24 @@ def yolo_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, 
     alone = {t: Row(f"yolo alone, threshold {t}") for t in YOLO_THRESHOLDS}
     union = {t: Row(f"verified + yolo, threshold {t}") for t in YOLO_THRESHOLDS}
     for key, kind, image in pictures:
-        started = time.perf_counter()
-        found = detector.detect(image)
-        seconds = time.perf_counter() - started
-        for t in YOLO_THRESHOLDS:
-            mine = [f for f in found if f.score >= t]
-            alone[t].seconds += seconds
-            alone[t].add(key, kind, mine)
-            union[t].add(key, kind, suppress_overlaps([*verified[key], *mine]))
-            union[t].seconds += seconds
+        score_at_thresholds(detector, key, kind, image, verified[key], alone, union)
     for t in YOLO_THRESHOLDS:
-        union[t].seconds += verified_seconds
+        union[t].seconds = alone[t].seconds + verified_seconds
     return [*alone.values(), *union.values()]
+
+
+def score_at_thresholds(detector, key: str, kind: str, image: Image.Image, verified: list[Face],  # noqa: ANN001
+                        alone: dict[float, Row], union: dict[float, Row]) -> None:
+    """Run a whole-picture detector once and score its boxes at each threshold of ``alone``, alone
+    and added to the ``verified`` boxes (``union``); the run's time goes to the ``alone`` rows."""
+    started = time.perf_counter()
+    found = detector.detect(image)
+    seconds = time.perf_counter() - started
+    for t in alone:
+        mine = [f for f in found if f.score >= t]
+        alone[t].seconds += seconds
+        alone[t].add(key, kind, mine)
+        union[t].add(key, kind, suppress_overlaps([*verified, *mine]))
 
 
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
@@ -268,16 +274,8 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
         print(f"fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s", file=sys.stderr)
         detector = face_heatmap.HeatmapDetector(net, threshold=min(LEARNED_THRESHOLDS))
         for key, kind, image in pictures:
-            if fold_of[character[key]] != fold:
-                continue
-            started = time.perf_counter()
-            found = detector.detect(image)
-            seconds = time.perf_counter() - started
-            for t in LEARNED_THRESHOLDS:
-                mine = [f for f in found if f.score >= t]
-                alone[t].seconds += seconds
-                alone[t].add(key, kind, mine)
-                union[t].add(key, kind, suppress_overlaps([*verified[key], *mine]))
+            if fold_of[character[key]] == fold:
+                score_at_thresholds(detector, key, kind, image, verified[key], alone, union)
     for t in LEARNED_THRESHOLDS:  # the two run one after the other
         union[t].seconds, union[t].estimated = alone[t].seconds + verified_seconds, True
     return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])]
