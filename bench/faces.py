@@ -217,6 +217,7 @@ def main() -> int:
 
 
 LEARNED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+VERIFIER_THRESHOLDS = (0.5, 0.6, 0.7)
 YOLO_THRESHOLDS = (0.25, 0.4, 0.5)
 
 
@@ -255,7 +256,8 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     """The learned detector, each picture scored by a net that never saw its character (nor, for a
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
-    to the ``verified`` method's boxes (what FACES_DETECTORS = "cascade,animeface,heatmap" does)."""
+    to the ``verified`` method's boxes (what FACES_DETECTORS = "cascade,animeface,heatmap" does);
+    without the net's crop verifier, then with it (models/face_verifier.py) at ``VERIFIER_THRESHOLDS``."""
     import cv2
 
     from models import face_heatmap
@@ -266,19 +268,31 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     fold_of = {name: i % folds for i, name in enumerate(names)}
     alone = {t: Row(f"learned alone, threshold {t} (3-fold CV by character)") for t in LEARNED_THRESHOLDS}
     union = {t: Row(f"verified + learned, threshold {t} (3-fold CV)") for t in LEARNED_THRESHOLDS}
+    checked = {t: Row(f"verified + learned + its verifier, threshold {t} (3-fold CV)", estimated=True)
+               for t in VERIFIER_THRESHOLDS}
     for fold in range(folds):
         training = face_heatmap.labelled_from_boxes(
             (image, (HEADS[key],) if key in HEADS else (), key)
             for key, kind, image in pictures if fold_of[character[key]] != fold)
         net, result = face_heatmap.train(training, face_heatmap.TrainConfig(steps=steps, threads=2), device="cpu")
-        print(f"fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s", file=sys.stderr)
-        detector = face_heatmap.HeatmapDetector(net, threshold=min(LEARNED_THRESHOLDS))
-        for key, kind, image in pictures:
-            if fold_of[character[key]] == fold:
-                score_at_thresholds(detector, key, kind, image, verified[key], alone, union)
+        print(f"fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s, "
+              f"its verifier in {result.verifier_seconds:.0f} s", file=sys.stderr)
+        detector = face_heatmap.HeatmapDetector(net, threshold=min(LEARNED_THRESHOLDS), use_verifier=False)
+        held_out = [(key, kind, image) for key, kind, image in pictures if fold_of[character[key]] == fold]
+        for key, kind, image in held_out:
+            score_at_thresholds(detector, key, kind, image, verified[key], alone, union)
+        for t, row in checked.items():  # the verifier's rule depends on the threshold: one run each
+            detector = face_heatmap.HeatmapDetector(net, threshold=t)
+            for key, kind, image in held_out:
+                started = time.perf_counter()
+                found = detector.detect(image)
+                row.seconds += time.perf_counter() - started
+                row.add(key, kind, suppress_overlaps([*verified[key], *found]))
     for t in LEARNED_THRESHOLDS:  # the two run one after the other
         union[t].seconds, union[t].estimated = alone[t].seconds + verified_seconds, True
-    return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])]
+    for row in checked.values():
+        row.seconds += verified_seconds
+    return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])] + list(checked.values())
 
 
 _worker_detectors: list = []

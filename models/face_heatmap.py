@@ -24,6 +24,11 @@ without faces (``boxes=()``) are negatives. Targets: a Gaussian peak at each in-
 (focal loss, as in CenterNet), the log side at the centre cell (L1); faces just outside the range
 are ignored, not taught either way.
 
+Verifier (``TrainConfig.verifier_steps``, models/face_verifier.py): after the heatmap, a small crop
+classifier is trained on the same pictures, its negatives the net's own mistakes on them. A file with
+one runs the net on more views (the mirror, levels in between the pyramid's), and a candidate under
+the threshold but scoring at least ``face_verifier.ASK_FROM`` is a face if the verifier says so.
+
 Weights are not shipped: ``scrapy faces train`` makes them from the user's labelled pictures, and
 ``FACES_HEATMAP_MODEL`` points the face stage at the file.
 """
@@ -43,6 +48,7 @@ from PIL import Image, ImageOps
 from torch import nn
 from torch.nn import functional as F
 
+from models import face_verifier
 from models.imaging import flatten_on_white
 from models.torch_common import CheckpointError, choose_device, load_checkpoint, save_checkpoint, state_on_cpu
 from models.training import Every, StepTiming, run_steps
@@ -58,6 +64,7 @@ MIN_LEVEL_SIDE = 48  # px; pyramid levels whose shorter side would be smaller ar
 MEAN = (0.5, 0.5, 0.5)
 SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.3
+CANDIDATE_FLOOR = 0.15  # centre score from which the verifier's training mines candidates
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class TrainConfig:
     occlude_share: float = 0.0  # ... this share of face patches gets a block over part of a face ...
     hue_shift: float = 0.0  # ... half of them get their hue turned by up to this share of the circle ...
     gamma_range: tuple[float, float] = (1.0, 1.0)  # ... and half a gamma drawn from this range
+    verifier_steps: int = 1500  # then a crop verifier is trained on the net's mistakes (0: none)
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
@@ -96,6 +104,8 @@ class TrainResult:
     negatives: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    verifier_losses: list[float] = field(default_factory=list)
+    verifier_seconds: float = 0.0
 
 
 def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -107,9 +117,12 @@ def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequenti
 
 
 class FaceHeatmapNet(nn.Module):
-    """Picture (N, 3, H, W) in 0..1 -> (centre logits, log side in px) at 1/8 resolution."""
+    """Picture (N, 3, H, W) in 0..1 -> (centre logits, log side in px) at 1/8 resolution.
 
-    def __init__(self, width: int = 64) -> None:
+    ``verifier`` (a ``face_verifier.FaceVerifierNet`` or None) is not used by ``forward``; it rides
+    along so that one state dict, one file, holds the whole detector."""
+
+    def __init__(self, width: int = 64, verifier: bool = False) -> None:
         super().__init__()
         half = width // 2
         self.body = nn.Sequential(
@@ -121,6 +134,8 @@ class FaceHeatmapNet(nn.Module):
         self.size = nn.Conv2d(width, 1, 1)
         nn.init.constant_(self.centre.bias, -4.0)  # start near "no face anywhere" (CenterNet's prior)
         nn.init.constant_(self.size.bias, math.log(48.0))
+        self.verifier: face_verifier.FaceVerifierNet | None
+        self.register_module("verifier", face_verifier.FaceVerifierNet() if verifier else None)
 
     def forward(self, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(pictures - torch.tensor(MEAN, device=pictures.device).view(1, 3, 1, 1))
@@ -361,7 +376,37 @@ def _train(pictures: Sequence[LabelledPicture], config: TrainConfig, log: Any,
     timing = StepTiming()
     run_steps(batches(), step, 0, config.steps, "training the face detector", False, [Every(100, report)], timing)
     result.seconds = timing.spent
-    return net.eval().cpu(), result
+    net = net.eval().cpu()
+    if config.verifier_steps:
+        verifier_config = face_verifier.VerifierConfig(steps=config.verifier_steps, seed=config.seed)
+        samples = verifier_samples(net, pictures, rng)
+        net.verifier, result.verifier_losses, result.verifier_seconds = face_verifier.train(
+            samples, verifier_config, log, where)
+    return net, result
+
+
+def verifier_samples(net: FaceHeatmapNet, pictures: Sequence[LabelledPicture], rng: random.Random,
+                     random_per_picture: int = 40) -> list[face_verifier.Sample]:
+    """What the verifier learns from: each labelled face (weighted up), the net's candidates on the
+    training pictures (on a face: a face; far from any: a hard negative, weighted up), and random
+    squares away from the faces."""
+    detector = HeatmapDetector(net)
+    samples = []
+    for picture in pictures:
+        samples += [face_verifier.Sample(picture.image, box, True) for box in picture.boxes] * 80
+        for candidate in detector.candidates(picture.image, CANDIDATE_FLOOR, extra_views=True):
+            overlap = max((_iou(candidate, box) for box in picture.boxes), default=0.0)
+            if overlap >= 0.45:
+                samples.append(face_verifier.Sample(picture.image, candidate[:4], True))
+            elif overlap < 0.2:
+                samples += [face_verifier.Sample(picture.image, candidate[:4], False)] * 3
+        width, height = picture.image.size
+        for _ in range(random_per_picture):
+            side = rng.uniform(24, max(30.0, min(width, height) * 0.6))
+            box = (rng.uniform(0, max(width - side, 0)), rng.uniform(0, max(height - side, 0)), side, side)
+            if all(_iou(box, face) < 0.2 for face in picture.boxes):
+                samples.append(face_verifier.Sample(picture.image, box, False))
+    return samples
 
 
 def save(net: FaceHeatmapNet, path: str | Path, result: TrainResult | None = None) -> None:
@@ -371,8 +416,8 @@ def save(net: FaceHeatmapNet, path: str | Path, result: TrainResult | None = Non
 
 def load(path: str | Path) -> FaceHeatmapNet:
     checkpoint = load_checkpoint(path, FORMAT)
-    net = FaceHeatmapNet()
     try:
+        net = FaceHeatmapNet(verifier=any(key.startswith("verifier.") for key in checkpoint["state"]))
         net.load_state_dict(checkpoint["state"])
     except (KeyError, RuntimeError) as error:
         raise CheckpointError(f"{path}: the weights do not fit this detector ({str(error).splitlines()[0]})") from None
@@ -405,6 +450,15 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return w * h / (aw * ah + bw * bh - w * h)
 
 
+def merge_overlaps(boxes: Iterable[tuple[float, float, float, float, float]]) -> list[tuple[float, float, float, float, float]]:
+    """Best first, each box dropped that overlaps a better one by ``NMS_IOU`` or more."""
+    kept: list[tuple[float, float, float, float, float]] = []
+    for box in sorted(boxes, key=lambda b: -b[4]):
+        if all(_iou(box, other) < NMS_IOU for other in kept):
+            kept.append(box)
+    return kept
+
+
 class HeatmapDetector:
     """The learned detector behind the face stage's ``heatmap`` method (and its ``Detector`` shape)."""
 
@@ -412,34 +466,59 @@ class HeatmapDetector:
     views = ("plain",)
     box_scale = 1.0
 
-    def __init__(self, net: FaceHeatmapNet | str | Path, threshold: float = SCORE_THRESHOLD, threads: int = 0) -> None:
+    def __init__(self, net: FaceHeatmapNet | str | Path, threshold: float = SCORE_THRESHOLD, threads: int = 0,
+                 use_verifier: bool = True) -> None:
         self.net = load(net) if isinstance(net, (str, Path)) else net.eval()
         self.threshold = threshold
+        self.verifier = self.net.verifier if use_verifier else None
         if threads:  # for the whole process: the face stage runs one detector set per worker process
             torch.set_num_threads(threads)
 
     @torch.inference_mode()
-    def boxes(self, image: Image.Image) -> list[tuple[float, float, float, float, float]]:
-        """(x, y, w, h, score) in picture px, overlaps merged, best first."""
+    def candidates(self, image: Image.Image, floor: float,
+                   extra_views: bool = False) -> list[tuple[float, float, float, float, float]]:
+        """Every local peak scoring ``floor`` or more, as (x, y, w, h, score) in picture px, overlaps
+        not merged: on the pyramid, and with ``extra_views`` on its mirror, on levels in between (1/sqrt 2
+        of each) and their mirror."""
         picture = flatten_on_white(image).convert("RGB")
         width, height = picture.size
+        scales = pyramid_scales(width, height)
+        if extra_views:
+            scales += [s / math.sqrt(2) for s in scales if min(width, height) * s / math.sqrt(2) >= MIN_LEVEL_SIDE]
         found: list[tuple[float, float, float, float, float]] = []
-        for scale in pyramid_scales(width, height):
-            size = (max(round(width * scale), STRIDE), max(round(height * scale), STRIDE))
-            level = picture.resize(size, Image.Resampling.BILINEAR) if size != picture.size else picture
-            tensor = torch.from_numpy(np.asarray(level, np.float32).transpose(2, 0, 1) / 255.0)[None]
-            logits, log_side = self.net(tensor)
-            prob = torch.sigmoid(logits)
-            peaks = (prob == F.max_pool2d(prob[None], 3, stride=1, padding=1)[0]) & (prob >= self.threshold)
-            for _, iy, ix in peaks.nonzero().tolist():
-                side = math.exp(float(log_side[0, iy, ix])) / scale
-                cx, cy = (ix + 0.5) * STRIDE / scale, (iy + 0.5) * STRIDE / scale
-                found.append((cx - side / 2, cy - side / 2, side, side, float(prob[0, iy, ix])))
-        kept: list[tuple[float, float, float, float, float]] = []
-        for box in sorted(found, key=lambda b: -b[4]):
-            if all(_iou(box, other) < NMS_IOU for other in kept):
-                kept.append(box)
-        return kept
+        for view in (picture, ImageOps.mirror(picture)) if extra_views else (picture,):
+            mirrored = view is not picture
+            for scale in scales:
+                size = (max(round(width * scale), STRIDE), max(round(height * scale), STRIDE))
+                level = view.resize(size, Image.Resampling.BILINEAR) if size != view.size else view
+                tensor = torch.from_numpy(np.asarray(level, np.float32).transpose(2, 0, 1) / 255.0)[None]
+                logits, log_side = self.net(tensor)
+                prob = torch.sigmoid(logits)
+                peaks = (prob == F.max_pool2d(prob[None], 3, stride=1, padding=1)[0]) & (prob >= floor)
+                for _, iy, ix in peaks.nonzero().tolist():
+                    side = math.exp(float(log_side[0, iy, ix])) / scale
+                    cx, cy = (ix + 0.5) * STRIDE / scale, (iy + 0.5) * STRIDE / scale
+                    if mirrored:
+                        cx = width - cx
+                    found.append((cx - side / 2, cy - side / 2, side, side, float(prob[0, iy, ix])))
+        return found
+
+    def boxes(self, image: Image.Image) -> list[tuple[float, float, float, float, float]]:
+        """(x, y, w, h, score) in picture px, overlaps merged, best first. With a verifier, a
+        candidate from any view is a face at the threshold, or from ``ASK_FROM`` if the verifier agrees."""
+        verifier = self.verifier
+        if verifier is None:
+            found = self.candidates(image, self.threshold)
+        else:
+            ask_from = min(face_verifier.ASK_FROM, self.threshold)
+            found = self.candidates(image, ask_from, extra_views=True)
+            doubtful = [box for box in found if box[4] < self.threshold]
+            if doubtful:
+                picture = flatten_on_white(image).convert("RGB")
+                agreed = face_verifier.probabilities(verifier, picture, [box[:4] for box in doubtful])
+                rejected = {id(box) for box, p in zip(doubtful, agreed) if p < face_verifier.THRESHOLD}
+                found = [box for box in found if id(box) not in rejected]
+        return merge_overlaps(found)
 
     def detect(self, image: Image.Image) -> list[Any]:
         from models.faces import Face  # models.faces imports this module for its "heatmap" method

@@ -47,11 +47,17 @@ def scene(seed: int, with_face: bool = True) -> LabelledPicture:
     return LabelledPicture(picture, ((x + 0.25 * side, y + 0.35 * side, 0.5 * side, 0.5 * side),), f"face-{seed}")
 
 
-@pytest.fixture(scope="module")
-def trained() -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
+def train_on_scenes(steps: int, verifier_steps: int) -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
+    """A brief CPU training run on 12 scenes with a drawn head and 6 face-free ones."""
     torch.manual_seed(0)
     pictures = [scene(seed) for seed in range(12)] + [scene(100 + seed, with_face=False) for seed in range(6)]
-    return face_heatmap.train(pictures, TrainConfig(steps=260, batch_size=16, learning_rate=3e-3, seed=1, threads=2), device="cpu")
+    config = TrainConfig(steps=steps, batch_size=16, learning_rate=3e-3, seed=1, threads=2, verifier_steps=verifier_steps)
+    return face_heatmap.train(pictures, config, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
+    return train_on_scenes(260, verifier_steps=0)
 
 
 def test_it_learns_to_find_drawn_heads_it_has_not_seen(trained):
@@ -155,12 +161,12 @@ def test_the_command_trains_and_evaluates_in_a_fresh_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "scrapy", "faces"]
     done = subprocess.run([*command, "train", str(labelled), str(tmp_path / "faces.pt"), "--steps", "3",
-                           "--batch-size", "4", "--device", "cpu"], cwd=REPO, capture_output=True, text=True,
+                           "--batch-size", "4", "--verifier-steps", "3", "--device", "cpu"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert "Trained on 4 pictures (3 faces, 1 face-free)" in done.stdout
     assert json.loads((tmp_path / "faces.pt.json").read_text())["config"]["steps"] == 3
-    face_heatmap.load(tmp_path / "faces.pt")
+    assert face_heatmap.load(tmp_path / "faces.pt").verifier is not None
     done = subprocess.run([*command, "evaluate", str(tmp_path / "faces.pt"), str(labelled)], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
