@@ -120,6 +120,7 @@ def main() -> int:
                         help="also train the learned detector (models/face_heatmap.py) for STEPS steps in a 3-fold "
                              "cross-validation by character, and score it on the held-out folds (~7 min a fold "
                              "at 1500 steps on 2 cores)")
+    parser.add_argument("--seed", type=int, default=0, help="the learned detector's training seed (default 0)")
     parser.add_argument("--yolo", type=Path, metavar="MODEL.onnx",
                         help="also score a pretrained YOLO face detector (models/face_yolo.py; e.g. imgutils' "
                              "face_detect), alone and added to verified, at a few thresholds")
@@ -190,7 +191,7 @@ def main() -> int:
             rows.append(row)
 
     if args.learned_cv:
-        rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv)
+        rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seed=args.seed)
     if args.yolo:
         rows += yolo_rows(pictures, verified, rows[4].seconds, args.yolo)
 
@@ -252,7 +253,7 @@ def score_at_thresholds(detector, key: str, kind: str, image: Image.Image, verif
 
 
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
-                 verified_seconds: float, steps: int, folds: int = 3) -> list[Row]:
+                 verified_seconds: float, steps: int, folds: int = 3, seed: int = 0) -> list[Row]:
     """The learned detector, each picture scored by a net that never saw its character (nor, for a
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
@@ -274,7 +275,7 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
         training = face_heatmap.labelled_from_boxes(
             (image, (HEADS[key],) if key in HEADS else (), key)
             for key, kind, image in pictures if fold_of[character[key]] != fold)
-        net, result = face_heatmap.train(training, face_heatmap.TrainConfig(steps=steps, threads=2), device="cpu")
+        net, result = face_heatmap.train(training, face_heatmap.TrainConfig(steps=steps, seed=seed, threads=2), device="cpu")
         print(f"fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s, "
               f"its verifier in {result.verifier_seconds:.0f} s", file=sys.stderr)
         detector = face_heatmap.HeatmapDetector(net, threshold=min(LEARNED_THRESHOLDS), use_verifier=False)

@@ -39,7 +39,7 @@ FACES_DETECTORS = "cascade,animeface"
 FACES_HEATMAP_MODEL = ""  # path of a `scrapy faces train` checkpoint
 # the learned detector's centre score that makes a face; with a checkpoint that holds a crop verifier
 # (the default of `scrapy faces train`), a lower score from 0.3 counts too when the verifier agrees
-FACES_HEATMAP_THRESHOLD = 0.5
+FACES_HEATMAP_THRESHOLD = 0.6
 FACES_YOLO_MODEL = ""  # path of the .onnx file
 FACES_YOLO_THRESHOLD = 0.25  # its confidence that makes a face (ultralytics' and imgutils' default)
 # "verified": the cascade proposes loosely, animeface confirms each proposal on crops (needs both

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "crop_size": 96,
     "max_pixels": 64_000_000,
     "heatmap_model": "",  # the learned detector's weights (scrapy faces train)
-    "heatmap_threshold": 0.5,
+    "heatmap_threshold": 0.6,
     "yolo_model": "",  # a pretrained YOLO face detector in ONNX (models/face_yolo.py)
     "yolo_threshold": 0.25,
 }
