@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -190,8 +191,10 @@ def main() -> int:
                 row.add(key, kind, faces)
             rows.append(row)
 
+    learned_file = None
     if args.learned_cv:
-        rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seed=args.seed)
+        learned_file = Path(tempfile.mkdtemp()) / "last-fold.pt"
+        rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seed=args.seed, keep=learned_file)
     if args.yolo:
         rows += yolo_rows(pictures, verified, rows[4].seconds, args.yolo)
 
@@ -213,7 +216,7 @@ def main() -> int:
         if row.name.startswith("combined: verified"):
             print("-" * len(header))  # ablations of the views method below
     if not args.no_throughput:
-        print_throughput(xml, pictures)
+        print_throughput(xml, pictures, heatmap=learned_file)
     return 0
 
 
@@ -253,7 +256,8 @@ def score_at_thresholds(detector, key: str, kind: str, image: Image.Image, verif
 
 
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
-                 verified_seconds: float, steps: int, folds: int = 3, seed: int = 0) -> list[Row]:
+                 verified_seconds: float, steps: int, folds: int = 3, seed: int = 0,
+                 keep: Path | None = None) -> list[Row]:
     """The learned detector, each picture scored by a net that never saw its character (nor, for a
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
@@ -289,6 +293,8 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
                 found = detector.detect(image)
                 row.seconds += time.perf_counter() - started
                 row.add(key, kind, suppress_overlaps([*verified[key], *found]))
+    if keep:  # the last fold's net (and its verifier), for print_throughput
+        face_heatmap.save(net, keep)
     for t in LEARNED_THRESHOLDS:  # the two run one after the other
         union[t].seconds, union[t].estimated = alone[t].seconds + verified_seconds, True
     for row in checked.values():
@@ -299,11 +305,15 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
 _worker_detectors: list = []
 
 
-def _start_worker(xml: str) -> None:
+def _start_worker(xml: str, heatmap: str | None = None) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker, as in the crawl's process pool
     _worker_detectors[:] = [CascadeDetector(xml), AnimefaceDetector()]
+    if heatmap:
+        from models.face_heatmap import HeatmapDetector
+
+        _worker_detectors.append(HeatmapDetector(heatmap, threads=1))
 
 
 def _detect(job: tuple[str, Image.Image]) -> int:
@@ -311,8 +321,10 @@ def _detect(job: tuple[str, Image.Image]) -> int:
     return len(detect_faces(image, _worker_detectors, method=method))
 
 
-def print_throughput(xml: Path, pictures: list[tuple[str, str, Image.Image]], workers: int = 2) -> None:
-    """Pictures per second of each method in ``workers`` processes, like the crawl's worker pool."""
+def print_throughput(xml: Path, pictures: list[tuple[str, str, Image.Image]], workers: int = 2,
+                     heatmap: Path | None = None) -> None:
+    """Pictures per second of each method in ``workers`` processes, like the crawl's worker pool; with
+    ``heatmap`` (a learned detector's weights file), ``verified`` with it added too."""
     cards = [image for _, kind, image in pictures if kind == "cards"]
     crawl_sized = []
     for _, _, image in pictures:
@@ -322,14 +334,18 @@ def print_throughput(xml: Path, pictures: list[tuple[str, str, Image.Image]], wo
     sets = {f"{len(cards)} cards at their real size (320x1024)": cards,
             f"all {len(crawl_sized)} pictures scaled to 512 px": crawl_sized}
     print(f"\nthroughput, {workers} worker processes (one core each):")
-    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (str(xml),)) as pool:
-        pool.map(_detect, [("verified", cards[0])] * workers)  # start-up (self-test, cascade load) not counted
-        for label, images in sets.items():
-            for method in ("views", "verified"):
-                started = time.perf_counter()
-                pool.map(_detect, [(method, image) for image in images], chunksize=1)
-                elapsed = time.perf_counter() - started
-                print(f"  {label:<45} method {method:<9} {len(images) / elapsed:7.2f} pictures/s")
+    runs = [("", str(xml), None, ("views", "verified"))]
+    if heatmap:
+        runs.append((" + learned", str(xml), str(heatmap), ("verified",)))
+    for added, *initargs, methods in runs:
+        with multiprocessing.get_context("spawn").Pool(workers, _start_worker, tuple(initargs)) as pool:
+            pool.map(_detect, [("verified", cards[0])] * workers)  # start-up (self-test, loading) not counted
+            for label, images in sets.items():
+                for method in methods:
+                    started = time.perf_counter()
+                    pool.map(_detect, [(method, image) for image in images], chunksize=1)
+                    elapsed = time.perf_counter() - started
+                    print(f"  {label:<45} method {method + added:<20} {len(images) / elapsed:7.2f} pictures/s")
 
 
 if __name__ == "__main__":
