@@ -62,7 +62,7 @@ MAX_SIDE = 1024  # px; the pyramid's first level is the picture shrunk to this l
 SMALL_SIDE = 320  # px; pictures with a shorter longer side get a 2x level too
 MIN_LEVEL_SIDE = 48  # px; pyramid levels whose shorter side would be smaller are not run
 MEAN = (0.5, 0.5, 0.5)
-SCORE_THRESHOLD = 0.6  # where both bench seeds met the targets with the verifier (docs/curation.md)
+SCORE_THRESHOLD = 0.6  # with a verifier, the best of 0.5-0.7 in the held-out runs (docs/curation.md)
 NMS_IOU = 0.3
 CANDIDATE_FLOOR = 0.15  # centre score from which the verifier's training mines candidates
 
