@@ -510,11 +510,11 @@ class HeatmapDetector:
         if verifier is None:
             found = self.candidates(image, self.threshold)
         else:
+            picture = flatten_on_white(image).convert("RGB")  # once: the net's views and the crops share it
             ask_from = min(face_verifier.ASK_FROM, self.threshold)
-            found = self.candidates(image, ask_from, extra_views=True)
+            found = self.candidates(picture, ask_from, extra_views=True)
             doubtful = [box for box in found if box[4] < self.threshold]
             if doubtful:
-                picture = flatten_on_white(image).convert("RGB")
                 agreed = face_verifier.probabilities(verifier, picture, [box[:4] for box in doubtful])
                 rejected = {id(box) for box, p in zip(doubtful, agreed) if p < face_verifier.THRESHOLD}
                 found = [box for box in found if id(box) not in rejected]
