@@ -15,7 +15,10 @@ Protocol: nothing is trained. The ``verified`` method's constants (models/faces.
 VERIFY_ATTEMPTS, VERIFY_SCORE, HINT_SCORE, MAX_PROPOSALS) were chosen by looking at these same 90
 pictures, so its numbers here are a fit, not a held-out estimate.
 
-    .venv/bin/python bench/faces.py [--fixtures DIR] [--no-ablations] [--no-throughput] [--learned-cv STEPS] [--yolo MODEL.onnx]
+    .venv/bin/python bench/faces.py [--fixtures DIR] [--no-ablations] [--no-throughput]
+        [--learned-cv STEPS [--seed N[,N...]] [--verifier-steps N]] [--yolo MODEL.onnx]
+
+``--learned-cv 1500 --seed 0,1,2,3,4`` gives the pooled held-out figures of docs/curation.md (~3 h).
 
 The fixtures are test data outside the repository (``../shared/fixtures/anime``, see its
 SOURCE.txt); nothing of them is copied here. ``HEADS`` are our own labels: the box of the face
@@ -25,6 +28,7 @@ on each positive picture, checked by eye (x, y, w, h in picture pixels, animefac
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import sys
 import tempfile
@@ -32,6 +36,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -84,6 +89,7 @@ class Row:
     name: str
     seconds: float = 0.0
     estimated: bool = False
+    runs: int = 1  # pooled held-out runs (learned rows with several seeds): each picture counted once a run
     found: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
     located: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
     wrong: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
@@ -121,7 +127,11 @@ def main() -> int:
                         help="also train the learned detector (models/face_heatmap.py) for STEPS steps in a 3-fold "
                              "cross-validation by character, and score it on the held-out folds (~7 min a fold "
                              "at 1500 steps on 2 cores)")
-    parser.add_argument("--seed", type=int, default=0, help="the learned detector's training seed (default 0)")
+    parser.add_argument("--seed", type=seed_list, default=(0,), metavar="N[,N...]",
+                        help="the learned detector's training seed (default 0); several, comma-separated, run the "
+                             "cross-validation once per seed and print the rows pooled over the runs")
+    parser.add_argument("--verifier-steps", type=int, default=None, metavar="N",
+                        help="the learned detector's crop verifier's training steps (default: TrainConfig's)")
     parser.add_argument("--yolo", type=Path, metavar="MODEL.onnx",
                         help="also score a pretrained YOLO face detector (models/face_yolo.py; e.g. imgutils' "
                              "face_detect), alone and added to verified, at a few thresholds")
@@ -194,24 +204,26 @@ def main() -> int:
     learned_file = None
     if args.learned_cv:
         learned_file = Path(tempfile.mkdtemp()) / "last-fold.pt"
-        rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seed=args.seed, keep=learned_file)
+        rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seeds=args.seed, keep=learned_file,
+                             verifier_steps=args.verifier_steps)
     if args.yolo:
         rows += yolo_rows(pictures, verified, rows[4].seconds, args.yolo)
 
     n = len(pictures)
     print(f"{n} pictures: {counts['faces']} head icons, {counts['cards']} full-body cards, {counts['negatives']} negatives\n")
-    header = (f"{'detector':<62} {'faces found/located':>20} {'cards found/located':>20} "
+    header = (f"{'detector':<72} {'faces found/located':>20} {'cards found/located':>20} "
               f"{'wrong boxes':>11} {'FP negatives':>13} {'pictures/s':>10}")
     print(header)
     print("-" * len(header))
     for row in rows:
         f, c = row.found, row.located
+        of = {kind: counts[kind] * row.runs for kind in SETS}
         print(
-            f"{row.name:<62} {f['faces']:>3}/{counts['faces']} {c['faces']:>3}/{counts['faces']} ({c['faces'] / counts['faces']:4.0%})"
-            f" {f['cards']:>3}/{counts['cards']} {c['cards']:>3}/{counts['cards']} ({c['cards'] / counts['cards']:4.0%})"
+            f"{row.name:<72} {f['faces']:>3}/{of['faces']} {c['faces']:>3}/{of['faces']} ({c['faces'] / of['faces']:4.0%})"
+            f" {f['cards']:>3}/{of['cards']} {c['cards']:>3}/{of['cards']} ({c['cards'] / of['cards']:4.0%})"
             f" {row.wrong['faces'] + row.wrong['cards']:>11}"
-            f" {f['negatives']:>3}/{counts['negatives']} ({f['negatives'] / counts['negatives']:4.0%})"
-            f" {'~' if row.estimated else ' '}{n / row.seconds:>9.2f}"
+            f" {f['negatives']:>3}/{of['negatives']} ({f['negatives'] / of['negatives']:4.0%})"
+            f" {'~' if row.estimated else ' '}{n * row.runs / row.seconds:>9.2f}"
         )
         if row.name.startswith("combined: verified"):
             print("-" * len(header))  # ablations of the views method below
@@ -255,14 +267,27 @@ def score_at_thresholds(detector, key: str, kind: str, image: Image.Image, verif
         union[t].add(key, kind, suppress_overlaps([*verified, *mine]))
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """``--seed``: "3" or "0,1,2"."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a seed or comma-separated seeds: {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed given twice: {text!r}")
+    return seeds
+
+
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
-                 verified_seconds: float, steps: int, folds: int = 3, seed: int = 0,
-                 keep: Path | None = None) -> list[Row]:
+                 verified_seconds: float, steps: int, folds: int = 3, seeds: Sequence[int] = (0,),
+                 keep: Path | None = None, verifier_steps: int | None = None) -> list[Row]:
     """The learned detector, each picture scored by a net that never saw its character (nor, for a
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
     to the ``verified`` method's boxes (what FACES_DETECTORS = "cascade,animeface,heatmap" does);
-    without the net's crop verifier, then with it (models/face_verifier.py) at ``VERIFIER_THRESHOLDS``."""
+    without the net's crop verifier, then with it (models/face_verifier.py) at ``VERIFIER_THRESHOLDS``.
+    With several ``seeds`` the whole cross-validation runs once per seed into the same rows: one run
+    is 90 pictures, where one picture moves a rate by 2.5-4 points, so pooled rates are the ones to read."""
     import cv2
 
     from models import face_heatmap
@@ -271,16 +296,21 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     character = {key: key.split("/", 1)[1] if kind != "negatives" else key for key, kind, _ in pictures}
     names = sorted(set(character.values()))
     fold_of = {name: i % folds for i, name in enumerate(names)}
-    alone = {t: Row(f"learned alone, threshold {t} (3-fold CV by character)") for t in LEARNED_THRESHOLDS}
-    union = {t: Row(f"verified + learned, threshold {t} (3-fold CV)") for t in LEARNED_THRESHOLDS}
-    checked = {t: Row(f"verified + learned + its verifier, threshold {t} (3-fold CV)", estimated=True)
+    runs = len(seeds)
+    cv = f"{folds}-fold CV" + (f" x {runs} seeds" if runs > 1 else "")
+    alone = {t: Row(f"learned alone, threshold {t} ({cv} by character)", runs=runs) for t in LEARNED_THRESHOLDS}
+    union = {t: Row(f"verified + learned, threshold {t} ({cv})", runs=runs) for t in LEARNED_THRESHOLDS}
+    checked = {t: Row(f"verified + learned + its verifier, threshold {t} ({cv})", estimated=True, runs=runs)
                for t in VERIFIER_THRESHOLDS}
-    for fold in range(folds):
+    for seed, fold in itertools.product(seeds, range(folds)):
         training = face_heatmap.labelled_from_boxes(
             (image, (HEADS[key],) if key in HEADS else (), key)
             for key, kind, image in pictures if fold_of[character[key]] != fold)
-        net, result = face_heatmap.train(training, face_heatmap.TrainConfig(steps=steps, seed=seed, threads=2), device="cpu")
-        print(f"fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s, "
+        config = face_heatmap.TrainConfig(steps=steps, seed=seed, threads=2)
+        if verifier_steps is not None:
+            config.verifier_steps = verifier_steps
+        net, result = face_heatmap.train(training, config, device="cpu")
+        print(f"seed {seed}, fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s, "
               f"its verifier in {result.verifier_seconds:.0f} s", file=sys.stderr)
         detector = face_heatmap.HeatmapDetector(net, threshold=min(LEARNED_THRESHOLDS), use_verifier=False)
         held_out = [(key, kind, image) for key, kind, image in pictures if fold_of[character[key]] == fold]
@@ -296,9 +326,9 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     if keep:  # the last fold's net (and its verifier), for print_throughput
         face_heatmap.save(net, keep)
     for t in LEARNED_THRESHOLDS:  # the two run one after the other
-        union[t].seconds, union[t].estimated = alone[t].seconds + verified_seconds, True
+        union[t].seconds, union[t].estimated = alone[t].seconds + verified_seconds * runs, True
     for row in checked.values():
-        row.seconds += verified_seconds
+        row.seconds += verified_seconds * runs
     return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])] + list(checked.values())
 
 
