@@ -73,13 +73,18 @@ def face_boxes(mode: str, pictures: dict[str, Image.Image]) -> dict[str, dict | 
         from faces import HEADS  # bench/faces.py
 
         return {key: dict(zip("xywh", HEADS[key])) if key in HEADS else None for key in pictures}
-    from models.faces import detect_faces
-    from stages.faces import DEFAULTS, cached_detectors, usable_detectors
+    from scrapy.settings import Settings
 
-    usable, cascade, problems = usable_detectors(["cascade", "animeface"], "", DEFAULTS)
-    for problem in problems:
+    from models.faces import detect_faces
+    from stages.faces import FaceSearch, cached_detectors
+
+    settings = Settings()
+    settings.setmodule("crawler.settings")  # the FACES_* defaults, with the two classic detectors
+    settings.set("FACES_DETECTORS", "cascade,animeface")
+    search = FaceSearch(settings)
+    for problem in search.problems:
         print(f"  note: {problem}")
-    detectors = cached_detectors({**DEFAULTS, "detectors": tuple(usable), "cascade_path": cascade})
+    detectors = cached_detectors(search.settings)
     boxes = {}
     for key, image in pictures.items():
         faces = detect_faces(image, detectors)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from catalog.store import connect_read_only
+from core.errors import ProjectError
 
 STATUSES = ("kept", "dropped")  # the picture statuses an export may select
 BLOCKED_SQL_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
@@ -31,12 +32,19 @@ WHERE_FUNCTIONS = frozenset({
     "strftime", "substr", "substring", "sum", "time", "total", "trim", "typeof", "unicode", "unixepoch",
     "unlikely", "upper", "->", "->>",
 })
-WHERE_TIMEOUT = 30.0  # seconds; the EXPORT_WHERE_TIMEOUT default
+# Memory, which the clock does not bound: 28 nested hex() build a gigabyte string in well under the
+# timeout. While the picture query runs, no string or blob may exceed WHERE_MAX_VALUE bytes (SQLite's
+# SQLITE_LIMIT_LENGTH), SQLite may hold at most WHERE_MAX_MEMORY bytes in all (hard_heap_limit), and
+# the expression itself is at most WHERE_MAX_TEXT characters, nested at most WHERE_MAX_DEPTH deep.
+WHERE_MAX_VALUE = 16 * 1024 * 1024  # bytes
+WHERE_MAX_MEMORY = 512 * 1024 * 1024  # bytes
+WHERE_MAX_TEXT = 10_000  # characters
+WHERE_MAX_DEPTH = 100  # SQLITE_LIMIT_EXPR_DEPTH (SQLite's default is 1000)
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the --where clock
 ROUND = 6  # decimals kept of a score (faces here; the export's metadata too)
 
 
-class SelectionError(ValueError):
+class SelectionError(ProjectError, ValueError):
     """A ``--where`` expression that is refused or failed; the message says why."""
 
 
@@ -52,6 +60,8 @@ def check_one_expression(text: str) -> None:
     """
     if "\x00" in text:
         raise SelectionError("--where contains a NUL character")
+    if len(text) > WHERE_MAX_TEXT:
+        raise SelectionError(f"--where is {len(text):,} characters long; at most {WHERE_MAX_TEXT:,}")
     depth, at = 0, 0
     while at < len(text):
         char = text[at]
@@ -113,7 +123,7 @@ def authorize_where(action: int, arg1: str | None, arg2: str | None, _db: str | 
 
 
 PICTURE_COLUMNS = (
-    "i.artwork_id", "i.page", "i.path", "i.status", "i.classifier_label", "i.classifier_score",
+    "i.artwork_id", "i.page", "i.path", "i.status", "i.width", "i.height", "i.classifier_label", "i.classifier_score",
     "i.classifier_model", "i.classifier_target", "a.title", "a.user_id", "a.x_restrict", "a.ai_type",
 )
 
@@ -130,25 +140,56 @@ def picture_query(statuses: Sequence[str], where_sql: str | None) -> str:
     )
 
 
-def select_pictures(conn: sqlite3.Connection, query: str, timeout: float = WHERE_TIMEOUT) -> list[dict[str, Any]]:
-    """Run the picture query under ``authorize_where``, stopped once it has run ``timeout`` seconds:
+def select_pictures(conn: sqlite3.Connection, query: str, timeout: float) -> list[dict[str, Any]]:
+    """Run the picture query under ``authorize_where``, stopped once it has run ``timeout`` seconds
+    (EXPORT_WHERE_TIMEOUT):
     a ``--where`` that never ends (a huge join) must end in a message, not a hung command."""
     names = [c.split(".", 1)[1] for c in PICTURE_COLUMNS]
     deadline = time.monotonic() + timeout
+    limits = {sqlite3.SQLITE_LIMIT_LENGTH: WHERE_MAX_VALUE, sqlite3.SQLITE_LIMIT_EXPR_DEPTH: WHERE_MAX_DEPTH}
+    before = {limit: conn.setlimit(limit, value) for limit, value in limits.items()}
+    heap = _heap_limit(conn, WHERE_MAX_MEMORY)
     conn.set_authorizer(authorize_where)
     conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
     try:
         return [dict(zip(names, row)) for row in conn.execute(query)]
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, MemoryError) as exc:
         if time.monotonic() > deadline:
             raise SelectionError(f"--where took longer than {timeout:g} s (EXPORT_WHERE_TIMEOUT): "
                               "simplify it or raise the limit") from None
-        hint = (" (it may read only images, artworks and the tag tables, with plain functions: no other table, "
-                "recursive CTE or extension)") if "not authorized" in str(exc) else ""
-        raise SelectionError(f"--where cannot run: {exc}{hint}") from None
+        raise SelectionError(f"--where cannot run: {exc or type(exc).__name__}{_hint(exc)}") from None
     finally:
         conn.set_progress_handler(None, 0)
+        _heap_limit(conn, heap)
         conn.set_authorizer(authorize_reading)
+        for limit, value in before.items():
+            conn.setlimit(limit, value)
+
+
+def _heap_limit(conn: sqlite3.Connection, limit: int) -> int:
+    """Set SQLite's process-wide hard heap limit (0: none) on a connection whose authorizer would refuse
+    the pragma; the limit it had."""
+    conn.set_authorizer(None)
+    try:
+        before = int(conn.execute("PRAGMA hard_heap_limit").fetchone()[0])
+        conn.execute(f"PRAGMA hard_heap_limit = {int(limit)}")
+    finally:
+        conn.set_authorizer(authorize_reading)
+    return before
+
+
+def _hint(exc: BaseException) -> str:
+    """What a user can do about a --where that SQLite refused."""
+    text = str(exc)
+    if "not authorized" in text:
+        return (" (it may read only images, artworks and the tag tables, with plain functions: no other table, "
+                "recursive CTE or extension)")
+    if isinstance(exc, MemoryError) or "too big" in text or "out of memory" in text or "too large" in text:
+        return (f" (a value may be at most {WHERE_MAX_VALUE // 2**20} MB and the query may use at most "
+                f"{WHERE_MAX_MEMORY // 2**20} MB: it builds something far larger than a picture's row)")
+    if "depth" in text or "stack overflow" in text:
+        return f" (expressions may nest at most {WHERE_MAX_DEPTH} deep)"
+    return ""
 
 
 def catalog_updated(conn: sqlite3.Connection) -> str | None:

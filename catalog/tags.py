@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from catalog.store import connect_read_only
+from core.errors import ProjectError
 
 TRANSLATION = "translation"  # the source of rows made by seed_from_translations; any other is a person's
 USER = "user"  # the source of rows made by `scrapy tags alias` / `imply`
 FUZZY_CUTOFF = 0.6  # difflib ratio below which a name does not match a query at all
 
 
-class TagError(ValueError):
+class TagError(ProjectError, ValueError):
     """An alias or implication that cannot be added (a loop, a tag aliased to itself, a bad file)."""
 
 

@@ -46,7 +46,7 @@ class SpriteSheetItem:
     revid: int | None = None
     rows: list[Any] = field(default_factory=list)  # stages.sprites.ItemRow
     skipped_rows: list[str] = field(default_factory=list)  # table rows that are no item, and why
-    css: str | None = None
+    css: Any = None  # the CSS text, or a parsed stylesheet (stages.sprites.css.Stylesheet)
     css_url: str = ""  # what relative url()s in the CSS are joined to
     computed: list[Any] | None = None  # stages.sprites.css.ComputedIcon, render=browser
     styles_sha1: str | None = None

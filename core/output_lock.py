@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from core.errors import ProjectError
 from core.storage import output_dir
 
 if TYPE_CHECKING:
@@ -36,8 +37,10 @@ def lock_path(settings: BaseSettings) -> Path:
     return Path(settings.get("OUTPUT_LOCK_FILE") or output_dir(settings) / LOCK_NAME).resolve()
 
 
-class OutputLocked(Exception):
+class OutputLocked(ProjectError):
     """Someone else holds the output folder's lock; ``holder`` is what they wrote in it."""
+
+    exit_code = EXIT_LOCKED
 
     def __init__(self, path: Path, holder: str):
         super().__init__(f"another process holds {path} ({holder})")

@@ -33,8 +33,24 @@ def status_path(stored: str, status: str) -> str:
     return f"{DROPPED_DIR if status == 'dropped' else IMAGES_DIR}/{Path(stored).name}"
 
 
+def move_to_status(root: Path, stored: str, status: str) -> str:
+    """Put a crawled picture's file in its status's folder (``status_path``) under ``root``, and return
+    its path there, relative as stored: the crawl's decision stage, ``scrapy curate`` and ``scrapy
+    review`` all move a kept or dropped picture this way. A rename, so the file is never half there."""
+    moved = status_path(stored, status)
+    if moved != stored:
+        (root / moved).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root / stored, root / moved)
+    return moved
+
+
 def output_dir(settings: BaseSettings) -> Path:
     return Path(settings.get("OUTPUT_DIR") or "output")
+
+
+def files_root(settings: BaseSettings) -> Path:
+    """Where the crawl's files live: ``FILES_STORE``, or ``OUTPUT_DIR`` when that is empty."""
+    return Path(settings.get("FILES_STORE") or output_dir(settings))
 
 
 def catalog_path(settings: BaseSettings) -> Path:
@@ -64,8 +80,3 @@ def remove_partial_files(root: str | os.PathLike[str]) -> int:
                 leftover.unlink(missing_ok=True)
                 removed += 1
     return removed
-
-
-def remove_file(root: str | os.PathLike[str], relative: str | None) -> None:
-    if relative:
-        (Path(root) / relative).unlink(missing_ok=True)

@@ -37,6 +37,8 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, Any
 
+from core.errors import SettingError
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -60,14 +62,14 @@ class SchedulerBackend:
     def update_settings(self, settings: BaseSettings) -> None:
         backend = settings.get("SCHEDULER_BACKEND") or "memory"
         if backend not in BACKENDS:
-            raise ValueError(f"SCHEDULER_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
+            raise SettingError(f"SCHEDULER_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend == "memory":
             return
         role = settings.get("CLUSTER_ROLE") or "any"
         if role not in ROLES:
-            raise ValueError(f"CLUSTER_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
+            raise SettingError(f"CLUSTER_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
         if settings.get("JOBDIR"):
-            raise ValueError(
+            raise SettingError(
                 "SCHEDULER_BACKEND=redis does not pause and resume with JOBDIR: the queue lives in Redis, "
                 "and a crawl restarted with no node alive starts afresh (the catalogue skips what is known)"
             )
@@ -75,7 +77,7 @@ class SchedulerBackend:
             import redis  # noqa: F401
             import scrapy_redis  # noqa: F401
         except ImportError as exc:
-            raise RuntimeError(
+            raise SettingError(
                 f"SCHEDULER_BACKEND=redis needs the ops extras ({exc.name} is missing): pip install -e '.[ops]'"
             ) from None
         settings.set("SCHEDULER", "crawler.cluster_scheduler.ClusterScheduler", priority="addon")
@@ -97,6 +99,11 @@ def node_name() -> str:
 
 def _text(value: Any) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _name(value: Any) -> str:
+    """A Redis key or member as text (never None: it came back from the server)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 class Membership:
@@ -147,7 +154,7 @@ class Membership:
 
     def members(self) -> dict[str, str | None]:
         """Every registered node and its state; None for one whose heartbeat expired."""
-        nodes = sorted(_text(n) for n in self.server.smembers(self.key("nodes")))
+        nodes = sorted(_name(n) for n in self.server.smembers(self.key("nodes")))
         if not nodes:
             return {}
         states = self.server.mget([self.node_key(n) for n in nodes])
@@ -178,7 +185,7 @@ class Membership:
         return _text(self.server.get(self.key("leader")))
 
     def outcomes(self) -> dict[str, str]:
-        return {_text(k): _text(v) for k, v in self.server.hgetall(self.key("outcomes")).items()}
+        return {_name(k): _name(v) for k, v in self.server.hgetall(self.key("outcomes")).items()}
 
     def leave(self, outcome: str) -> bool:
         """Deregister with how this node ended. True when it was the last: the crawl's keys go."""

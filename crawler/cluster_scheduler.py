@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class ClusterScheduler(Scheduler):
+class ClusterScheduler(Scheduler):  # type: ignore[misc]  # scrapy-redis has no type information
     def __init__(self, server: Any, **kwargs: Any):
         super().__init__(server, **kwargs)
         self.crawler: Crawler | None = None
@@ -57,11 +57,17 @@ class ClusterScheduler(Scheduler):
         self._quiet_since: float | None = None
         self._loop: task.LoopingCall | None = None
 
+    @property
+    def nodes(self) -> Membership:
+        """The crawl's membership in Redis, set up when the scheduler opens."""
+        assert self.membership is not None, "the cluster scheduler is not open"
+        return self.membership
+
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ClusterScheduler:
         s = crawler.settings
         try:
-            scheduler = super().from_crawler(crawler)  # connects and pings REDIS_URL
+            scheduler: ClusterScheduler = super().from_crawler(crawler)  # connects and pings REDIS_URL
         except redis.RedisError as exc:
             raise RuntimeError(f"SCHEDULER_BACKEND=redis: cannot use Redis at {s.get('REDIS_URL')}: {exc}") from exc
         scheduler.crawler = crawler
@@ -85,7 +91,7 @@ class ClusterScheduler(Scheduler):
         )
         self.crawl = crawl
         self.membership = Membership(self.server, prefix, self.node_id, self.node_timeout)
-        how = self.membership.join()
+        how = self.nodes.join()
         logger.info(
             "Cluster crawl %s (%s): node %s %s; %d requests already queued",
             crawl, self.server.connection_pool.connection_kwargs.get("host", "redis"), self.node_id,
@@ -118,12 +124,12 @@ class ClusterScheduler(Scheduler):
         if not request.dont_filter and self.df.request_seen(request):
             self.df.log(request, self.spider)
             if not self.is_leader and not self._told_follower:
-                logger.info("Cluster crawl %s is led by %s; this node takes shared requests", self.crawl, self.membership.leader())
+                logger.info("Cluster crawl %s is led by %s; this node takes shared requests", self.crawl, self.nodes.leader())
                 self._told_follower = True
             return False
         if not self.is_leader:
             self.is_leader = True
-            self.membership.set_leader()
+            self.nodes.set_leader()
             logger.info("Cluster crawl %s: this node leads (pages the search)", self.crawl)
         heapq.heappush(self.local, (-request.priority, next(self._arrival), request))
         self.stats.inc_value("scheduler/enqueued/local")
@@ -140,7 +146,7 @@ class ClusterScheduler(Scheduler):
         return request
 
     def _pop_shared(self) -> Request | None:
-        request = self.queue.pop()  # atomic: one node gets each request
+        request: Request | None = self.queue.pop()  # atomic: one node gets each request
         if request is not None:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request
@@ -158,7 +164,7 @@ class ClusterScheduler(Scheduler):
             return
         outcome = self._outcome(reason)
         try:
-            last = self.membership.leave(outcome)
+            last = self.nodes.leave(outcome)
         except redis.RedisError as exc:
             logger.error("Cluster crawl %s: could not leave cleanly: %s", self.crawl, exc)
             return
@@ -191,13 +197,13 @@ class ClusterScheduler(Scheduler):
         if self._leaving or engine is None or engine.spider is None:
             return
         idle = engine.spider_is_idle()
-        self.membership.heartbeat(busy=not idle)
+        self.nodes.heartbeat(busy=not idle)
         if not idle:
             self._quiet_since = None
             if not self.taken and not engine.needs_backout():
                 self._wake(engine)
             return
-        others_busy, others = self.membership.others()
+        others_busy, others = self.nodes.others()
         if self.is_leader:
             if not others:
                 self._finish_as_leader()
@@ -208,9 +214,9 @@ class ClusterScheduler(Scheduler):
         now = time.monotonic()
         self._quiet_since = self._quiet_since or now
         if now - self._quiet_since >= self.idle_close:
-            leader = self.membership.leader()
+            leader = self.nodes.leader()
             note = f"worker node {self.node_id} of cluster crawl {self.crawl}" + (f", led by {leader}" if leader else "")
-            if leader and self.membership.outcomes().get(leader, "").startswith("lost"):
+            if leader and self.nodes.outcomes().get(leader, "").startswith("lost"):
                 note += "; the leader went silent before the end, so the search was not paged to the end"
             self._note(note)
             self._close(f"the shared queue has been empty and no node busy for {self.idle_close:g} s")
@@ -223,22 +229,27 @@ class ClusterScheduler(Scheduler):
             engine.crawl(request)
 
     def _finish_as_leader(self) -> None:
-        others = {n: o for n, o in self.membership.outcomes().items() if n != self.node_id}
+        others = {n: o for n, o in self.nodes.outcomes().items() if n != self.node_id}
         unclean = {n: o for n, o in others.items() if o != CLEAN}
         note = f"leader of cluster crawl {self.crawl} ({len(others) + 1} nodes)"
         if unclean:
-            self.spider.state["cluster_incomplete"] = True
+            self._note_state("cluster_incomplete", True)
             note += "; not every node finished cleanly (" + "; ".join(f"{n}: {o}" for n, o in sorted(unclean.items()))
             note += "), so search_coverage was not moved"
         self._note(note)
         self._close("no work is left and every other node has left")
 
     def _note(self, text: str) -> None:
+        self._note_state("cluster", text)
+
+    def _note_state(self, key: str, value: Any) -> None:
+        """Tell the spider (its ``state``, which the catalogue stage reads at the end) how this node ended."""
         state = getattr(self.spider, "state", None)
         if isinstance(state, dict):
-            state["cluster"] = text
+            state[key] = value
 
     def _close(self, why: str) -> None:
         self._leaving = True
         logger.info("Cluster crawl %s: closing this node: %s", self.crawl, why)
+        assert self.crawler is not None and self.crawler.engine is not None
         deferred_from_coro(self.crawler.engine.close_spider_async(reason="finished"))

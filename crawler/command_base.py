@@ -14,14 +14,43 @@ from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from core.errors import EXIT_USAGE, ProjectError
 from core.output_lock import EXIT_LOCKED, OutputLock
 
 
 class OfflineCommand(ScrapyCommand):
-    """A command that works on the project's files (catalogue, pictures, models): no crawl, no reactor."""
+    """A command that works on the project's files (catalogue, pictures, models): no crawl, no reactor.
+
+    A subclass defines ``perform``. Every error the project raises on purpose (``core.errors.ProjectError``)
+    is caught here, once, for all of them: a usage or setting error (exit code 2) is Scrapy's
+    ``UsageError`` (``usage: ...`` and ``scrapy NAME: error: ...``), any other is one
+    ``scrapy NAME: error: ...`` line and its exit code. No traceback either way.
+    """
 
     requires_project = True
     requires_crawler_process = False
+    name = ""  # as typed after ``scrapy``; empty: the module's name (crawler/commands/NAME.py)
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        try:
+            self.perform(args, opts)
+        except ProjectError as error:
+            self.exitcode = fail(self.command_name(), error)
+
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
+        raise NotImplementedError
+
+    def command_name(self) -> str:
+        return self.name or type(self).__module__.rsplit(".", 1)[-1]
+
+
+def fail(command: str, error: ProjectError, usage: bool = True) -> int:
+    """Say what went wrong, on one line; returns the exit code. A usage error (exit 2) goes through
+    Scrapy's ``UsageError`` (the usage line, then the message) unless ``usage`` is False."""
+    if error.exit_code == EXIT_USAGE and usage:
+        raise UsageError(error.one_line(), print_help=False) from None
+    print(f"scrapy {command}: error: {error.one_line()}", file=sys.stderr, flush=True)
+    return error.exit_code
 
 
 class ActionsHelpFormatter(argparse.RawDescriptionHelpFormatter, ScrapyHelpFormatter):
@@ -81,7 +110,7 @@ class ActionCommand(OfflineCommand):
         super().add_options(parser)
         parser.formatter_class = ActionsHelpFormatter
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         refuse_unknown_options(args)
         action, operands = split_action(args, self.actions)

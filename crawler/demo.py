@@ -74,7 +74,8 @@ def ensure_classifier(training_dir: Path) -> dict[str, Any]:
     model, card = model_dir / "classifier.keras", model_dir / "classifier.json"
     if model.is_file() and card.is_file():
         print(f"Classifier: reusing {model} (delete {training_dir} to retrain)")
-        return json.loads(card.read_text(encoding="utf-8"))
+        reused: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
+        return reused
     counts = images.write_labelled(labelled, TRAIN_PER_CLASS, image_size=TRAIN_PICTURE_SIZE)
     print(f"Classifier: {', '.join(f'{n} {name}' for name, n in counts.items())} pictures the site "
           f"labelled itself, in {labelled}")
@@ -89,7 +90,8 @@ def ensure_classifier(training_dir: Path) -> dict[str, Any]:
         print(done.stdout[-3000:] + done.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"training the classifier failed (exit code {done.returncode})")
     print(f"Classifier: trained in {time.monotonic() - started:.1f} s")
-    return json.loads(card.read_text(encoding="utf-8"))
+    trained: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
+    return trained
 
 
 def quiet_env(**extra: str) -> dict[str, str]:
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     statuses = catalog.artwork_status_counts()
     decided = catalog.decided_pictures()
     catalog.close()
+    if crawl is None:
+        raise SystemExit(f"the crawl recorded nothing (exit code {code}); see {output / 'last-crawl.log'}")
     print()
     print(f"Classifier {card['target']} vs {', '.join(c for c in card['classes'] if c != card['target'])}: "
           f"validation accuracy {card['metrics']['val_accuracy']:.3f} "

@@ -1,4 +1,4 @@
-"""Downloader middlewares: the login cookie, and waiting when Pixiv says to.
+"""Downloader middlewares and the download handler: the login cookie, and waiting when Pixiv says to.
 
 Scrapy's RetryMiddleware retries a 429 at once and ignores ``Retry-After``; AutoThrottle only looks
 at latency. ``ThrottleMiddleware`` makes the whole host wait: after a 429 (for ``Retry-After``
@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from scrapy.core.downloader.handlers._aiohttp import AiohttpDownloadHandler
 from scrapy.utils.httpobj import urlparse_cached
 
 if TYPE_CHECKING:
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
+
+class LazyAiohttpDownloadHandler(AiohttpDownloadHandler):
+    """Scrapy's aiohttp handler (DOWNLOAD_HANDLERS), made when the first request needs it rather than
+    when the engine is built: a crawl that a bad setting stops before any request (a stage that cannot
+    load its model) then leaves no open HTTP session behind, and no "Unclosed client session" lines."""
+
+    lazy = True
+
 
 WAIT_META = "throttle_wait"  # seconds the host must rest before this request goes out
 RETRIES_META = "throttle_retries"
@@ -70,7 +79,7 @@ class PixivSessionMiddleware:
         self._take_off(request)
 
     def _other_pairs(self, request: Request) -> list[str]:
-        existing = request.headers.get(b"Cookie", b"").decode("latin-1")
+        existing = (request.headers.get(b"Cookie") or b"").decode("latin-1")
         return [p.strip() for p in existing.split(";") if p.strip() and p.strip() != self.pair]
 
     def _take_off(self, request: Request) -> None:
@@ -125,7 +134,7 @@ class ThrottleMiddleware:
             self.rest(host, float(asked))
         remaining = self.resting_until.get(host, 0.0) - time.monotonic()
         if remaining > 0:
-            self.stats.inc_value("throttle/wait_seconds", round(remaining, 3))
+            self.stats.inc_value("throttle/wait_seconds", round(remaining, 3))  # type: ignore[arg-type]  # seconds: a float
             await asyncio.sleep(remaining)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:

@@ -55,11 +55,11 @@ CURATE_BATCH_SIZE = 32  # images per model call
 CURATE_DEFAULT = "keep"  # when no rule matches
 CURATE_DELETE_DROPPED = False  # dropped pictures move to OUTPUT_DIR/dropped/ unless this is on
 CURATE_MAX_WAIT = 250  # ms an image waits for its batch to fill before a partial batch runs
-CURATE_RULES = []  # keep/drop rules, first match decides (stages/decide.py); empty: keep all
+CURATE_RULES: list[dict[str, object]] = []  # keep/drop rules, first match decides (stages/decide.py); empty: keep all
 CURATE_RULES_FILE = ""  # a file holding the rules instead: YAML if it ends in .yaml/.yml, else JSON
 CURATE_PHASH_DISTANCE = 6  # bits: the duplicate rule's default near-duplicate distance (as EXPORT_PHASH_DISTANCE)
 CLASSIFIER_MODEL = ""  # a classifier.keras trained by `scrapy classifier train`; empty: off
-TAGGER_CATEGORY_THRESHOLDS = {}  # per category, e.g. {"General": 0.35, "Character": 0.85}
+TAGGER_CATEGORY_THRESHOLDS: dict[str, float] = {}  # per category, e.g. {"General": 0.35, "Character": 0.85}
 # A DeepDanbooru project folder (project.json, tags.txt, model-*.h5), or a WD14 tagger: a folder with
 # model.onnx + selected_tags.csv, or the .onnx file beside that CSV (models/wd14.py); empty: no tagging.
 # WD14 defaults: General 0.35, Character 0.85, best rating only; TAGGER_CATEGORY_THRESHOLDS overrides
@@ -95,7 +95,7 @@ ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 EXPORT_PHASH_DISTANCE = 6  # bits
 EXPORT_SHARD_SIZE = 1000  # samples per webdataset tar shard
 EXPORT_TRIGGER_WORD = ""  # first word of every kohya/hf/webdataset caption (a LoRA trigger); empty: none
-EXPORT_UNDESIRED_TAGS = []  # tags left out of every caption (--undesired-tags replaces them), e.g. ["watermark"]
+EXPORT_UNDESIRED_TAGS: list[str] = []  # tags left out of every caption (--undesired-tags replaces them), e.g. ["watermark"]
 # kohya (sd-scripts): num_repeats of a class folder (--repeats; with several classes the largest gets
 # this, smaller ones proportionally more), and DEST/dataset.toml's resolution (512 for SD 1.x, 1024
 # for SDXL) and batch size.
@@ -146,9 +146,10 @@ DOWNLOAD_DELAY = 0
 # size limits, about 10% less CPU per request on a CPU-bound crawl (bench/crawl.py). Scrapy 2.19
 # still calls it experimental and logs one warning saying so; the whole test suite runs on it.
 # -s 'DOWNLOAD_HANDLERS={}' goes back to Twisted's HTTP11DownloadHandler.
+# (crawler.middlewares.LazyAiohttpDownloadHandler: the same, made on the first request.)
 DOWNLOAD_HANDLERS = {
-    "http": "scrapy.core.downloader.handlers._aiohttp.AiohttpDownloadHandler",
-    "https": "scrapy.core.downloader.handlers._aiohttp.AiohttpDownloadHandler",
+    "http": "crawler.middlewares.LazyAiohttpDownloadHandler",
+    "https": "crawler.middlewares.LazyAiohttpDownloadHandler",
 }
 DOWNLOAD_TIMEOUT = 60  # seconds
 # The AJAX API is what Pixiv's own web client calls; gallery-dl and PixivUtil2 do not read robots.txt.
@@ -183,6 +184,9 @@ ITEM_PIPELINES = {
     "pipelines.decide.DecisionPipeline": 800,  # skipped unless CURATE_RULES
     "pipelines.catalog.CatalogPipeline": 900,
 }
+# Scrapy's manager, but an exception in any stage is caught once, recorded on the item's catalogue row
+# and makes the crawl end failed (pipelines/guarded.py) instead of losing the item.
+ITEM_PROCESSOR = "pipelines.guarded.GuardedPipelineManager"
 FILES_STORE = ""  # empty: OUTPUT_DIR (files land in OUTPUT_DIR/originals/)
 MEDIA_ALLOW_REDIRECTS = False
 
@@ -190,7 +194,9 @@ MEDIA_ALLOW_REDIRECTS = False
 # "redis": the request queue and dupefilter live in Redis (scrapy-redis), and every process started
 # with the same REDIS_URL and search query shares one crawl; "memory": Scrapy's own, one process.
 SCHEDULER_BACKEND = "memory"
-ADDONS = {"crawler.cluster.SchedulerBackend": 0}  # applies SCHEDULER_BACKEND
+# SchedulerBackend applies SCHEDULER_BACKEND; SecretSettings reads the secret settings a scheduled run
+# passes through the environment rather than the command line (crawler/secrets.py).
+ADDONS = {"crawler.cluster.SchedulerBackend": 0, "crawler.secrets.SecretSettings": 0}
 CLUSTER_CRAWL_ID = ""  # nodes with the same id share a crawl; empty: one crawl per search query
 CLUSTER_IDLE_CLOSE = 15.0  # seconds the shared queue stays empty, no node busy, before a node leaves
 CLUSTER_NODE_TIMEOUT = 30.0  # seconds without a heartbeat after which a node is taken for gone

@@ -32,25 +32,37 @@ import json
 import logging
 import multiprocessing
 import os
-import re
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from catalog.store import LOCAL_PREFIX, Catalog, StoredPicture, utc_now
 from catalog.tags import read_index
-from core.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, output_dir, status_path
+from core.progress import progress_bar
+from core.storage import DROPPED_DIR, IMAGES_DIR, atomic_write, catalog_path, files_root, move_to_status, status_path
 from core.workers import start_worker, worker_count
-from models.inference import Progress
+from jobs.curate_run import (
+    CatalogueInput,
+    CurateError,
+    FileInput,
+    ModelLoadError,
+    Picture,
+    Summary,
+    absolute,
+    from_printable,
+    is_catalogue_file,
+    picture_files,
+    printable,
+)
 from stages.classify import Classify
 from stages.convert import BadImage, open_checked
-from stages.decide import condition_of, decide, default_action, load_rules
+from stages.decide import decide
 from stages.dedup import Candidate, find_duplicates
 from stages.faces import FaceSearch, page_faces
 from stages.filters import picture_stats_bytes
 from stages.picture_model import PictureModel
+from stages.rules import condition_of, default_action, load_rules
 from stages.tag import Tag
 
 if TYPE_CHECKING:
@@ -59,16 +71,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STAGES = ("faces", "classify", "tag", "identity")  # identity: after the batches (jobs/identity.py)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-class CurateError(ValueError):
-    """A run that cannot start (a stage without its model, a missing input); the message says why."""
-
-
-class ModelLoadError(RuntimeError):
-    """A configured model that cannot be loaded; the run stops (finished batches stay committed)."""
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -169,6 +171,9 @@ class FacesStage:
             self.pool = None
 
 
+BatchStage = FacesStage | ClassifyStage | TagStage  # the stages run batch by batch (identity: after)
+
+
 def choose_stages(settings: BaseSettings, requested: str | None) -> list[str]:
     """The stages to run: those named (each needs its model), else every configured one."""
     configured = {
@@ -195,83 +200,6 @@ def choose_stages(settings: BaseSettings, requested: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
-class CatalogueInput:
-    artwork_id: str
-    page: int
-
-
-@dataclass(frozen=True)
-class FileInput:
-    path: Path  # absolute
-
-
-@dataclass
-class Picture:
-    """One input picture in the batch being curated."""
-
-    artwork_id: str
-    page: int
-    file: Path  # where it is now
-    path: str  # as ``images.path`` holds it
-    status: str
-    reason: str | None
-    label: str  # how messages and the report name it
-    error: str | None = None  # it cannot be read: no stage runs on it
-    new_row: dict[str, Any] | None = None  # a folder picture seen for the first time
-    path_changed: bool = False
-    from_catalogue: bool = False  # listed from the catalogue (or a folder file it already holds by path)
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.artwork_id, self.page
-
-    @property
-    def local(self) -> bool:
-        return self.artwork_id.startswith(LOCAL_PREFIX)
-
-
-def is_catalogue_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
-        return False
-
-
-def picture_files(folder: Path) -> list[Path]:
-    """The pictures under ``folder``, recursively, sorted; hidden files and folders left out.
-
-    A broken symbolic link is listed too, so that the run reports why it has no picture."""
-    return [
-        p for p in sorted(folder.rglob("*"))
-        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    ]
-
-
-def absolute(path: str | Path) -> Path:
-    return Path(os.path.abspath(path))
-
-
-def printable(text: str | os.PathLike[str]) -> str:
-    """A name as text that UTF-8 can hold: bytes of a file name that are not UTF-8 (which Python
-    keeps as lone surrogates) written as ``\\xff``. SQLite, the JSON report and the terminal
-    refuse lone surrogates; any other name comes back unchanged."""
-    text = os.fspath(text)
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate no file name makes: kept visible as one
-        raw = text.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def from_printable(text: str) -> Path:
-    """The file that ``printable`` wrote as ``text`` (its ``\\xNN`` back to bytes)."""
-    raw = re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
-    return Path(os.fsdecode(raw))
-
-
-@dataclass(frozen=True)
 class Reported:
     """One line of the report: a picture in the catalogue (key), or a file that could not be read."""
 
@@ -284,68 +212,12 @@ class Reported:
 # --- the run --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Summary:
-    pictures: int = 0
-    from_catalogue: int = 0
-    from_folders: int = 0
-    new_pictures: int = 0
-    duplicates: int = 0
-    processed: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    failures: dict[str, str] = field(default_factory=dict)  # picture -> first reason
-    decided: int = 0
-    now_kept: int = 0
-    now_dropped: int = 0
-    reasons_updated: int = 0
-    measured: int = 0  # pictures whose pixel statistics this run took
-    duplicates_found: int = 0  # copies the duplicate rule matched
-    versions: dict[str, str] = field(default_factory=dict)
-    identity: str = ""  # the identity stage's line: how many pictures are the character
-
-    def lines(self, catalog: Path, report: str | None) -> list[str]:
-        out = [
-            f"Curated {self.pictures} pictures ({self.from_catalogue} from the catalogue, {self.from_folders} from "
-            f"folders, {self.new_pictures} of them new to it; {self.duplicates} more files were copies of these) "
-            f"in {printable(catalog)}"
-        ]
-        for stage, version in self.versions.items():
-            out.append(
-                f"  {stage} ({version}): {self.processed[stage]} processed, {self.skipped[stage]} skipped "
-                f"(same model version), {self.failed[stage]} failed"
-            )
-        if not self.versions:
-            out.append("  no stage ran (none named with --stages, or none configured)")
-        if self.measured:
-            out.append(f"  pixel statistics: {self.measured} pictures measured (colorfulness, line art, phash)")
-        out.append(f"  failed: {len(self.failures)} pictures")
-        for label, reason in list(self.failures.items())[:20]:
-            out.append(f"    {label}: {reason}")
-        if len(self.failures) > 20:
-            out.append(f"    ... and {len(self.failures) - 20} more (see the log)")
-        if self.decided:
-            out.append(
-                f"  decisions: {self.decided} pictures decided; changed: {self.now_dropped} now dropped, "
-                f"{self.now_kept} now kept, {self.reasons_updated} with a new reason only"
-            )
-            if self.duplicates_found:
-                out.append(f"  duplicates: {self.duplicates_found} copies of kept pictures found (duplicate rule)")
-        else:
-            out.append("  decisions: unchanged (no curation rules configured)")
-        if self.identity:
-            out.append(f"  {self.identity}")
-        if report:
-            out.append(f"  report: {printable(report)}")
-        return out
-
-
 class Curator:
     """Runs the chosen stages over pictures, batch by batch, into the project's catalogue."""
 
     def __init__(self, settings: BaseSettings, stages: Sequence[str], *, batch_size: int | None = None,
                  force: bool = False, progress: bool = True, reference: str | None = None):
-        self.root = absolute(settings.get("FILES_STORE") or output_dir(settings))
+        self.root = absolute(files_root(settings))
         self.catalog_path = absolute(catalog_path(settings))
         self.batch_size = batch_size or settings.getint("CURATE_BATCH_SIZE")
         if self.batch_size < 1:
@@ -354,11 +226,13 @@ class Curator:
         self.progress = progress
         self.max_pixels = settings.getint("IMAGE_MAX_PIXELS")
         self.rules = load_rules(settings)
-        self.default = default_action(settings) if self.rules else None
+        self.default = default_action(settings) if self.rules else "keep"  # (without rules nothing is decided)
         self.delete_dropped = settings.getbool("CURATE_DELETE_DROPPED")
-        makers = {"faces": lambda: FacesStage(settings, self.root), "classify": lambda: ClassifyStage(settings),
-                  "tag": lambda: TagStage(settings)}
-        self.stages = [makers[name]() for name in stages if name != "identity"]
+        makers: dict[str, Callable[[], BatchStage]] = {
+            "faces": lambda: FacesStage(settings, self.root), "classify": lambda: ClassifyStage(settings),
+            "tag": lambda: TagStage(settings),
+        }
+        self.stages: list[BatchStage] = [makers[name]() for name in stages if name != "identity"]
         if reference is not None and "identity" not in stages:
             raise CurateError("--reference is for the identity stage (--stages identity)")
         from jobs.identity import IdentityStage  # it imports this module
@@ -408,14 +282,14 @@ class Curator:
                 f"re-curate it with -s OUTPUT_DIR={db.parent} (or -s CATALOG_DB={db})"
             )
 
-    def _catalogue_inputs(self) -> list[CatalogueInput]:
+    def _catalogue_inputs(self) -> list[CatalogueInput | FileInput]:
         return [CatalogueInput(p.artwork_id, p.page) for p in self.catalog.curatable_pictures()]
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self, inputs: Sequence[CatalogueInput | FileInput], report: str | None = None) -> Summary:
         reported: list[Reported] = []
         seen: set[tuple[str, int]] = set()
-        bar = Progress("curating", len(inputs), self.progress)
+        bar = progress_bar("curating", len(inputs), self.progress)
         try:
             for start in range(0, len(inputs), self.batch_size):
                 chunk = inputs[start:start + self.batch_size]
@@ -426,7 +300,7 @@ class Curator:
                         if error:  # a file that cannot even be read: reported, logged, not catalogued
                             reported.append(Reported(None, label, False, error))
                             self.summary.from_folders += 1
-                            self._failed(label, error)
+                            self.failed(label, error)
                         continue
                     reported.append(Reported(picture.key, picture.label, picture.from_catalogue))
                     if picture.key in seen:  # the same picture again (a copy in another folder)
@@ -529,7 +403,7 @@ class Curator:
                           new_row={"title": printable(file.name), **row})
         return picture, None, label
 
-    def _failed(self, label: str, reason: str, stage: str | None = None) -> None:
+    def failed(self, label: str, reason: str, stage: str | None = None) -> None:
         if stage:
             self.summary.failed[stage] += 1
         if label not in self.summary.failures:
@@ -543,7 +417,7 @@ class Curator:
             todo = []
             for picture in batch:
                 if picture.error is not None:
-                    self._failed(picture.label, picture.error, stage.name)
+                    self.failed(picture.label, picture.error, stage.name)
                 elif not self.force and picture.new_row is None and self.catalog.stage_done(
                     picture.artwork_id, picture.page, stage.name, stage.version
                 ):
@@ -583,7 +457,7 @@ class Curator:
                 for picture, result in results:
                     if isinstance(result, str):
                         result = printable(result)  # a reason may quote the file's name
-                        self._failed(picture.label, f"{stage.name}: {result}", stage.name)
+                        self.failed(picture.label, f"{stage.name}: {result}", stage.name)
                         catalog.record_stage_run(picture.artwork_id, picture.page, stage.name, stage.version,
                                                  result, now)
                         continue
@@ -614,7 +488,7 @@ class Curator:
             try:
                 stats = picture_stats_bytes(picture.file.read_bytes())
             except (OSError, SyntaxError, ValueError) as exc:  # what reading and Pillow's decoders raise
-                self._failed(picture.label, printable(f"pixel statistics: not a readable picture: {exc}"))
+                self.failed(picture.label, printable(f"pixel statistics: not a readable picture: {exc}"))
                 continue
             measured.append((picture, stats.as_record()))
         return measured
@@ -640,9 +514,10 @@ class Curator:
         names = {key: f"{key[0]} p{key[1]}" for key in pool}
         by_name = {name: key for key, name in names.items()}
         candidates = (
-            Candidate(names[key], facts[key][0] or f"no sha256: {names[key]}", int(facts[key][1], 16))
-            for key in sorted(pool, key=rank)
+            Candidate(names[key], facts[key][0] or f"no sha256: {names[key]}", int(facts[key][1] or "0", 16))
+            for key in sorted(pool, key=rank)  # (the pool holds only pictures with a phash)
         )
+        assert self.duplicate_distance is not None  # there is a duplicate rule
         _kept, duplicates = find_duplicates(candidates, self.duplicate_distance)
         for duplicate in duplicates:
             key = by_name[duplicate.key]
@@ -687,10 +562,9 @@ class Curator:
             deletion = picture.file
         elif path != picture.path:
             try:
-                (self.root / path).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(picture.file, self.root / path)
+                move_to_status(self.root, picture.path, status)
             except OSError as exc:
-                self._failed(picture.label, printable(f"cannot move it to {path}: {exc}"))
+                self.failed(picture.label, printable(f"cannot move it to {path}: {exc}"))
                 return None
         elif picture.local and status == "dropped" != picture.status and not self._said_library_stays:
             logger.info("Curate: pictures from folders are never moved or deleted; a drop is recorded in the "

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from catalog.store import utc_now
-from jobs.curate import CurateError, ModelLoadError, Picture, picture_files, printable
+from jobs.curate_run import CurateError, ModelLoadError, Picture, Run, picture_files, printable
 from models.identity import (
     NORMALIZATIONS,
     EmbedderError,
@@ -40,8 +40,6 @@ from stages.convert import BadImage, open_checked
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
-
-    from jobs.curate import Curator
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +124,11 @@ class IdentityStage:
         if not regions:
             raise ModelLoadError(f"none of the reference pictures in {self.reference} can be read")
         logger.info("Identity: %d references embedded (%s)", len(regions), "; ".join(sources))
-        return self.embedder.embed(regions)
+        embedded: np.ndarray = self.embedder.embed(regions)
+        return embedded
 
     # --- the run ----------------------------------------------------------------------------------
-    def finish(self, curator: Curator, pictures: Sequence[Picture]) -> str:
+    def finish(self, curator: Run, pictures: Sequence[Picture]) -> str:
         """Embed what needs it, match every readable picture of the run, store it all; a summary line."""
         catalog, summary = curator.catalog, curator.summary
         readable = [p for p in pictures if p.error is None and p.status in ("kept", "dropped")]
@@ -181,10 +180,10 @@ class IdentityStage:
                     summary.processed[self.name] += 1
                 for picture, reason in failed:
                     catalog.record_stage_run(picture.artwork_id, picture.page, self.name, self.version, reason, now)
-                    curator._failed(picture.label, f"identity: {reason}", self.name)
+                    curator.failed(picture.label, f"identity: {reason}", self.name)
         for picture in pictures:  # unreadable: the reason each other stage records, recorded here too
             if picture.error is not None:
-                curator._failed(picture.label, picture.error, self.name)
+                curator.failed(picture.label, picture.error, self.name)
                 with catalog.batch():
                     catalog.record_stage_run(picture.artwork_id, picture.page, self.name, self.version,
                                              picture.error, utc_now())
@@ -202,7 +201,7 @@ class IdentityStage:
                         "cluster": result.cluster, "cluster_size": result.cluster_size, "reason": result.reason,
                     }, now)
         kept = sum(m.matched for m in matches)
-        how = (f"{len(references)} references from {printable(self.reference)}, threshold {self.threshold:g}"
+        how = (f"{len(references)} references from {printable(self.reference or '')}, threshold {self.threshold:g}"
                if references is not None else "no references: the dominant cluster")
         line = f"identity: {kept} of {len(matches)} pictures are the character ({how})"
         logger.info("Curate: %s", line)

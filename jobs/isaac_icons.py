@@ -14,6 +14,7 @@ import json
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -71,7 +72,8 @@ def icons_from_fixtures(fixtures_dir: str | Path = FIXTURES_DIR, output_root: st
     rows = rows_from_id_mapping(json.loads((fixtures_dir / "id_mapping_dict.json").read_text(encoding="utf-8")))
     with tempfile.TemporaryDirectory(prefix="isaac-sprites-") as scratch:
         root = Path(output_root) if output_root else Path(scratch)
-        pairs, originals = [], {}
+        pairs: list[tuple[dict[str, Any], Image.Image]] = []
+        originals: dict[str, str] = {}
         for kind, (css_name, sheet_name) in FIXTURE_FILES.items():
             sheet = (fixtures_dir / sheet_name).read_bytes()
             stylesheet = Stylesheet((fixtures_dir / css_name).read_text(encoding="utf-8"), FIXTURE_CSS_URL)
@@ -80,7 +82,7 @@ def icons_from_fixtures(fixtures_dir: str | Path = FIXTURES_DIR, output_root: st
                 kind=kind, upscale=1, known_originals=originals,
             )
             originals.update({s.sha256: s.key for s in sliced.sprites if s.path})
-            pairs += [(s.row(), s.image) for s in sliced.sprites if is_class_row(s.row())]
+            pairs += [(s.row(), s.image) for s in sliced.sprites if is_class_row(s.row()) and s.image is not None]
     return icon_set(pairs, f"fixtures:{fixtures_dir}")
 
 

@@ -25,9 +25,9 @@ from urllib.parse import quote
 from PIL import Image
 
 from catalog.store import Catalog
+from core.progress import progress_bar
 from core.storage import atomic_write
 from models.imaging import flatten_on_white
-from models.inference import Progress
 
 GROUPS = ("kept", "dropped", "failed")
 PLOTS = ("history.png", "confusion.png")  # what `scrapy classifier train` writes beside the model
@@ -171,7 +171,7 @@ def write_report(catalog_file: str | os.PathLike[str], root: str | os.PathLike[s
                                 shown={g: len(items) for g, items in shown.items()})
         faces = catalog.face_crop_paths()
         stored = [p for g in ("kept", "dropped") for p in shown[g]]
-        bar = Progress("report", len(stored), enabled=progress)
+        bar = progress_bar("report", len(stored), enabled=progress)
         for start in range(0, len(stored), 64):
             with catalog.batch():  # one commit per 64 thumbnails
                 for picture in stored[start:start + 64]:
@@ -274,7 +274,7 @@ def _reason_pattern(reason: str | None) -> str:
     return re.sub(r"\(\d+ pixels\)", "(# pixels)", reason)
 
 
-def _render(groups: dict[str, list[Picture]], shown: dict[str, list[Picture]], counts: Counter,
+def _render(groups: dict[str, list[Picture]], shown: dict[str, list[Picture]], counts: Counter[str],
             plots: list[str], card: dict[str, Any] | None, catalog_summary: dict[str, Any]) -> str:
     parts = [
         "<!DOCTYPE html>",

@@ -12,6 +12,15 @@ token, so another web site open in the same browser cannot click for you (cross-
 cannot read the token). Each change takes OUTPUT_DIR's lock for the moment it takes
 (core/output_lock.py): while a crawl or curate runs there, the page says so and changes nothing.
 The page works without JavaScript: plain forms, and a redirect back to where you were.
+
+What a web page elsewhere could still try, and what stops it:
+
+* DNS rebinding (a name of the attacker's that resolves to 127.0.0.1 a moment later): every request
+  must name ``127.0.0.1:PORT`` or ``localhost:PORT`` in ``Host``, and a POST that says where it comes
+  from (``Origin``, ``Sec-Fetch-Site``) must come from this page; anything else is 403.
+* Framing the page to trick a click: ``X-Frame-Options: DENY`` and a Content-Security-Policy that
+  allows no script, no frame ancestor, and forms and images from this server only.
+* A redirect off-site: ``back`` is rebuilt from its status and page, never followed as given.
 """
 
 from __future__ import annotations
@@ -20,17 +29,18 @@ import asyncio
 import html
 import logging
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from aiohttp import web
 
 from catalog.store import LOCAL_PREFIX, Catalog, utc_now
 from core.output_lock import OutputLock
-from core.storage import status_path
+from core.storage import move_to_status
 from jobs.report import make_thumbnail
 from stages.decide import manual_reason
 
@@ -39,6 +49,15 @@ logger = logging.getLogger(__name__)
 STATUSES = ("kept", "dropped", "failed")
 PER_PAGE = 60
 THUMBNAIL_SIZE = 256
+MAX_PAGE = 1_000_000  # a page number (of the listing, or an artwork's page) larger than this is refused
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # not no-referrer: browsers would then send a form POST with Origin: null
+}
 
 
 def apply_manual_decision(catalog: Catalog, root: Path, artwork_id: str, page: int, decision: str | None) -> str:
@@ -59,12 +78,7 @@ def apply_manual_decision(catalog: Catalog, root: Path, artwork_id: str, page: i
     if picture.status == "failed" or picture.path is None:
         raise ValueError(f"{artwork_id} p{page} has no stored picture to keep or drop ({picture.reason})")
     status = "kept" if decision == "keep" else "dropped"
-    path = picture.path
-    if not artwork_id.startswith(LOCAL_PREFIX):
-        path = status_path(picture.path, status)
-    if path != picture.path:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root / picture.path, root / path)
+    path = picture.path if artwork_id.startswith(LOCAL_PREFIX) else move_to_status(root, picture.path, status)
     try:
         with catalog.batch():
             catalog.set_manual_decision(artwork_id, page, decision, now)
@@ -98,7 +112,7 @@ class ReviewSite:
         self.token = secrets.token_urlsafe(24)
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.guard])
         app.router.add_get("/", self.index)
         app.router.add_get("/thumb", self.thumbnail)
         app.router.add_post("/decide", self.decide)
@@ -108,37 +122,64 @@ class ReviewSite:
     async def _close(self, _app: web.Application) -> None:
         self.catalog.close()
 
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Only this server's own names and pages may use it (see the module's docstring); every answer,
+        errors too, carries the security headers."""
+        try:
+            self._check_origin(request)
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(SECURITY_HEADERS)
+            raise
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @staticmethod
+    def _check_origin(request: web.Request) -> None:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if sockname else None
+        ours = {f"{host}:{port}" for host in LOCAL_HOSTS}
+        if request.headers.get("Host", "").lower() not in ours:
+            raise web.HTTPForbidden(text=f"this page answers to http://127.0.0.1:{port}/ only")
+        if request.method == "POST":
+            origin = request.headers.get("Origin")
+            if origin is not None and origin.lower() not in {f"http://{name}" for name in ours}:
+                raise web.HTTPForbidden(text="a change must come from the review page itself")
+            if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+                raise web.HTTPForbidden(text="a change must come from the review page itself")
+
     # --- pages ----------------------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "kept")
         if status not in (*STATUSES, "all"):
             raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)} or all")
-        raw_page = request.query.get("page", "1")
-        page_number = max(int(raw_page), 1) if raw_page.isdigit() else 1
+        page_number = max(number(request.query.get("page", "1"), "page"), 1)
         listed, total = self._listed(status, page_number)
-        here = f"/?{urlencode({'status': status, 'page': page_number})}"
+        here = listing_path(status, page_number)
         message = request.query.get("said", "")
         return web.Response(text=self._render(status, page_number, total, listed, here, message),
                             content_type="text/html", charset="utf-8")
 
     async def thumbnail(self, request: web.Request) -> web.Response:
-        artwork_id, page = request.query.get("artwork_id", ""), request.query.get("page", "")
-        picture = self.catalog.picture(artwork_id, int(page)) if page.isdigit() else None
+        artwork_id = request.query.get("artwork_id", "")
+        picture = self.catalog.picture(artwork_id, number(request.query.get("page", ""), "page"))
         if picture is None or picture.path is None:
             raise web.HTTPNotFound(text="no such picture")
         file = self.root / picture.path
         source = picture.sha256 or picture.path
-        jpeg = self.catalog.thumbnail(artwork_id, picture.page, source)
-        if jpeg is None:
+        stored = self.catalog.thumbnail(artwork_id, picture.page, source)
+        if stored is None:
             try:
                 # decoding is slow next to everything else here: off the event loop, so a click is
                 # answered while a page's thumbnails are still being drawn
-                jpeg, width, height = await asyncio.to_thread(make_thumbnail, file, THUMBNAIL_SIZE)
+                made, width, height = await asyncio.to_thread(make_thumbnail, file, THUMBNAIL_SIZE)
             except (OSError, ValueError, SyntaxError) as exc:
                 raise web.HTTPNotFound(text=f"no thumbnail: {exc}") from None
             with self.catalog.batch():
-                self.catalog.put_thumbnail(artwork_id, picture.page, source, width, height, jpeg)
-        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+                self.catalog.put_thumbnail(artwork_id, picture.page, source, width, height, made)
+            stored = made
+        return web.Response(body=stored, content_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     async def decide(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -147,17 +188,13 @@ class ReviewSite:
         decision = str(form.get("decision", ""))
         if decision not in ("keep", "drop", "clear"):
             raise web.HTTPBadRequest(text="decision must be keep, drop or clear")
-        artwork_id, page = str(form.get("artwork_id", "")), str(form.get("page", ""))
-        back = str(form.get("back", "/"))
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/"
-        if not page.isdigit():
-            raise web.HTTPBadRequest(text="page must be a number")
+        artwork_id, page = str(form.get("artwork_id", "")), number(str(form.get("page", "")), "page")
+        back = safe_back(str(form.get("back", "/")))
         holder = self.lock.acquire("scrapy review")
         if holder is not None:
             raise web.HTTPConflict(text=f"OUTPUT_DIR is busy ({holder}); nothing was changed: try again when it is done")
         try:
-            said = apply_manual_decision(self.catalog, self.root, artwork_id, int(page),
+            said = apply_manual_decision(self.catalog, self.root, artwork_id, page,
                                          None if decision == "clear" else decision)
         except LookupError as exc:
             raise web.HTTPNotFound(text=str(exc)) from None
@@ -165,8 +202,7 @@ class ReviewSite:
             said = f"nothing changed: {exc}"
         finally:
             self.lock.release()
-        separator = "&" if "?" in back else "?"
-        raise web.HTTPSeeOther(f"{back}{separator}{urlencode({'said': said})}")
+        raise web.HTTPSeeOther(f"{back}&{urlencode({'said': said})}")
 
     # --- reading and drawing ------------------------------------------------------------------------------
     def _listed(self, status: str, page_number: int) -> tuple[list[Listed], int]:
@@ -226,6 +262,32 @@ nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
             f'<input type="hidden" name="page" value="{item.page}">'
             f'<input type="hidden" name="back" value="{esc(here)}">{buttons}</form></div>'
         )
+
+
+def number(text: str, what: str) -> int:
+    """A page number from a query or form: ASCII digits, at most ``MAX_PAGE``; else 400."""
+    if not re.fullmatch(r"[0-9]{1,7}", text) or int(text) > MAX_PAGE:
+        raise web.HTTPBadRequest(text=f"{what} must be a whole number from 0 to {MAX_PAGE}")
+    return int(text)
+
+
+def listing_path(status: str, page_number: int) -> str:
+    """The path of one page of the listing: where a form goes back to."""
+    return f"/?{urlencode({'status': status, 'page': page_number})}"
+
+
+def safe_back(back: str) -> str:
+    """Where to go after a change: the listing page ``back`` names, rebuilt from its status and page
+    number; anything else (another host, ``/%09/evil.example``, another path) goes to the first page."""
+    parts = urlsplit(back)
+    if parts.scheme or parts.netloc or parts.path != "/":
+        return listing_path("kept", 1)
+    query = parse_qs(parts.query)
+    status = (query.get("status") or ["kept"])[0]
+    page = (query.get("page") or ["1"])[0]
+    if status not in (*STATUSES, "all") or not re.fullmatch(r"[0-9]{1,7}", page) or not 1 <= int(page) <= MAX_PAGE:
+        return listing_path("kept", 1)
+    return listing_path(status, int(page))
 
 
 def _esc(value: Any) -> str:

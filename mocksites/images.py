@@ -18,6 +18,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -150,7 +151,7 @@ class _Canvas:
         self.painter = ImageDraw.Draw(image)
         self.alpha_painter = ImageDraw.Draw(alpha) if alpha is not None else None
 
-    def shape(self, kind: str, coordinates: list | tuple, fill: tuple[int, int, int]) -> None:
+    def shape(self, kind: str, coordinates: list[Any] | tuple[Any, ...], fill: tuple[int, int, int]) -> None:
         getattr(self.painter, kind)(coordinates, fill=fill)
         if self.alpha_painter is not None:
             getattr(self.alpha_painter, kind)(coordinates, fill=255)

@@ -518,7 +518,8 @@ class WikiSite:
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith("/_mock/"):
             self.stats.record(request.match_info.route.name or "other", request)
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def wiki_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
@@ -563,10 +564,10 @@ class WikiSite:
         action = query.get("action")
         if action == "parse":
             return self._api_json(self._parse(query, version))
-        if action == "query" and "imageinfo" in query.get("prop", "").split("|"):
+        if action == "query" and "imageinfo" in str(query.get("prop", "")).split("|"):
             return self._api_json(self._imageinfo(query, version))
         return self._api_json({"error": {"code": "badvalue",
-                                         "info": f"Unrecognized value for parameter \"action\": {action}."}})
+                                         "info": f"Unrecognized value for parameter \"action\": {action!s}."}})
 
     @staticmethod
     def _api_json(payload: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:

@@ -263,6 +263,7 @@ def make_artwork(index: int, config: SiteConfig) -> Artwork:
     ai_type = 2 if rng.random() < 0.10 else 1
     deleted = rng.random() < 0.02
 
+    pages: tuple[Page, ...]
     if illust_type == UGOIRA:
         pages = (_draw_page(rng, config.image_size, kind=images.JPEG),)
         frame_count = rng.randint(4, 8)
@@ -919,9 +920,10 @@ class PixivSite:
         spec = work.pages[page]
         key = (work.id, page, work.reupload_count, spec.kind)
         seed_key = self._image_seed(work, page)
-        return self._cached(
+        data: bytes = self._cached(
             key, lambda: images.render_original(seed_key, spec.width, spec.height, spec.kind, work.character)
         )
+        return data
 
     def ugoira_frames(self, work: Artwork, *, small: bool) -> list[bytes]:
         spec = work.pages[0]
@@ -930,13 +932,15 @@ class PixivSite:
             width, height = max(1, width // 2), max(1, height // 2)
         key = (work.id, "frames", work.reupload_count, small)
         seed_key = self._image_seed(work, 0) + (":small" if small else "")
-        return self._cached(
+        frames: list[bytes] = self._cached(
             key, lambda: images.render_ugoira_frames(seed_key, width, height, len(work.frame_delays), work.character)
         )
+        return frames
 
     def ugoira_zip(self, work: Artwork, *, small: bool) -> bytes:
         key = (work.id, "zip", work.reupload_count, small)
-        return self._cached(key, lambda: images.ugoira_zip(self.ugoira_frames(work, small=small)))
+        data: bytes = self._cached(key, lambda: images.ugoira_zip(self.ugoira_frames(work, small=small)))
+        return data
 
     # ---- apps --------------------------------------------------------------------------------
 
@@ -963,7 +967,8 @@ class PixivSite:
                     status=429,
                     headers={"Retry-After": str(self.config.retry_after)},
                 )
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def api_app(self) -> web.Application:
         app = web.Application(middlewares=[self._common_middleware])

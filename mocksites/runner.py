@@ -71,10 +71,12 @@ class LocalSite:
             return json.loads(response.read() or b"null")
 
     def truth(self) -> list[dict[str, Any]]:
-        return self.control("/_mock/truth")
+        truth: list[dict[str, Any]] = self.control("/_mock/truth")
+        return truth
 
     def stats(self) -> dict[str, Any]:
-        return self.control("/_mock/stats")
+        stats: dict[str, Any] = self.control("/_mock/stats")
+        return stats
 
     def reset_stats(self) -> None:
         self.control("/_mock/reset-stats", "POST")

@@ -37,9 +37,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from core.errors import ProjectError
+from core.progress import progress_bar
 from models import training
 from models.imaging import flatten_on_white
-from models.inference import Progress, batched_scores, file_sha256, to_numpy
+from models.inference import batched_scores, file_sha256, to_numpy
 from models.training import split_value
 
 log = logging.getLogger("models.classifier")
@@ -71,7 +73,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ClassifierError(RuntimeError):
+class ClassifierError(ProjectError, RuntimeError):
     """The data folder or the model/card pair is unusable."""
 
 
@@ -145,7 +147,7 @@ def read_dataset(
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """uint8 pixels, class indexes and the indexes of ``files`` that could be read."""
     pixels, labels, kept = [], [], []
-    bar = Progress("reading", len(files), progress)
+    bar = progress_bar("reading", len(files), progress)
     for i, (rel, name) in enumerate(files):
         try:
             image = load_image(Path(data_dir) / rel)
@@ -567,7 +569,7 @@ def iter_batches(paths: Sequence[Path], batch_size: int) -> Iterator[tuple[list[
         yield kept, images
 
 
-def evaluate(model_path: str | Path, data_dir: str | Path, *, batch_size: int = 32, progress: bool = False) -> dict:
+def evaluate(model_path: str | Path, data_dir: str | Path, *, batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
     """Accuracy, per-class precision/recall and confusion matrix over every picture in ``data_dir``.
 
     Sub-folders that are not classes of the model are ignored with a warning.
@@ -582,8 +584,9 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, batch_size: int = 
     if not files:
         raise ClassifierError(f"{data_dir}: no pictures in folders named after the classes {classifier.classes}")
     label_of = dict(files)
-    true, predicted = [], []
-    bar = Progress("evaluating", len(files), progress)
+    true: list[int] = []
+    predicted: list[int] = []
+    bar = progress_bar("evaluating", len(files), progress)
     for kept, images in iter_batches([data_dir / rel for rel, _ in files], batch_size):
         if images:
             scores = classifier.predict_scores(images, batch_size=batch_size)
@@ -607,7 +610,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, batch_size: int = 
 
 def expand_paths(arguments: Iterable[str]) -> list[Path]:
     """Files as given; folders expanded to their files (recursively, sorted, hidden ones left out)."""
-    paths = []
+    paths: list[Path] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():

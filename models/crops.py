@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, ImageColor
 
+from core.errors import EXIT_FAILED, ProjectError
 from models.imaging import flatten_on_white
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
@@ -53,8 +54,27 @@ DRAFT_GAP = 2.0
 REDUCING_GAP = 3.0
 
 
-class TooSmall(ValueError):
+class TooSmall(ProjectError, ValueError):
     """The picture would have to be enlarged more than ``max_upscale`` allows; the message says how much."""
+
+    exit_code = EXIT_FAILED
+
+
+def face_box_problem(face: Mapping[str, float], width: int | None, height: int | None) -> str | None:
+    """Why a stored face box cannot be cut from a ``width`` x ``height`` picture (empty, not numbers,
+    or wholly outside it), or None. A catalogue edited by hand or merged from elsewhere can hold such
+    boxes; cut anyway, each would give a one-pixel crop."""
+    try:
+        x, y, w, h = (float(face[k]) for k in ("x", "y", "w", "h"))
+    except (KeyError, TypeError, ValueError):
+        return f"its face box is not four numbers: {dict(face)!r}"
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return f"its face box is not four finite numbers: {x:g},{y:g} {w:g}x{h:g}"
+    if w <= 0 or h <= 0:
+        return f"its face box is empty ({w:g}x{h:g} at {x:g},{y:g})"
+    if width and height and not (x < width and y < height and x + w > 0 and y + h > 0):
+        return f"its face box ({w:g}x{h:g} at {x:g},{y:g}) lies outside the {width}x{height} picture"
+    return None
 
 
 def clip_box(left: float, top: float, right: float, bottom: float, width: int, height: int) -> Box:
@@ -181,10 +201,10 @@ def plan(width: int, height: int, fit: Fit, focus: tuple[float, float] | None = 
             raise TooSmall(f"{width}x{height} is under one multiple of {fit.multiple} px at most "
                            f"x{fit.max_upscale:g} (--max-upscale)")
         keep_w, keep_h = out_w / scale, out_h / scale  # the centre part that becomes the output
-        left, top = (width - keep_w) / 2, (height - keep_h) / 2
+        x0, y0 = (width - keep_w) / 2, (height - keep_h) / 2
         if scale == 1:  # no resampling at all: whole pixels
-            left, top = math.floor(left), math.floor(top)
-        return Plan((left, top, left + keep_w, top + keep_h), (out_w, out_h), (out_w, out_h), (0, 0))
+            x0, y0 = math.floor(x0), math.floor(y0)
+        return Plan((x0, y0, x0 + keep_w, y0 + keep_h), (out_w, out_h), (out_w, out_h), (0, 0))
     raise ValueError(f"no fit {fit.mode!r}; one of {', '.join(FITS)}")
 
 

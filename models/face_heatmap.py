@@ -132,6 +132,7 @@ class FaceHeatmapNet(nn.Module):
         )
         self.centre = nn.Conv2d(width, 1, 1)
         self.size = nn.Conv2d(width, 1, 1)
+        assert self.centre.bias is not None and self.size.bias is not None  # Conv2d has one by default
         nn.init.constant_(self.centre.bias, -4.0)  # start near "no face anywhere" (CenterNet's prior)
         nn.init.constant_(self.size.bias, math.log(48.0))
         self.verifier: face_verifier.FaceVerifierNet | None
@@ -211,6 +212,7 @@ class PatchSampler:
         rng = self.rng
         roll = rng.random()
         negative, paste, away = self.config.negative_share, self.config.paste_share, self.config.away_share
+        boxes: list[Any]
         if self.negatives and roll < negative:
             patch, boxes = self._negative_patch(rng.choice(self.negatives)), []
         elif self.negatives and roll < negative + paste:
@@ -258,7 +260,7 @@ class PatchSampler:
             colour = patch.getpixel((min(max(int(rng.uniform(0, PATCH)), 0), PATCH - 1),
                                      min(max(int(rng.uniform(0, PATCH)), 0), PATCH - 1)))
             patch = patch.copy()
-            patch.paste(colour, (round(bx), round(by), round(bx + bw), round(by + bh)))
+            patch.paste(colour, (round(bx), round(by), round(bx + bw), round(by + bh)))  # type: ignore[arg-type]  # an RGB pixel
         if config.hue_shift and rng.random() < 0.5:
             hue, saturation, value = patch.convert("HSV").split()
             turn = round(rng.uniform(-config.hue_shift, config.hue_shift) * 256)
@@ -363,7 +365,7 @@ def _train(pictures: Sequence[LabelledPicture], config: TrainConfig, log: Any,
         loss = focal_loss(logits, heat, weight)
         loss = loss + (F.l1_loss(predicted, log_side, reduction="none") * size_mask).sum() / size_mask.sum().clamp(min=1.0)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
         optimiser.step()
         schedule.step()
         result.losses.append(loss.detach().item())
@@ -433,7 +435,7 @@ def pyramid_scales(width: int, height: int) -> list[float]:
     scale = min(1.0, MAX_SIDE / longer)
     if longer * scale < SMALL_SIDE:
         scale = 2.0 * scale
-    scales = []
+    scales: list[float] = []
     while shorter * scale >= MIN_LEVEL_SIDE or not scales:
         scales.append(scale)
         scale /= 2

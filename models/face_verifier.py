@@ -143,7 +143,7 @@ def train(samples: Sequence[Sample], config: VerifierConfig | None = None, log: 
     def step(crops: torch.Tensor) -> None:
         loss = F.binary_cross_entropy_with_logits(net(crops), labels)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
         optimiser.step()
         schedule.step()
         losses.append(loss.detach().item())

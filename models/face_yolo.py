@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.errors import ProjectError
 from models.imaging import flatten_on_white
 from models.inference import dimension, onnx_providers
 
@@ -40,7 +41,7 @@ MAX_SIDE = 640  # px; imgutils runs its face models at 640
 ALIGN = 32
 
 
-class YoloModelError(ValueError):
+class YoloModelError(ProjectError, ValueError):
     """The file is not an ONNX YOLO detector we can read (the message says what is wrong)."""
 
 

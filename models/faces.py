@@ -53,6 +53,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageOps
 
+from core.errors import ProjectError
 from models.imaging import flatten_on_white
 from models.inference import file_sha256
 
@@ -78,11 +79,11 @@ SMALL_SIDE = 512  # px; pictures whose longer side is below this get the 2x "ups
 TILT_DEGREES = 12.0
 
 
-class CascadeError(RuntimeError):
+class CascadeError(ProjectError, RuntimeError):
     """The cascade XML is missing, not the expected file, or not loadable by OpenCV."""
 
 
-class AnimefaceUnusable(RuntimeError):
+class AnimefaceUnusable(ProjectError, RuntimeError):
     """The animeface package cannot be trusted here (wrong Pillow, or it finds no known face)."""
 
 
@@ -501,7 +502,7 @@ def propose(picture: Image.Image, cascade: CascadeDetector, iou_threshold: float
         n = len(group.members)
         box = [sum(getattr(m, k) for m in group.members) / n for k in ("x", "y", "w", "h")]
         seen_in = "+".join(sorted({m.view for m in group.members}))
-        proposals.append(Candidate(*box, group.lead.score, cascade.name, seen_in, False))
+        proposals.append(Candidate(box[0], box[1], box[2], box[3], group.lead.score, cascade.name, seen_in, False))
     return sorted(proposals, key=lambda c: (-len(c.view.split("+")), -c.score))
 
 
@@ -537,7 +538,7 @@ def detect_verified(image: Image.Image, cascade: CascadeDetector, animeface: Ani
                     iou_threshold: float = 0.3) -> list[Face]:
     """Method "verified": the cascade proposes loosely, animeface confirms each proposal on crops."""
     picture = flatten(image)
-    faces = []
+    faces: list[Face] = []
     for proposal in propose(picture, cascade, iou_threshold)[:MAX_PROPOSALS]:
         if any(iou(proposal, f) >= iou_threshold or nested(proposal, f) for f in faces):
             continue  # a face already confirmed there

@@ -37,7 +37,7 @@ import io
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,10 +47,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
+from core.errors import ProjectError
+from core.progress import progress_bar
 from core.storage import atomic_write
 from models import training
 from models.imaging import flatten_on_white
-from models.inference import Progress
 from models.torch_common import (
     CheckpointError,
     autocast,
@@ -70,7 +71,7 @@ FACE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
 
-class GanError(ValueError):
+class GanError(ProjectError, ValueError):
     """The faces folder, the options or a checkpoint cannot be used; the message says why."""
 
 
@@ -160,7 +161,7 @@ def load_faces(faces_dir: str | Path, image_size: int, progress: bool = False) -
     """(N, 3, size, size) uint8 faces (centre-cropped to a square and resized where needed) and their paths."""
     paths = find_faces(faces_dir)
     faces, kept = [], []
-    bar = Progress("reading faces", len(paths), progress)
+    bar = progress_bar("reading faces", len(paths), progress)
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -228,7 +229,7 @@ class GanState:
     fixed_noise: torch.Tensor  # (samples, noise_dim), on the CPU
     random: torch.Generator  # shuffling, flips and noise
     epoch: int = 0
-    history: dict[str, Any] | None = None
+    history: dict[str, Any] = field(default_factory=lambda: {"steps": {"loss_d": [], "loss_g": []}, "epochs": []})
 
 
 def new_state(config: GanConfig, sample_count: int = 64) -> GanState:
@@ -272,7 +273,7 @@ def restore_state(checkpoint: dict[str, Any], device: torch.device) -> GanState:
     state.generator.load_state_dict(checkpoint["generator"], strict=True)
     state.discriminator.load_state_dict(checkpoint["discriminator"], strict=True)
     for module in (state.generator, state.discriminator):
-        module.to(device, memory_format=memory_format(device))
+        module.to(device, memory_format=memory_format(device))  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
     # after the move: the optimisers' moment tensors follow their parameters' device
     state.generator_optimizer.load_state_dict(checkpoint["generator_optimizer"])
     state.discriminator_optimizer.load_state_dict(checkpoint["discriminator_optimizer"])
@@ -303,7 +304,7 @@ def load_generator(path: str | Path, device: torch.device | None = None) -> tupl
     generator = Generator(GanConfig(**checkpoint["config"]))
     generator.load_state_dict(checkpoint["generator"], strict=True)
     device = device or choose_device()
-    generator.to(device, memory_format=memory_format(device)).eval()
+    generator.to(device, memory_format=memory_format(device)).eval()  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
     return generator, checkpoint
 
 
@@ -362,14 +363,14 @@ def train_step(state: GanState, real: torch.Tensor, device: torch.device) -> dic
     loss_d = (F.binary_cross_entropy_with_logits(real_logits.float(), real_target)
               + F.binary_cross_entropy_with_logits(fake_logits.float(), fake_target))
     state.discriminator_optimizer.zero_grad(set_to_none=True)
-    loss_d.backward()
+    loss_d.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
     state.discriminator_optimizer.step()
 
     with autocast(device):
         judged = state.discriminator(fake)
     loss_g = F.binary_cross_entropy_with_logits(judged.float(), torch.ones(len(real), device=device))
     state.generator_optimizer.zero_grad(set_to_none=True)
-    loss_g.backward()
+    loss_g.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
     state.generator_optimizer.step()
     return {
         "loss_d": float(loss_d.detach()),
@@ -414,7 +415,7 @@ def train(
     else:
         state = new_state(config or GanConfig(), sample_count)
         for module in (state.generator, state.discriminator):
-            module.to(target, memory_format=memory_format(target))
+            module.to(target, memory_format=memory_format(target))  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
     config = state.config
     faces, paths = load_faces(faces_dir, config.image_size, progress)
     data = {"folder": str(faces_dir), "faces": len(faces), "sha256": data_hash(paths, faces_dir)}
@@ -468,6 +469,7 @@ def train(
         "torch_version": str(torch.__version__),
     }
     training.write_card(out_dir / "gan.json", card)
+    assert last_path is not None  # the last epoch always writes one
     return TrainResult(checkpoint_path=last_path, epochs_run=ran, card=card)
 
 

@@ -45,6 +45,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
+from core.errors import ProjectError
 from models.inference import file_sha256, onnx_providers
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(ProjectError, RuntimeError):
     """An embedder that cannot be loaded or used; the message says why."""
 
 
@@ -295,7 +296,7 @@ def match(
     points = np.concatenate([embeddings, references]) if with_references else embeddings
     labels = cluster(points, min_cluster_size)
     sizes = Counter(int(label) for label in labels[:n] if label >= 0)
-    if with_references:
+    if references is not None and with_references:
         target = centroid(references)
         reference_labels = Counter(int(label) for label in labels[n:] if label >= 0)
         wanted, held = reference_labels.most_common(1)[0] if reference_labels else (None, 0)
@@ -324,7 +325,7 @@ def match(
         else:
             matched = label == wanted
             why = [f"{where}" + (" (the dominant one)" if matched else f", not the dominant cluster {wanted} of "
-                                 f"{sizes[wanted]}"),
+                                 f"{sizes.get(wanted or 0, 0)}"),
                    f"distance {distance:.3f} to its centroid"]
         results.append(Match(matched, float(distance), int(label), size, f"{'; '.join(why)} ({version})"))
     return results

@@ -1,11 +1,9 @@
 """What the models share: batched inference, Keras outputs as numpy, onnxruntime's providers, hashing a
-weights file, a progress bar."""
+weights file. (Progress bars: core/progress.py.)"""
 
 from __future__ import annotations
 
 import hashlib
-import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,8 +42,8 @@ def to_numpy(output: Any) -> np.ndarray:
 
 def batched_scores(
     model: Any,
-    preprocess: Callable[[Image.Image], np.ndarray],
-    images: Sequence[Image.Image],
+    preprocess: Callable[[Any], np.ndarray],
+    images: Sequence[Image.Image] | np.ndarray,
     batch_size: int,
     outputs: int,
     to_numpy: Callable[[Any], np.ndarray],
@@ -60,28 +58,3 @@ def batched_scores(
     if not rows:
         return np.zeros((0, outputs), dtype=np.float32)
     return np.concatenate(rows).astype(np.float32, copy=False)
-
-
-class Progress:
-    """A one-line progress bar on stderr (silent when disabled)."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True, stream: Any = None) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self.started = time.monotonic()
-
-    def update(self, count: int) -> None:
-        self.done = min(self.done + count, self.total)
-        if self.enabled and self.total:
-            filled = int(30 * self.done / self.total)
-            rate = self.done / max(time.monotonic() - self.started, 1e-9)
-            self.stream.write(
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} ({rate:.1f}/s)"
-            )
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.total:
-            self.stream.write("\n")
-            self.stream.flush()

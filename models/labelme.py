@@ -52,10 +52,11 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from core.errors import ProjectError
+from core.progress import progress_bar
 from core.storage import atomic_write
-from models.inference import Progress
 
 log = logging.getLogger("models.labelme")
 
@@ -73,7 +74,7 @@ IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
 
 
-class LabelmeError(ValueError):
+class LabelmeError(ProjectError, ValueError):
     """One file (or the labels file) cannot be converted; the message says why."""
 
 
@@ -118,7 +119,7 @@ def label_problem(name: str) -> str | None:
 
 def label_of(shape: dict[str, Any]) -> str:
     """A shape's class name: its label without surrounding whitespace (see the module docstring)."""
-    return shape["label"].strip()
+    return str(shape["label"]).strip()
 
 
 def parse_labels(lines: Iterable[str]) -> list[str]:
@@ -206,7 +207,7 @@ def decode_picture(data: bytes, source: str, notes: list[str]) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
             image.load()
-        except Image.UnidentifiedImageError:
+        except UnidentifiedImageError:
             raise LabelmeError(f"{source}: not a readable picture (not a format Pillow knows)") from None
         except Exception as error:  # noqa: BLE001 - corrupt bytes make decoders raise all sorts; each is this file's reason
             raise LabelmeError(f"{source}: not a readable picture ({error})") from None
@@ -373,7 +374,7 @@ class ConvertSummary:
     classes: list[str]
     converted: list[str] = field(default_factory=list)  # relative stems
     failed: list[tuple[str, str]] = field(default_factory=list)  # (relative JSON path, reason)
-    files_per_class: Counter = field(default_factory=Counter)  # class: masks showing it
+    files_per_class: Counter[str] = field(default_factory=Counter)  # class: masks showing it
     warnings: int = 0
 
     def lines(self) -> list[str]:
@@ -415,6 +416,7 @@ def convert_folder(
     source, dest = Path(labelme_dir), Path(dest)
     if not source.is_dir():
         raise LabelmeError(f"{source}: not a folder")
+    refuse_overlap(source, dest, labels)
     paths = find_json_files(source)
     if not paths:
         raise LabelmeError(f"{source}: no .json files")
@@ -437,7 +439,7 @@ def convert_folder(
     value_of = {name: value for value, name in enumerate(classes)} | {IGNORE: IGNORE_INDEX}
     summary = ConvertSummary(dest=dest, classes=classes)
     atomic_write(dest / LABELS_NAME, labels_text(classes).encode("utf-8"))
-    bar = Progress("masks", len(paths), progress)
+    bar = progress_bar("masks", len(paths), progress)
     for path in paths:
         relative = path.relative_to(source)
         try:
@@ -461,6 +463,19 @@ def convert_folder(
         bar.update(1)
     bar.close()
     return summary
+
+
+def refuse_overlap(source: Path, dest: Path, labels: str | Path | None) -> None:
+    """Never write over an input: DEST and LABELME_DIR may not be one folder or hold each other
+    (DEST/labels.txt, DEST/images/ would replace the user's own files), nor may --labels be the
+    DEST/labels.txt this run writes (symlinks resolved)."""
+    here, there = source.resolve(), dest.resolve()
+    if there == here or there.is_relative_to(here) or here.is_relative_to(there):
+        where = "is" if there == here else "is inside" if there.is_relative_to(here) else "holds"
+        raise LabelmeError(f"DEST {dest} {where} LABELME_DIR {source}: the masks would be written over the files "
+                           "they are made from; give a DEST outside it")
+    if labels is not None and Path(labels).resolve() == there / LABELS_NAME:
+        raise LabelmeError(f"--labels {labels} is the {LABELS_NAME} this run writes in DEST: copy it elsewhere first")
 
 
 def file_failure(relative: Path, error: Exception) -> str:

@@ -49,11 +49,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
+from core.errors import ProjectError
+from core.progress import progress_bar
 from core.storage import atomic_write
 from models import training
 from models.classifier import expand_paths
 from models.imaging import flatten_on_white
-from models.inference import Progress
 from models.labelme import (
     ANNOTATIONS_DIR,
     BACKGROUND,
@@ -92,7 +93,7 @@ SCALE_RANGE = (0.75, 1.5)
 KEEPS_COLOURS = ("RGB", "RGBA", "L", "LA", "P", "PA")  # modes whose RGBA conversion is exact
 
 
-class SegmentError(ValueError):
+class SegmentError(ProjectError, ValueError):
     """The data, the weights or a checkpoint cannot be used; the message says why."""
 
 
@@ -210,7 +211,7 @@ class LoadedSplit:
 
 def load_split(samples: Sequence[Sample], class_count: int, image_size: int, progress: bool, label: str) -> LoadedSplit:
     loaded = LoadedSplit()
-    bar = Progress(f"reading {label}", len(samples), progress)
+    bar = progress_bar(f"reading {label}", len(samples), progress)
     for sample in samples:
         try:
             image, mask = read_pair(sample, class_count)
@@ -415,6 +416,9 @@ class Segmenter(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    mean: torch.Tensor  # buffers (register_buffer)
+    std: torch.Tensor
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels - self.mean) / self.std
         logits = self.head(self.decoder(self.encoder(x)))
@@ -565,7 +569,7 @@ def load_segmenter(path: str | Path, device: torch.device | None = None) -> tupl
     model = Segmenter(SegmenterConfig(**config))
     model.load_state_dict(checkpoint["model"], strict=True)
     device = device or choose_device()
-    model.to(device, memory_format=memory_format(device)).eval()
+    model.to(device, memory_format=memory_format(device)).eval()  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
     return model, checkpoint
 
 
@@ -629,6 +633,7 @@ def train(
     history, seconds = _fit(model, train_data, val_data, target, keeper, epochs=epochs, batch_size=batch_size,
                             learning_rate=learning_rate, seed=seed, split=split, progress=progress)
 
+    assert keeper.best_path is not None  # given above
     test = evaluate(keeper.best_path, data_dir, subset="test", device=device, progress=progress) if parts["test"] else None
     if test is not None:
         atomic_write(out_dir / "evaluation-test.json", (json.dumps(test, indent=2) + "\n").encode())
@@ -675,7 +680,7 @@ def _fit(model: Segmenter, train_data: LoadedSplit, val_data: LoadedSplit, targe
     validation mean IoU after each epoch, and its checkpoint given to ``keeper``. The history (a row
     an epoch) and the seconds the epochs took."""
     image_size = model.config.image_size
-    model.to(target, memory_format=memory_format(target))
+    model.to(target, memory_format=memory_format(target))  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
     # augment on the device: per-picture CPU work would starve a GPU (random draws stay on the CPU)
     train_data.images = [image.to(target) for image in train_data.images]
     train_data.masks = [mask.to(target) for mask in train_data.masks]
@@ -756,7 +761,7 @@ def evaluate(
     if not samples:
         raise SegmentError(f"{data_dir}: no pictures in the {subset} split")
     matrix = torch.zeros(len(classes), len(classes), dtype=torch.int64)
-    scored, bar = 0, Progress(f"evaluating {subset}", len(samples), progress)
+    scored, bar = 0, progress_bar(f"evaluating {subset}", len(samples), progress)
     for sample in samples:
         try:
             image, mask = read_pair(sample, len(classes))
@@ -835,7 +840,7 @@ def predict(
     pairs = output_stems(inputs)
     if not pairs:
         raise SegmentError("no pictures to segment")
-    results, bar = [], Progress("segmenting", len(pairs), progress)
+    results, bar = [], progress_bar("segmenting", len(pairs), progress)
     for path, stem in pairs:
         try:
             with Image.open(path) as opened:

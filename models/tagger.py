@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from core.errors import ProjectError
 from models.imaging import flatten_on_white
 from models.inference import batched_scores, file_sha256, to_numpy
 
@@ -42,7 +43,7 @@ TF_KERAS_FIX = "pip install tf-keras==2.21.0"  # must match the TensorFlow minor
 SYSTEM = "System"
 
 
-class TaggerError(RuntimeError):
+class TaggerError(ProjectError, RuntimeError):
     """The project folder is incomplete or inconsistent, or its model cannot be loaded."""
 
 
@@ -294,26 +295,3 @@ class DeepDanbooruTagger:
         if self.loaded_with == "keras":
             return to_numpy(output)
         return np.asarray(output.numpy() if hasattr(output, "numpy") else output)
-
-
-# --- the shared entry point: a DeepDanbooru project folder or a WD14 tagger (models/wd14.py) ------
-
-
-def load_tagger(
-    path: str | Path, *, threshold: float = 0.5, category_thresholds: dict[str, float] | None = None
-) -> Any:
-    """``WD14Tagger`` for ``model.onnx`` + ``selected_tags.csv``, else ``DeepDanbooruTagger``.
-
-    Both give ``tags``, ``version``, ``category_of(i)`` and ``predict(images, batch_size)``.
-    """
-    from models.wd14 import WD14Tagger, wd14_files
-
-    loader = WD14Tagger.load if wd14_files(path) else DeepDanbooruTagger.load
-    return loader(path, threshold=threshold, category_thresholds=category_thresholds)
-
-
-def tagger_version(path: str | Path) -> str:
-    """The version ``load_tagger`` would give, without loading a model."""
-    from models.wd14 import wd14_files, wd14_project_version
-
-    return wd14_project_version(path) if wd14_files(path) else project_version(path)

@@ -18,10 +18,11 @@ from typing import Any, ContextManager
 
 import torch
 
+from core.errors import ProjectError
 from core.storage import atomic_write
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ProjectError, ValueError):
     """A file is not a checkpoint of the expected kind; the message says why."""
 
 

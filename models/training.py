@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
+from core.progress import progress_bar
 from core.storage import atomic_write
-from models.inference import Progress
 
 
 def split_value(key: str) -> float:
@@ -65,7 +65,7 @@ def run_epoch(label: str, steps: int, step: Callable[[int], dict[str, float]], i
     """Run ``step(0)`` .. ``step(steps - 1)`` under a progress bar; the mean of each number they
     return, ``images_per_second`` and ``seconds``."""
     started, rows = time.monotonic(), []
-    bar = Progress(label, steps, progress)
+    bar = progress_bar(label, steps, progress)
     for index in range(steps):
         rows.append(step(index))
         bar.update(1)
@@ -118,7 +118,7 @@ def run_steps(batches: Iterable[Batch], step: Callable[[Batch], None], first: in
     """
     timing = timing if timing is not None else StepTiming()
     done = first
-    bar = Progress(label, last - first, progress)
+    bar = progress_bar(label, last - first, progress)
     mark = time.monotonic()
     for done, batch in zip(range(first + 1, last + 1), batches):  # range first: no batch drawn past ``last``
         fetched = time.monotonic()
@@ -167,8 +167,8 @@ def _save_torch(path: Path, checkpoint: Any) -> None:
 
 @dataclass
 class Line:
-    x: Sequence[float]
-    y: Sequence[float | None]
+    x: Sequence[float] | np.ndarray
+    y: Sequence[float | None] | np.ndarray
     label: str | None = None
     style: dict[str, Any] = field(default_factory=dict)  # matplotlib's plot keywords (marker, color, alpha...)
 

@@ -87,7 +87,7 @@ def scrapyd_call(url: str, endpoint: str, fields: Fields | None = None,
                  files: dict[str, tuple[str, bytes]] | None = None, timeout: float = 120) -> dict[str, Any]:
     """One Scrapyd JSON API call (POST when there are fields); user:password in the URL is sent as Basic auth."""
     parsed = urllib.parse.urlsplit(url)
-    base = parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
+    base = parsed._replace(netloc=(parsed.hostname or "") + (f":{parsed.port}" if parsed.port else "")).geturl()
     target = urllib.parse.urljoin(base.rstrip("/") + "/", endpoint)
     data, content_type = (None, None)
     if files:
@@ -102,7 +102,8 @@ def scrapyd_call(url: str, endpoint: str, fields: Fields | None = None,
         request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
     except urllib.error.HTTPError as exc:
         return {"status": "error", "message": f"HTTP {exc.code}: {exc.read()[:500]!r}"}
 

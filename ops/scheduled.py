@@ -11,12 +11,14 @@ Why a wrapper rather than a bare ``scrapy crawl`` in the crontab:
   same folder, says who holds the lock and exits with ``EXIT_LOCKED`` (75, EX_TEMPFAIL), touching
   nothing. The kernel drops the lock when the holder dies, so a killed run leaves none.
 - **No secret on a command line.** Settings are passed to each crawl as ``-s``, which ``ps`` shows
-  to every user; the session cookie (``PIXIV_PHPSESSID``) goes through the child's environment.
+  to every user; secret ones (the session cookie ``PIXIV_PHPSESSID``, a password, a URL with one:
+  crawler/secrets.py), in ``[settings]`` or a ``[[crawl]]``'s ``settings``, go through the child's
+  environment instead.
 - **One log per crawl:** ``OUTPUT_DIR/logs/{date}_{time}-{tag}.log`` (the tag made file-name safe,
   with a short hash when that changed it). Its own output is one line per crawl, for cron's mail
   or the journal.
-- **An honest exit code.** ``scrapy crawl`` exits 0 even when the search failed or Pixiv throttled
-  the crawl; this reads the crawl's ``crawls`` row. finished and stopped_early are success;
+- **An honest exit code.** ``scrapy crawl`` exits 0 when Pixiv throttled the crawl or it was shut
+  down; this reads the crawl's ``crawls`` row. finished and stopped_early are success;
   failed, throttled, interrupted, shutdown, a missing row or a non-zero exit are failure, and the
   run exits ``EXIT_FAILED`` (1) once every tag has had its turn.
 
@@ -45,13 +47,14 @@ from scrapy.settings import Settings
 
 from catalog.store import crawl_started_by
 from core.output_lock import EXIT_LOCKED, OutputLock
+from core.storage import catalog_path, output_dir
+from crawler.secrets import child_environment, split_secrets
 
 REPO = Path(__file__).resolve().parents[1]  # where scrapy.cfg is: the crawls run here
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 OK_STATUSES = ("finished", "stopped_early")
-SECRET_SETTINGS = ("PIXIV_PHPSESSID",)  # passed to a crawl as environment variables of the same name
 
 
 @dataclass
@@ -121,13 +124,13 @@ def project_settings(overrides: dict[str, str]) -> Settings:
 
 class Runner:
     def __init__(self, settings: Settings, overrides: dict[str, str], jobs: list[CrawlJob], out: TextIO = sys.stdout):
-        self.output = Path(settings.get("OUTPUT_DIR") or "output").resolve()
-        self.catalog = Path(settings.get("CATALOG_DB") or self.output / "catalog.db").resolve()
+        self.output = output_dir(settings).resolve()
+        self.catalog = catalog_path(settings).resolve()
         self.lock = OutputLock.for_settings(settings)
         self.logs = self.output / "logs"
         # secrets go to the child through its environment, never its command line (``ps``)
-        self.secrets = {name: overrides[name] for name in SECRET_SETTINGS if overrides.get(name)}
-        self.overrides = {k: v for k, v in overrides.items() if k not in SECRET_SETTINGS} | {"OUTPUT_DIR": str(self.output)}
+        plain, self.secrets = split_secrets(overrides)
+        self.overrides = plain | {"OUTPUT_DIR": str(self.output)}
         if settings.get("CATALOG_DB"):
             self.overrides["CATALOG_DB"] = str(self.catalog)
         self.jobs = jobs
@@ -172,23 +175,28 @@ class Runner:
             self.child.send_signal(signum)
 
     def command(self, job: CrawlJob, log: Path) -> list[str]:
+        """The crawl's command line: its arguments and every setting but the secret ones."""
         command = [sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", f"tag={job.tag}"]
         for name, value in job.arguments.items():
             command += ["-a", f"{name}={value}"]
-        for name, value in {**self.overrides, **job.settings, "LOG_FILE": str(log)}.items():
+        plain, _secrets = split_secrets(job.settings)
+        for name, value in {**self.overrides, **plain, "LOG_FILE": str(log)}.items():
             command += ["-s", f"{name}={value}"]
         return command
 
-    def child_env(self) -> dict[str, str]:
-        """A crawl's environment: ours, the secrets, and the descriptor of the lock it works under."""
-        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.secrets, **self.lock.child_env()}
+    def child_env(self, job: CrawlJob) -> dict[str, str]:
+        """A crawl's environment: ours, the secret settings (the run's and the job's own), and the
+        descriptor of the lock it works under."""
+        _plain, secrets = split_secrets(job.settings)
+        env = child_environment(dict(os.environ), {**self.secrets, **secrets})
+        return {**env, "PYTHONUNBUFFERED": "1", **self.lock.child_env()}
 
     def crawl(self, job: CrawlJob) -> CrawlResult:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{datetime.now().strftime('%Y-%m-%d_%H%M%S')}-{tag_slug(job.tag)}.log"
         started = time.monotonic()
         since = (datetime.now(timezone.utc) - timedelta(seconds=2)).isoformat(timespec="seconds")
-        env = self.child_env()
+        env = self.child_env(job)
         assert self.lock.file is not None
         with log.open("ab") as stray:  # anything printed before Scrapy's logging is set up
             # Its own session: a signal reaches the crawl once, through _stop (two SIGINTs would
@@ -203,7 +211,7 @@ class Runner:
         row = self._crawl_row(pid, since)
         crawl_id, status, reason = row if row else (None, "no crawl recorded", "the spider did not start; see the log")
         ok = code == 0 and status in OK_STATUSES
-        if code != 0:
+        if code != 0 and (row is None or status in OK_STATUSES):  # else the row already says what went wrong
             reason = f"scrapy exited with {code}" + (f"; {reason}" if reason else "")
         result = CrawlResult(job, ok, status, reason, crawl_id, log, time.monotonic() - started)
         self.say(

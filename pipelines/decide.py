@@ -6,8 +6,6 @@ drops each kept picture of an item, moving a dropped one to ``dropped/`` (or del
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
@@ -15,8 +13,9 @@ from scrapy.exceptions import NotConfigured
 from catalog.store import read_manual_decisions
 from catalog.tags import read_index
 from core.items import ArtworkItem
-from core.storage import catalog_path, output_dir, status_path
-from stages.decide import condition_of, decide, default_action, load_rules
+from core.storage import catalog_path, files_root, move_to_status
+from stages.decide import decide
+from stages.rules import condition_of, default_action, load_rules
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -34,7 +33,7 @@ class DecisionPipeline:
             raise NotConfigured  # no rules: every stored picture is kept, as before curation
         self.default = default_action(s)
         self.delete_dropped = s.getbool("CURATE_DELETE_DROPPED")
-        self.root = Path(s.get("FILES_STORE") or output_dir(s))
+        self.root = files_root(s)
         self.stats = crawler.stats
         # Read once: aliases made during the crawl (scrapy tags in another shell) count from the next one.
         self.tags = read_index(catalog_path(s)) if any(condition_of(r) == "tag" for r in self.rules) else None
@@ -55,7 +54,7 @@ class DecisionPipeline:
         for record in item.images:
             if record.get("status") != "kept":
                 continue
-            manual = self.manual.get((str(item.artwork["id"]), record.get("page")))
+            manual = self.manual.get((str(item.artwork["id"]), int(record["page"])))
             if manual:
                 record["manual"] = manual
             elif not self.rules:
@@ -73,8 +72,5 @@ class DecisionPipeline:
             source.unlink(missing_ok=True)
             record["path"] = None
         else:
-            relative = status_path(record["path"], "dropped")
-            (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, self.root / relative)
-            record["path"] = relative
+            record["path"] = move_to_status(self.root, record["path"], "dropped")
         record["status"] = "dropped"

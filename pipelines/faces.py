@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 
 from core.items import ArtworkItem
-from core.storage import output_dir
+from core.storage import files_root
 from pipelines.workers import pool_for
 from stages.faces import FaceSearch, page_faces
 
@@ -36,7 +35,7 @@ class FacesPipeline:
             logger.warning(problem)
         self.settings = search.settings
         self.version = search.version  # recorded per page, so `scrapy curate` can skip it
-        self.root = str(Path(s.get("FILES_STORE") or output_dir(s)))
+        self.root = str(files_root(s))
         self.stats = crawler.stats
         self.pool = pool_for(crawler)
         logger.info("Faces: detectors %s", "+".join(search.detectors))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.items import ArtworkItem
-from core.storage import output_dir
+from core.storage import files_root
 from pipelines.workers import pool_for
 from stages.convert import convert_page
 
@@ -23,7 +22,7 @@ class JpegPipeline:
 
     def __init__(self, crawler: Crawler):
         s = crawler.settings
-        self.root = str(Path(s.get("FILES_STORE") or output_dir(s)))
+        self.root = str(files_root(s))
         self.quality = s.getint("JPEG_QUALITY")
         self.max_pixels = s.getint("IMAGE_MAX_PIXELS")
         self.keep_originals = s.getbool("KEEP_ORIGINALS")

@@ -1,7 +1,9 @@
 """What every model stage's Scrapy adapter shares: load once, batch across items, never block the reactor.
 
 A stage names the setting that points at its model; without it the stage is off with one log line.
-The model is loaded in, and only ever called from, one dedicated thread: TensorFlow and torch
+The model is loaded when the stage is built, before the crawl opens or sends a request, so a model
+setting that names no usable model stops the crawl with one line (``core.errors.SettingError``,
+exit 2) and no crawl row. It is loaded in, and only ever called from, one dedicated thread: TensorFlow and torch
 release the GIL in their kernels, so the reactor keeps crawling while a batch runs, and one model
 is never used from two threads at once. Items wait on ``Batcher.submit``; a picture that cannot be
 read costs that picture, not its batch. The model's own part is a ``stages.picture_model.PictureModel``
@@ -13,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 
+from core.errors import SettingError
 from core.items import ArtworkItem
-from core.storage import output_dir
+from core.storage import files_root
 from pipelines.batching import Batcher
 from stages.picture_model import PictureModel
 
@@ -43,10 +45,17 @@ class BatchedModelStage:
             logger.info("%s: %s is not set; this stage is off", self.name.capitalize(), self.model_setting)
             raise NotConfigured
         self.settings = s
-        self.root = Path(s.get("FILES_STORE") or output_dir(s))
+        self.root = files_root(s)
         self.stats = crawler.stats
         self.thread = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self.stage = self.make_stage()
+        try:
+            self.thread.submit(self.stage.load).result()  # nothing else runs yet: the crawl has not started
+        except Exception as exc:
+            self.thread.shutdown(wait=False)
+            raise SettingError(f"{self.model_setting}={self.model_path}: the {self.name} model cannot be loaded: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        logger.info("%s: %s loaded from %s", self.name.capitalize(), self.model.version, self.model_path)
         self.batcher: Batcher[str, Any] = Batcher(
             self._run_batch, s.getint("CURATE_BATCH_SIZE"), s.getfloat("CURATE_MAX_WAIT") / 1000
         )
@@ -64,11 +73,6 @@ class BatchedModelStage:
         return self.stage.model
 
     # --- shared machinery -------------------------------------------------------------------------
-    async def open_spider(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.thread, self.stage.load)
-        logger.info("%s: %s loaded from %s", self.name.capitalize(), self.model.version, self.model_path)
-
     def _predict_paths(self, paths: list[str]) -> list[Any]:
         return self.stage.results(self.root, paths)  # a str where the picture could not be read
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from io import BytesIO
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
@@ -30,7 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from core.items import ArtworkItem
-from core.storage import ORIGINALS_DIR, atomic_write, output_dir, remove_partial_files
+from core.storage import ORIGINALS_DIR, atomic_write, files_root, remove_partial_files
 from sites.pixiv_api import original_file_name
 
 if TYPE_CHECKING:
@@ -71,17 +73,22 @@ class AtomicFilesStore(FSFilesStore):
     block for a millisecond while the conversion workers write beside it, and the reactor has
     every other download to serve meanwhile. FilesPipeline awaits the result."""
 
-    def persist_file(self, path, buf, info, meta=None, headers=None) -> Deferred[None]:  # noqa: ANN001
+    def persist_file(  # type: ignore[override]  # the files store protocol allows a Deferred, as S3's returns
+        self, path: str | PathLike[str], buf: BytesIO, info: Any, meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Deferred[None]:
         return deferToThread(atomic_write, self._get_filesystem_path(path), buf.getvalue())
 
 
 class OriginalsPipeline(FilesPipeline):
     STORE_SCHEMES = {**FilesPipeline.STORE_SCHEMES, "": AtomicFilesStore, "file": AtomicFilesStore}
+    referer: str = ""  # PIXIV_REFERER
+    keep_originals: bool = False  # KEEP_ORIGINALS
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OriginalsPipeline:
         settings = crawler.settings
-        store = settings.get("FILES_STORE") or str(output_dir(settings))
+        store = str(files_root(settings))
         cls._update_stores(settings)
         pipe = cls(store, crawler=crawler)
         pipe.referer = settings.get("PIXIV_REFERER")
@@ -119,11 +126,12 @@ class OriginalsPipeline(FilesPipeline):
         return f"{ORIGINALS_DIR}/{name}"
 
     async def media_downloaded(self, response: Response, request: Request, info: Any, *, item: Any = None) -> Any:
+        reason: str | None
         if response.status != 200:
             hint = " (missing or wrong Referer?)" if response.status == 403 else ""
             reason = f"HTTP {response.status} from the image host{hint}"
         else:
-            content_type = response.headers.get(b"Content-Type", b"").decode("latin-1").lower()
+            content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1").lower()
             reason = refuse_non_image(response.body, content_type)
         if reason:
             logger.warning("Image (refused): %s: %s", request.url, reason)
@@ -151,7 +159,7 @@ class OriginalsPipeline(FilesPipeline):
         logger.warning("Image (failed): %s: %s", request.url, reason)
         raise RefusedFile(reason) from None
 
-    def item_completed(self, results: list[tuple[bool, Any]], item: Any, info: Any) -> Any:
+    def item_completed(self, results: list[Any], item: Any, info: Any) -> Any:
         if not isinstance(item, ArtworkItem):
             return item
         item.files = [{k: v for k, v in value.items() if k != "body"} for ok, value in results if ok]

@@ -26,6 +26,7 @@ from scrapy.utils.asyncio import run_in_thread
 from catalog.store import Catalog, utc_now
 from core.items import SpriteSheetItem
 from core.storage import catalog_path, output_dir
+from pipelines.guarded import STATUS_STAT
 from stages.sprites import SheetSlices, SpriteSheetError, build_card, build_sprites, write_card
 from stages.sprites.css import resolve_computed
 from stages.sprites.slicing import load_sheet
@@ -57,7 +58,7 @@ class SpriteSheetPipeline:
         return pipe
 
     def open_spider(self) -> None:
-        spider = self.crawler.spider
+        spider: Any = self.crawler.spider
         self.catalog = Catalog(catalog_path(self.crawler.settings))
         arguments = spider.crawl_arguments() if hasattr(spider, "crawl_arguments") else {}
         self.crawl_id = self.catalog.start_crawl(spider.name, None, None, arguments)
@@ -112,6 +113,15 @@ class SpriteSheetPipeline:
             logger.info("Sprites %s: table %s", item.kind, row)
         return item
 
+    def record_failure(self, item: Any, reason: str) -> bool:
+        """A sheet a stage raised on (pipelines/guarded.py): the kind is failed for this crawl and
+        keeps what an earlier crawl cut."""
+        if not isinstance(item, SpriteSheetItem) or self.catalog is None:
+            return False
+        item.status, item.reason = "failed", reason
+        self._fail(item, reason, logged=True)
+        return True
+
     def _slice(self, item: SpriteSheetItem, originals: dict[str, str]) -> SheetSlices:
         """Runs in a thread: parse the CSS or convert the computed styles, cut, write the files."""
         assert item.sheet_bytes is not None and item.sheet_url
@@ -162,6 +172,7 @@ class SpriteSheetPipeline:
         else:
             status, why = "finished", None
         self.catalog.finish_crawl(self.crawl_id, status, why, {}, self.crawler.stats.get_stats())
+        self.crawler.stats.set_value(STATUS_STAT, status)
         sprites = self.catalog.sprites()
         logger.info(
             "Crawl %s (%s): %d sheets sliced, %d unchanged, %d failed; %d sprites catalogued (%d labelled); %s",

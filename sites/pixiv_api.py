@@ -15,6 +15,8 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
+from core.errors import EXIT_FAILED, ProjectError
+
 PAGE_SIZE = 60
 ORDERS = ("date_d", "date")
 MODES = ("all", "safe", "r18")
@@ -24,8 +26,10 @@ ILLUST_TYPE_UGOIRA = 2
 AI_TYPE_GENERATED = 2
 
 
-class ApiError(Exception):
+class ApiError(ProjectError):
     """The API answered, but not with what we asked for (error envelope or malformed body)."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,6 @@ def original_urls_from_pages(body: Any) -> list[str]:
 
 
 SAFE_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".gif": "gif", ".webp": "webp", ".zip": "zip"}
-_NAME_RE = re.compile(r"^\d+_(?:p\d+|ugoira\d+x\d+)\.(?:jpg|jpeg|png|gif|webp|zip)$")
 
 
 def original_file_name(artwork_id: str, page: int, url: str, ugoira: bool = False) -> str:
@@ -194,7 +197,3 @@ def original_file_name(artwork_id: str, page: int, url: str, ugoira: bool = Fals
     if ugoira:
         return f"{artwork_id}_ugoira.zip"
     return f"{artwork_id}_p{int(page)}.{ext}"
-
-
-def looks_like_pixiv_name(name: str) -> bool:
-    return bool(_NAME_RE.match(name))

@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.errors import EXIT_FAILED, ProjectError
 from core.storage import IMAGES_DIR, atomic_write
 from models.imaging import flatten_on_white
 from stages.filters import PictureStats, picture_stats
@@ -30,8 +31,10 @@ logger = logging.getLogger(__name__)
 EXIF_ORIENTATION = 0x0112
 
 
-class BadImage(ValueError):
+class BadImage(ProjectError, ValueError):
     """These bytes are not a usable image; the message says why, for the catalogue."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)

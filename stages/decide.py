@@ -51,156 +51,22 @@ A rule whose stage did not run (no classifier score, faces not searched, no pixe
 bookmark count: a picture from a folder) does not match, with ``if`` or ``unless``. The reason
 written to the catalogue names the rule, the value and the threshold or model version, so a
 decision can be checked and, with a better model, changed: dropped pictures move to ``dropped/``,
-not away.
+not away. Rules are read and checked (types, ranges, sizes, where a bad one is) in ``stages/rules.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from catalog.tags import TagIndex, normalise
 from stages.filters import MONOCHROME_MAX_COLORFULNESS, MONOCHROME_MIN_LINE_ART
-
-if TYPE_CHECKING:
-    from scrapy.settings import BaseSettings
+from stages.rules import RANGES, condition_of
 
 logger = logging.getLogger(__name__)
 
-# Range conditions: for each, its rule keys -> (the quantity bounded, the comparison that must hold).
-RANGES: dict[str, dict[str, tuple[str, str]]] = {
-    "size": {"min_side": ("short side", ">="), "max_side": ("long side", "<="),
-             "min_pixels": ("pixels", ">="), "max_pixels": ("pixels", "<=")},
-    "aspect": {"min": ("aspect", ">="), "max": ("aspect", "<=")},
-    "faces": {"count": ("faces", "=="), "min": ("faces", ">="), "max": ("faces", "<=")},
-    "bookmarks": {"min": ("bookmarks", ">="), "max": ("bookmarks", "<=")},
-    "page": {"min": ("page", ">="), "max": ("page", "<=")},
-}
-CONDITIONS = ("r18", "ai", "classifier", "tag", "no_face", "monochrome", "duplicate", "identity", *RANGES)
-TAG_LISTS = ("any", "all", "none")
 _HOLDS = {">=": lambda v, b: v >= b, "<=": lambda v, b: v <= b, "==": lambda v, b: v == b}
 _FAILS = {">=": "<", "<=": ">", "==": "!="}
-
-
-class RuleError(ValueError):
-    """A curation rule that cannot be understood; the message says which and why."""
-
-
-def condition_of(rule: dict[str, Any]) -> str:
-    """The rule's condition, whether written with ``if`` or ``unless``."""
-    return str(rule["if"] if "if" in rule else rule["unless"])
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for n, rule in enumerate(rules, 1):
-        if not isinstance(rule, dict):
-            raise RuleError(f"rule {n} is not an object: {rule!r}")
-        if rule.get("action") not in ("keep", "drop"):
-            raise RuleError(f"rule {n}: action must be keep or drop, not {rule.get('action')!r}")
-        if "if" in rule and "unless" in rule:
-            raise RuleError(f"rule {n}: write either 'if' or 'unless', not both")
-        word = "unless" if "unless" in rule else "if"
-        condition = rule.get(word)
-        if condition not in CONDITIONS:
-            raise RuleError(f"rule {n}: '{word}' must be one of {', '.join(CONDITIONS)}, not {condition!r}")
-        if word == "unless" and condition not in RANGES:
-            raise RuleError(f"rule {n}: 'unless' works with the range conditions ({', '.join(RANGES)}); "
-                            f"write 'if' for {condition}")
-        if condition == "classifier" and not (("min" in rule) ^ ("max" in rule)):
-            raise RuleError(f"rule {n}: a classifier rule needs exactly one of min or max")
-        if condition == "tag":
-            given = [key for key in TAG_LISTS if key in rule]
-            if len(given) != 1 or not (isinstance(rule[given[0]], list) and rule[given[0]]):
-                raise RuleError(f"rule {n}: a tag rule needs one non-empty list: 'any', 'all' or 'none'")
-        if condition in RANGES:
-            _check_range(n, condition, rule)
-        if condition == "monochrome":
-            _check_keys(n, condition, rule, ("max", "line_art"))
-            if "max" in rule and not (_is_number(rule["max"]) and rule["max"] >= 0):
-                raise RuleError(f"rule {n}: a monochrome rule's max (colorfulness) must be a number >= 0, "
-                                f"not {rule['max']!r}")
-            line = rule.get("line_art", 0)
-            if not (line is False or (_is_number(line) and 0 <= line <= 1)):
-                raise RuleError(f"rule {n}: a monochrome rule's line_art must be a share from 0 to 1, or false "
-                                f"to leave sketches out, not {line!r}")
-        if condition == "identity":
-            _check_keys(n, condition, rule, ("match",))
-            if not isinstance(rule.get("match", True), bool):
-                raise RuleError(f"rule {n}: an identity rule's match must be true or false, not {rule['match']!r}")
-        if condition == "duplicate":
-            _check_keys(n, condition, rule, ("distance",))
-            distance = rule.get("distance", 0)
-            if not (isinstance(distance, int) and not isinstance(distance, bool) and 0 <= distance <= 64):
-                raise RuleError(f"rule {n}: a duplicate rule's distance must be a whole number of bits from 0 to "
-                                f"64, not {distance!r}")
-    if sum(condition_of(rule) == "duplicate" for rule in rules) > 1:
-        raise RuleError("only one duplicate rule can be given: the pictures are grouped once")
-    return rules
-
-
-def _check_keys(n: int, condition: str, rule: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(rule) - {"action", "if", "unless", *allowed})
-    if unknown:
-        takes = ", ".join(allowed) if allowed else "nothing more"
-        raise RuleError(f"rule {n}: a {condition} rule takes {takes}; unknown key {unknown[0]!r}")
-
-
-def _check_range(n: int, condition: str, rule: dict[str, Any]) -> None:
-    bounds = RANGES[condition]
-    _check_keys(n, condition, rule, tuple(bounds))
-    given = [key for key in bounds if key in rule]
-    if not given:
-        raise RuleError(f"rule {n}: a {condition} rule needs at least one of {', '.join(bounds)}")
-    for key in given:
-        if not _is_number(rule[key]) or rule[key] < 0:
-            raise RuleError(f"rule {n}: {condition} {key} must be a number >= 0, not {rule[key]!r}")
-
-
-def read_rules_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rule list in a YAML (``.yaml``/``.yml``) or JSON file; errors name the file and line.
-
-    YAML because people write rules by hand and want comments; the extension decides, so a typo
-    in a JSON file is reported as a JSON error rather than guessed at.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RuleError(f"{path}: cannot read the curation rules: {exc}") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            rules = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RuleError(f"{path}{_yaml_error_text(exc)}") from None
-    else:
-        try:
-            rules = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RuleError(f"{path}, line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(rules, list):
-        found = "nothing" if rules is None else f"a {type(rules).__name__}"
-        raise RuleError(f"{path}: the curation rules must be a list, found {found}")
-    return rules
-
-
-def _yaml_error_text(exc: Exception) -> str:
-    """Where and what from a PyYAML error: ', line L column C: not valid YAML: what (while ...)'."""
-    mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)
-    where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-    what = getattr(exc, "problem", None) or str(exc)
-    if context:
-        context_mark = getattr(exc, "context_mark", None)
-        what += f" ({context}" + (f" that starts on line {context_mark.line + 1})" if context_mark else ")")
-    return f"{where}: not valid YAML: {what}"
 
 
 def _matches(rule: dict[str, Any], record: dict[str, Any], artwork: dict[str, Any],
@@ -355,30 +221,3 @@ def decide(record: dict[str, Any], artwork: dict[str, Any], rules: list[dict[str
         if why:
             return rule["action"], f"{rule['action']}: {why} (rule {n})"
     return default, f"{default}: no rule matched (CURATE_DEFAULT)"
-
-
-def load_rules(settings: BaseSettings) -> list[dict[str, Any]]:
-    """The checked rules from CURATE_RULES_FILE or CURATE_RULES; [] when none are configured.
-
-    Shared by the crawl's decision stage and ``scrapy curate``, so both read the same rules.
-    """
-    rules = settings.get("CURATE_RULES") or []
-    rules_file = settings.get("CURATE_RULES_FILE")
-    if rules_file:
-        rules = read_rules_file(rules_file)
-    elif isinstance(rules, str):  # from the command line: -s 'CURATE_RULES=[{...}]'
-        try:
-            rules = json.loads(rules)
-        except ValueError as exc:
-            raise RuleError(f"curation rules are not valid JSON: {exc}") from None
-    if not isinstance(rules, (list, tuple)):
-        raise RuleError(f"curation rules must be a list, not {type(rules).__name__}")
-    return check_rules(list(rules))
-
-
-def default_action(settings: BaseSettings) -> str:
-    """CURATE_DEFAULT, checked: what happens to a picture no rule matches."""
-    default = settings.get("CURATE_DEFAULT")
-    if default not in ("keep", "drop"):
-        raise RuleError(f"CURATE_DEFAULT must be keep or drop, not {default!r}")
-    return str(default)

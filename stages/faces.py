@@ -43,28 +43,13 @@ logger = logging.getLogger(__name__)
 
 FACE_JPEG_QUALITY = 92
 KNOWN_DETECTORS = ("cascade", "animeface", "heatmap", "yolo")
-DEFAULTS: dict[str, Any] = {
-    "detectors": ("cascade", "animeface"),
-    "method": "verified",  # models.faces.METHODS
-    "cascade_path": "",  # empty: find_cascade's default search
-    "scale_factor": 1.1,
-    "min_neighbors": 5,
-    "min_size": 32,
-    "crop_margin": 0.25,
-    "crop_size": 96,
-    "max_pixels": 64_000_000,
-    "heatmap_model": "",  # the learned detector's weights (scrapy faces train)
-    "heatmap_threshold": 0.6,
-    "yolo_model": "",  # a pretrained YOLO face detector in ONNX (models/face_yolo.py)
-    "yolo_threshold": 0.25,
-}
-
-
 def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
     """The detector names and the face settings from Scrapy settings: one reader for the crawl's
-    stage, ``scrapy curate`` and the identity stage's references."""
+    stage, ``scrapy curate`` and the identity stage's references. The defaults are the FACES_*
+    settings' own (crawler/settings.py); the functions below take the whole dict ``FaceSearch``
+    makes of them."""
     names = [n.strip().lower() for n in s.getlist("FACES_DETECTORS") if n.strip()]
-    method = (s.get("FACES_METHOD") or DEFAULTS["method"]).strip().lower()
+    method = (s.get("FACES_METHOD") or "").strip().lower()
     if method not in METHODS:
         raise ValueError(f"FACES_METHOD: unknown face detection method {method!r}; known: {', '.join(METHODS)}")
     return names, {
@@ -76,9 +61,9 @@ def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
         "crop_size": s.getint("FACES_CROP_SIZE"),
         "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
         "heatmap_model": s.get("FACES_HEATMAP_MODEL") or "",
-        "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD", DEFAULTS["heatmap_threshold"]),
+        "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD"),
         "yolo_model": s.get("FACES_YOLO_MODEL") or "",
-        "yolo_threshold": s.getfloat("FACES_YOLO_THRESHOLD", DEFAULTS["yolo_threshold"]),
+        "yolo_threshold": s.getfloat("FACES_YOLO_THRESHOLD"),
     }
 
 _local = threading.local()  # detectors per worker process (or per thread with IMAGE_WORKERS = 0)
@@ -109,7 +94,6 @@ def build_detectors(settings: Mapping[str, Any]) -> list[Detector]:
 
 
 def cached_detectors(settings: Mapping[str, Any]) -> list[Detector]:
-    settings = {**DEFAULTS, **settings}
     key = tuple((k, settings[k]) for k in ("detectors", "cascade_path", "scale_factor", "min_neighbors", "min_size",
                                            "heatmap_model", "heatmap_threshold", "yolo_model", "yolo_threshold"))
     cache = _local.__dict__.setdefault("detectors", {})
@@ -125,7 +109,6 @@ def detectors_version(settings: Mapping[str, Any]) -> str:
     Detector names (animeface with its package version), the cascade's sha256 prefix and its
     parameters, and the crop geometry; ``scrapy curate`` skips a page already searched with the same.
     """
-    settings = {**DEFAULTS, **settings}
     names = settings["detectors"]
     parts = []
     for name in (n.strip() for n in names.split(",")) if isinstance(names, str) else names:
@@ -151,7 +134,7 @@ def detectors_version(settings: Mapping[str, Any]) -> str:
 
 def find_faces(root: str, artwork_id: str, record: dict[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Detect, crop and store the faces of one page; raises ``BadImage``/``OSError`` if unreadable."""
-    settings = {**DEFAULTS, **settings}
+    settings = dict(settings)
     names = settings["detectors"]
     settings["detectors"] = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
     root_path = Path(root)

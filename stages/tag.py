@@ -1,4 +1,4 @@
-"""Stage: tag each picture with a DeepDanbooru or WD14 tagger (``models.tagger.load_tagger`` tells
+"""Stage: tag each picture with a DeepDanbooru or WD14 tagger (``models.taggers.load_tagger`` tells
 them apart). One result per picture: its tags, best first, each with its category, score and the
 tagger's version; the catalogue keeps them in ``image_tags``, the tag rules and captions read them.
 """
@@ -30,12 +30,12 @@ class Tag(PictureModel):
         """The tagger's version; raises ``models.tagger.TaggerError`` when the project is not one."""
         if self.model is not None:
             return str(self.model.version)
-        from models.tagger import tagger_version
+        from models.taggers import tagger_version
 
         return tagger_version(self.project)
 
     def _load(self) -> Any:
-        from models.tagger import load_tagger
+        from models.taggers import load_tagger
 
         tagger = load_tagger(self.project, threshold=self.threshold, category_thresholds=self.category_thresholds)
         self.category_by_tag = {tag: tagger.category_of(i) for i, tag in enumerate(tagger.tags)}

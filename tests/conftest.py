@@ -31,6 +31,16 @@ def project_settings(**overrides: object) -> dict:
     return {name: getattr(settings, name) for name in dir(settings) if name.isupper()} | overrides
 
 
+def face_settings(**overrides: object) -> dict:
+    """The face stage's settings as the crawl makes them from crawler/settings.py (stages/faces.py's
+    functions take the whole dict), with ``overrides`` on top (``detectors=("animeface",)``)."""
+    from scrapy.settings import Settings
+
+    from stages.faces import FaceSearch
+
+    return {**FaceSearch(Settings(project_settings())).settings, **overrides}
+
+
 @pytest.fixture(scope="session")
 def pixiv_site() -> Iterator[LocalSite]:
     """One read-only site shared by the tests that do not change it."""

@@ -49,7 +49,7 @@ class Command(OfflineCommand):
             help="name recorded in crawls.node for the crawls of the SRC at the same position (default: its path)",
         )
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         _, paths = split_action(args, ACTIONS)
         if len(paths) < 2:
             raise UsageError("merge needs DEST and at least one SRC")

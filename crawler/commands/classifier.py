@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-from scrapy.exceptions import UsageError
+from types import ModuleType
 
 from crawler.command_base import ActionCommand
 
@@ -55,26 +54,23 @@ class Command(ActionCommand):
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import classifier
 
-        try:
-            if action == "train":
-                result = classifier.train(operands[0], operands[1], epochs=opts.epochs, image_size=opts.image_size,
-                                          batch_size=opts.batch_size, backbone=opts.backbone, seed=opts.seed)
-                print(json.dumps({"model": str(result.model_path), **result.card["metrics"]}, indent=2))
-            elif action == "evaluate":
-                scores = classifier.evaluate(operands[0], operands[1], batch_size=opts.batch_size, progress=True)
-                print(json.dumps(scores, indent=2))
-            else:
-                self.predict(classifier, operands[0], operands[1:], opts.batch_size)
-        except classifier.ClassifierError as exc:
-            raise UsageError(str(exc), print_help=False) from None
+        if action == "train":
+            result = classifier.train(operands[0], operands[1], epochs=opts.epochs, image_size=opts.image_size,
+                                      batch_size=opts.batch_size, backbone=opts.backbone, seed=opts.seed)
+            print(json.dumps({"model": str(result.model_path), **result.card["metrics"]}, indent=2))
+        elif action == "evaluate":
+            scores = classifier.evaluate(operands[0], operands[1], batch_size=opts.batch_size, progress=True)
+            print(json.dumps(scores, indent=2))
+        else:
+            self.predict(classifier, operands[0], operands[1:], opts.batch_size)
 
     @staticmethod
-    def predict(classifier, model: str, arguments: list[str], batch_size: int) -> None:  # noqa: ANN001
+    def predict(classifier: ModuleType, model: str, arguments: list[str], batch_size: int) -> None:
         loaded = classifier.CharacterClassifier.load(model)
         paths = classifier.expand_paths(arguments)
-        from models.inference import Progress
+        from core.progress import progress_bar
 
-        bar = Progress("predicting", len(paths))
+        bar = progress_bar("predicting", len(paths))
         for kept, images in classifier.iter_batches(paths, batch_size):
             for path, prediction in zip(kept, loaded.predict(images, batch_size=batch_size)):
                 print(f"{path}\t{prediction.label}\t{prediction.confidence:.4f}")

@@ -1,7 +1,8 @@
 """``scrapy curate [PATH ...]``: run the curation stages again without crawling.
 
-A thin command over ``jobs.curate``: it reads the options, turns a run that cannot start
-into a usage error (exit code 2, one clear message), and prints the summary. No reactor: the work
+A thin command over ``jobs.curate``: it reads the options and prints the summary; a run that cannot
+start is a usage error (exit code 2, one clear message) and a model that cannot load stops it with
+exit code 1 (``crawler/command_base.py`` says both). No reactor: the work
 is synchronous and batched, in this process.
 """
 
@@ -10,12 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import OfflineCommand, refuse_unknown_options, take_output_lock
-from jobs.curate import STAGES, CurateError, Curator, ModelLoadError, choose_stages
-from stages.decide import RuleError
+from jobs.curate import STAGES, Curator, choose_stages
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class Command(OfflineCommand):
         parser.add_argument("--force", action="store_true", help="run the stages even where the same model version already ran")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         refuse_unknown_options(args)
         configure_logging(self.settings)
@@ -66,26 +65,15 @@ class Command(OfflineCommand):
 
     def _curate(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
+        stages = choose_stages(self.settings, opts.stages)
+        if opts.reference is not None and "identity" not in stages:
+            stages.append("identity")  # --reference asks for it
+        curator = Curator(
+            self.settings, stages, batch_size=opts.batch_size,
+            force=opts.force, progress=not opts.no_progress, reference=opts.reference,
+        )
         try:
-            stages = choose_stages(self.settings, opts.stages)
-            if opts.reference is not None and "identity" not in stages:
-                stages.append("identity")  # --reference asks for it
-            curator = Curator(
-                self.settings, stages, batch_size=opts.batch_size,
-                force=opts.force, progress=not opts.no_progress, reference=opts.reference,
-            )
-        except (CurateError, RuleError) as exc:
-            raise UsageError(str(exc), print_help=False) from None
-        try:
-            try:
-                inputs = curator.collect(args)
-            except CurateError as exc:
-                raise UsageError(str(exc), print_help=False) from None
-            summary = curator.run(inputs, report=opts.report)
-        except ModelLoadError as exc:
-            logger.error("Curate stopped: %s (finished batches are in the catalogue)", exc)
-            self.exitcode = 1
-            return
+            summary = curator.run(curator.collect(args), report=opts.report)
         finally:
             curator.close()
         print("\n".join(summary.lines(curator.catalog_path, opts.report)), flush=True)

@@ -1,7 +1,7 @@
 """``scrapy export DEST``: write the catalogue's pictures out as a training data set.
 
-A thin command over ``jobs.export``: it reads the options, turns an export that cannot be made
-into a usage error (exit code 2, one clear message), and prints the summary. No reactor.
+A thin command over ``jobs.export``: it reads the options and prints the summary; an export that
+cannot be made is a usage error (exit code 2, one clear message: ``crawler/command_base.py``). No reactor.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from crawler.command_base import OfflineCommand, refuse_unknown_options, take_ou
 from jobs.export import (
     FORMATS,
     UNDERSCORE_STYLES,
-    ExportError,
     ExportOptions,
     export,
     parse_split,
@@ -115,7 +114,7 @@ class Command(OfflineCommand):
         parser.add_argument("--force", action="store_true", help="replace a DEST that is not empty")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         refuse_unknown_options(args)
         if len(args) != 1:
@@ -137,8 +136,6 @@ class Command(OfflineCommand):
                 multiple=opts.multiple, max_upscale=opts.max_upscale,
             )
             result = export(self.settings, options)
-        except ExportError as exc:
-            raise UsageError(str(exc), print_help=False) from None
         finally:
             if lock is not None:
                 lock.release()

@@ -8,6 +8,7 @@ when an action runs. The crawl uses the weights through ``FACES_DETECTORS`` / ``
 from __future__ import annotations
 
 import argparse
+from types import ModuleType
 
 from scrapy.exceptions import UsageError
 
@@ -56,17 +57,16 @@ class Command(ActionCommand):
 
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import face_heatmap
-        from models.torch_common import CheckpointError
 
         try:
             if action == "train":
                 self.train(face_heatmap, operands, opts)
             else:
                 self.evaluate(face_heatmap, operands, opts)
-        except (CheckpointError, ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # what reading a labelme folder or a picture raises
             raise UsageError(str(exc), print_help=False) from None
 
-    def train(self, face_heatmap, operands: list[str], opts: argparse.Namespace) -> None:  # noqa: ANN001
+    def train(self, face_heatmap: ModuleType, operands: list[str], opts: argparse.Namespace) -> None:
         pictures = face_heatmap.read_labelme_boxes(operands[0])
         config = face_heatmap.TrainConfig(steps=opts.steps, batch_size=opts.batch_size,
                                           learning_rate=opts.lr, seed=opts.seed, verifier_steps=opts.verifier_steps)
@@ -80,7 +80,7 @@ class Command(ActionCommand):
         print(f"Trained on {result.pictures} pictures ({result.faces} faces, {result.negatives} face-free) "
               f"in {result.seconds:.0f} s, final loss {summary['final_loss']:.3f}; weights {operands[1]}")
 
-    def evaluate(self, face_heatmap, operands: list[str], opts: argparse.Namespace) -> None:  # noqa: ANN001
+    def evaluate(self, face_heatmap: ModuleType, operands: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         if operands[0].lower().endswith(".onnx"):  # a pretrained YOLO face detector (models/face_yolo.py)
             from models.face_yolo import YoloFaceDetector

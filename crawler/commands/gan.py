@@ -62,27 +62,24 @@ class Command(ActionCommand):
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import gan
 
-        try:
-            if action == "train":
-                config = gan.GanConfig(
-                    image_size=opts.image_size, generator_width=opts.width, discriminator_width=opts.width,
-                    batch_size=opts.batch_size, learning_rate=opts.lr, seed=opts.seed,
-                )
-                result = gan.train(operands[0], operands[1], epochs=opts.epochs, checkpoint_every=opts.checkpoint_every,
-                                   resume=opts.resume, config=None if opts.resume else config, device=opts.device,
-                                   progress=not opts.no_progress)
-                last = result.card["history"][-1] if result.card["history"] else None
-                if last:
-                    print(f"Epoch {last['epoch']}: loss D {last['loss_d']:.4f}, G {last['loss_g']:.4f}, "
-                          f"{last['images_per_second']:.1f} images/s on {result.card['device']}")
-                ran = ", ".join(map(str, result.epochs_run)) or "none"
-                print(f"Trained epochs {ran}; checkpoint {result.checkpoint_path}")
-            else:
-                try:
-                    count = int(operands[1])
-                except ValueError:
-                    raise UsageError(f"N must be a number of faces, not {operands[1]!r}", print_help=False) from None
-                written = gan.sample(operands[0], count, operands[2], seed=opts.seed, device=opts.device)
-                print(f"Wrote {len(written)} faces and grid.png to {operands[2]}")
-        except gan.GanError as exc:
-            raise UsageError(str(exc), print_help=False) from None
+        if action == "train":
+            config = gan.GanConfig(
+                image_size=opts.image_size, generator_width=opts.width, discriminator_width=opts.width,
+                batch_size=opts.batch_size, learning_rate=opts.lr, seed=opts.seed,
+            )
+            result = gan.train(operands[0], operands[1], epochs=opts.epochs, checkpoint_every=opts.checkpoint_every,
+                               resume=opts.resume, config=None if opts.resume else config, device=opts.device,
+                               progress=not opts.no_progress)
+            last = result.card["history"][-1] if result.card["history"] else None
+            if last:
+                print(f"Epoch {last['epoch']}: loss D {last['loss_d']:.4f}, G {last['loss_g']:.4f}, "
+                      f"{last['images_per_second']:.1f} images/s on {result.card['device']}")
+            ran = ", ".join(map(str, result.epochs_run)) or "none"
+            print(f"Trained epochs {ran}; checkpoint {result.checkpoint_path}")
+        else:
+            try:
+                count = int(operands[1])
+            except ValueError:
+                raise UsageError(f"N must be a number of faces, not {operands[1]!r}", print_help=False) from None
+            written = gan.sample(operands[0], count, operands[2], seed=opts.seed, device=opts.device)
+            print(f"Wrote {len(written)} faces and grid.png to {operands[2]}")

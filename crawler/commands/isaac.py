@@ -99,14 +99,7 @@ class Command(ActionCommand):
         group.add_argument("--start", type=int, default=0, metavar="I", help="first sample index (default 0)")
 
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
-        from models.isaac.icons import IconSourceError
-        from models.isaac.identify import RecognizerError
-        from models.torch_common import CheckpointError
-
-        try:
-            getattr(self, f"_{action}")(operands, opts)
-        except (IconSourceError, RecognizerError, CheckpointError) as error:
-            raise UsageError(str(error), print_help=False) from None
+        getattr(self, f"_{action}")(operands, opts)
 
     # ---- helpers
     def model_dir(self, opts: argparse.Namespace) -> Path:
@@ -131,7 +124,7 @@ class Command(ActionCommand):
 
     # ---- actions
     def _train(self, operands: list[str], opts: argparse.Namespace) -> None:
-        from models.isaac.train import RunOptions, TrainConfig, TrainError, seconds_text, train
+        from models.isaac.train import RunOptions, TrainConfig, seconds_text, train
 
         icons = self.icons()
         if opts.classes:
@@ -139,10 +132,7 @@ class Command(ActionCommand):
         config = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.lr, seed=opts.seed)
         run = RunOptions(checkpoint_every=opts.checkpoint_every, eval_every=opts.eval_every, workers=opts.workers,
                          device=opts.device, progress=not opts.no_progress, stop_after=opts.stop_after)
-        try:
-            result = train(icons, self.model_dir(opts), config, run)
-        except TrainError as error:
-            raise UsageError(str(error), print_help=False) from None
+        result = train(icons, self.model_dir(opts), config, run)
         if not result.finished:
             print(f"stopped at step {result.step} of {config.steps}; run the same command again to resume", flush=True)
             return
@@ -156,7 +146,7 @@ class Command(ActionCommand):
         )
 
     def _evaluate(self, operands: list[str], opts: argparse.Namespace) -> None:
-        from models.isaac.evaluate import REPORT_NAME, EvaluationError, evaluate
+        from models.isaac.evaluate import REPORT_NAME, evaluate
 
         split = opts.split or "test"
         if split == "train":
@@ -165,11 +155,8 @@ class Command(ActionCommand):
         scenes = 100 if opts.scenes is None else opts.scenes
         if scenes < 0:
             raise UsageError("evaluate --scenes takes a number of scenes (0: none)", print_help=False)
-        try:
-            report = evaluate(self.model_dir(opts), self.icons(), per_class=opts.per_class, negatives=opts.negatives,
-                              scenes=scenes, split=split, out_dir=opts.out, progress=not opts.no_progress)
-        except EvaluationError as error:
-            raise UsageError(str(error), print_help=False) from None
+        report = evaluate(self.model_dir(opts), self.icons(), per_class=opts.per_class, negatives=opts.negatives,
+                          scenes=scenes, split=split, out_dir=opts.out, progress=not opts.no_progress)
         crops = report["crops"]
         print(f"{crops['split']}: {crops['images']} crops, top-1 {crops['top1']:.4f}, top-5 {crops['top5']:.4f}")
         for kind, numbers in crops["per_kind"].items():
@@ -202,7 +189,7 @@ class Command(ActionCommand):
     def _locate(self, operands: list[str], opts: argparse.Namespace) -> None:
         from PIL import Image
 
-        from models.isaac.evaluate import EvaluationError, check_icons
+        from models.isaac.evaluate import check_icons
         from models.isaac.locate import LocateOptions, Locator, draw_detections
 
         try:
@@ -211,10 +198,7 @@ class Command(ActionCommand):
             raise UsageError("--icon-sizes takes MIN,MAX in pixels, e.g. 24,96", print_help=False) from None
         recognizer = self.recognizer(opts)
         icons = self.icons()
-        try:
-            check_icons(recognizer, icons)
-        except EvaluationError as error:
-            raise UsageError(str(error), print_help=False) from None
+        check_icons(recognizer, icons)
         locator = Locator(recognizer, icons.pixels, LocateOptions(icon_sizes=(low, high), accept_threshold=opts.threshold))
         for position, path in enumerate(operands):
             try:

@@ -15,7 +15,7 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from crawler.command_base import OfflineCommand, refuse_unknown_options
-from models.labelme import LabelmeError, convert_folder
+from models.labelme import convert_folder
 
 
 class Command(OfflineCommand):
@@ -53,7 +53,7 @@ class Command(OfflineCommand):
                                  "file from elsewhere should not pull arbitrary files into the dataset)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         refuse_unknown_options(args)
         if len(args) != 2:
@@ -62,7 +62,7 @@ class Command(OfflineCommand):
         try:
             summary = convert_folder(args[0], args[1], labels=opts.labels, progress=not opts.no_progress,
                                      allow_outside=opts.allow_outside)
-        except (LabelmeError, OSError) as exc:
+        except OSError as exc:
             raise UsageError(str(exc), print_help=False) from None
         print("\n".join(summary.lines()), flush=True)
         if summary.failed:

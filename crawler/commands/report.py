@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
-from core.storage import catalog_path, output_dir
+from core.storage import catalog_path, files_root, output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options
 from jobs.report import write_report
 
@@ -36,7 +36,7 @@ class Command(OfflineCommand):
         parser.add_argument("--limit", type=int, metavar="N", help="show at most N pictures per group, newest first")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         refuse_unknown_options(args)
         if len(args) > 1:
@@ -45,7 +45,7 @@ class Command(OfflineCommand):
         if not catalog.is_file():
             raise UsageError(f"no catalogue at {catalog}: crawl first, or set OUTPUT_DIR or CATALOG_DB",
                              print_help=False)
-        root = Path(self.settings.get("FILES_STORE") or output_dir(self.settings))
+        root = files_root(self.settings)
         dest = Path(args[0]) if args else output_dir(self.settings) / "report"
         try:
             summary = write_report(

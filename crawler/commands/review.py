@@ -12,7 +12,7 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
 from core.output_lock import OutputLock
-from core.storage import catalog_path, output_dir
+from core.storage import catalog_path, files_root
 from crawler.command_base import OfflineCommand, refuse_unknown_options
 from jobs.review import ReviewSite
 
@@ -38,23 +38,26 @@ class Command(OfflineCommand):
         super().add_options(parser)
         parser.add_argument("--port", type=int, default=8765, metavar="N", help="port (default 8765; 0: any free one)")
 
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def perform(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         refuse_unknown_options(args)
         if args:
             raise UsageError("scrapy review takes no operands", print_help=False)
+        if not 0 <= opts.port <= 65535:
+            raise UsageError(f"--port must be from 0 (any free port) to 65535, not {opts.port}", print_help=False)
         catalog = Path(catalog_path(self.settings))
         if not catalog.is_file():
             raise UsageError(f"no catalogue at {catalog}: crawl first, or set OUTPUT_DIR or CATALOG_DB",
                              print_help=False)
         configure_logging(self.settings)
-        root = Path(self.settings.get("FILES_STORE") or output_dir(self.settings))
+        root = files_root(self.settings)
         site = ReviewSite(catalog, root, OutputLock.for_settings(self.settings))
         listening = socket.socket()
         try:
             listening.bind(("127.0.0.1", opts.port))
         except OSError as exc:
             raise UsageError(f"cannot listen on 127.0.0.1:{opts.port}: {exc.strerror}", print_help=False) from None
+        listening.listen()  # before the line below: a client that reads it can connect at once
         port = listening.getsockname()[1]
         print(f"Review page: http://127.0.0.1:{port}/ (Ctrl-C stops it)", flush=True)
         web.run_app(site.app(), sock=listening, print=None, handle_signals=True, loop=asyncio.new_event_loop())

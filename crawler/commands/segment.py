@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from scrapy.exceptions import UsageError
 
@@ -38,7 +40,7 @@ def parse_shares(text: str | None) -> tuple[float, float, float] | None:
                          print_help=False) from None
     if len(shares) != 3:
         raise UsageError(f"--split takes three shares (train, val, test), not {text!r}", print_help=False)
-    return shares  # type: ignore[return-value]
+    return shares[0], shares[1], shares[2]
 
 
 class Command(ActionCommand):
@@ -93,12 +95,9 @@ class Command(ActionCommand):
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import segment
 
-        try:
-            getattr(self, f"_{action}")(segment, operands, opts)
-        except segment.SegmentError as exc:
-            raise UsageError(str(exc), print_help=False) from None
+        getattr(self, f"_{action}")(segment, operands, opts)
 
-    def _train(self, segment, operands: list[str], opts: argparse.Namespace) -> None:
+    def _train(self, segment: ModuleType, operands: list[str], opts: argparse.Namespace) -> None:
         result = segment.train(
             operands[0], operands[1], epochs=opts.epochs, image_size=opts.image_size, batch_size=opts.batch_size,
             encoder=opts.encoder, width=opts.width, depth=opts.depth, encoder_weights=opts.encoder_weights,
@@ -113,7 +112,7 @@ class Command(ActionCommand):
         else:
             print("No pictures in the test split: nothing to evaluate.")
 
-    def _evaluate(self, segment, operands: list[str], opts: argparse.Namespace) -> None:
+    def _evaluate(self, segment: ModuleType, operands: list[str], opts: argparse.Namespace) -> None:
         report = segment.evaluate(operands[0], operands[1], subset=opts.subset, shares=parse_shares(opts.split),
                                   device=opts.device, progress=not opts.no_progress)
         path = Path(opts.json) if opts.json else Path(operands[0]).parent / f"evaluation-{opts.subset}.json"
@@ -122,7 +121,7 @@ class Command(ActionCommand):
         atomic_write(path, (json.dumps(report, indent=2) + "\n").encode())
         print_report(report, path)
 
-    def _predict(self, segment, operands: list[str], opts: argparse.Namespace) -> None:
+    def _predict(self, segment: ModuleType, operands: list[str], opts: argparse.Namespace) -> None:
         if not opts.out:
             raise UsageError("predict needs --out DIR", print_help=False)
         results = segment.predict(operands[0], operands[1:], opts.out, device=opts.device,
@@ -133,7 +132,7 @@ class Command(ActionCommand):
         print(f"Segmented {len(results)} pictures into {opts.out}/masks/ and {opts.out}/cutouts/")
 
 
-def print_report(report: dict, path: Path) -> None:
+def print_report(report: dict[str, Any], path: Path) -> None:
     """Per-class IoU as a table, then the means."""
     width = max(len(name) for name in report["classes"])
     print(f"{report['split']} split of {report['data']}: {report['images']} pictures, {report['pixels']} pixels")

@@ -65,10 +65,7 @@ class Command(ActionCommand):
         if action in ("search", "pictures", "show", "seed") and not path.is_file():
             raise UsageError(f"no catalogue at {path}: crawl first, or set OUTPUT_DIR or CATALOG_DB", print_help=False)
         with closing(Catalog(path)) as catalog:
-            try:
-                getattr(self, f"_{action}")(catalog, operands, opts)
-            except tags.TagError as exc:
-                raise UsageError(str(exc), print_help=False) from None
+            getattr(self, f"_{action}")(catalog, operands, opts)
 
     def _search(self, catalog: Catalog, operands: list[str], opts: argparse.Namespace) -> None:
         matches = tags.search(catalog.conn, operands[0], limit=opts.limit)

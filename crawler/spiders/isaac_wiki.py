@@ -36,6 +36,7 @@ from urllib.parse import quote, urlencode, urljoin
 import scrapy
 
 from catalog.store import Catalog
+from core.errors import ArgumentError
 from core.items import SpriteSheetItem
 from core.storage import catalog_path
 from crawler.middlewares import WAIT_META, parse_retry_after
@@ -185,6 +186,11 @@ class Visit:
 
 class IsaacWikiSpider(scrapy.Spider):
     name = "isaac_wiki"
+    # Set by ``from_crawler`` from the settings.
+    base_url: str
+    maxlag: int
+    maxlag_retries: int
+    catalog: Catalog
     custom_settings = {
         # Only the sprite stage: the Pixiv stages have nothing to do with these items.
         "ITEM_PIPELINES": {"pipelines.sprite_sheets.SpriteSheetPipeline": 100},
@@ -197,10 +203,10 @@ class IsaacWikiSpider(scrapy.Spider):
         names = [name.strip().lower() for name in kinds.split(",") if name.strip()]
         unknown = [name for name in names if name not in WIKI_KINDS and f"{name}s" not in WIKI_KINDS]
         if unknown or not names:
-            raise ValueError(f"kinds must be a comma-separated list of {', '.join(WIKI_KINDS)}, not {kinds!r}")
+            raise ArgumentError(f"kinds must be a comma-separated list of {', '.join(WIKI_KINDS)}, not {kinds!r}")
         self.kinds = [WIKI_KINDS[name if name in WIKI_KINDS else f"{name}s"] for name in dict.fromkeys(names)]
         if render not in RENDERS:
-            raise ValueError(f"render must be one of {', '.join(RENDERS)}, not {render!r}")
+            raise ArgumentError(f"render must be one of {', '.join(RENDERS)}, not {render!r}")
         self.render = render
 
     @classmethod
@@ -285,6 +291,7 @@ class IsaacWikiSpider(scrapy.Spider):
             header.decode("latin-1") if header else "none", tries + 1, self.maxlag_retries,
         )
         # ThrottleMiddleware rests the whole host for WAIT_META seconds before this goes out.
+        assert response.request is not None  # a response the engine downloaded: it knows its request
         return response.request.replace(
             dont_filter=True, meta={**PAGE_META, MAXLAG_TRIES_META: tries + 1, WAIT_META: wait},
         )
@@ -445,6 +452,7 @@ class IsaacWikiSpider(scrapy.Spider):
 
     # --- the sheet --------------------------------------------------------------------------------
     def sheet_request(self, visit: Visit) -> scrapy.Request:
+        assert visit.sheet_url is not None  # set before the sheet is asked for
         return scrapy.Request(visit.sheet_url, callback=self.parse_sheet, errback=self.page_failed,
                               cb_kwargs={"visit": visit}, meta=dict(PAGE_META), dont_filter=True)
 
@@ -467,7 +475,7 @@ class IsaacWikiSpider(scrapy.Spider):
     # --- outcomes ---------------------------------------------------------------------------------
     def _unchanged(self, visit: Visit) -> bool:
         last = self.catalog.wiki_page(visit.wiki.kind)
-        return bool(last) and last["status"] == "ok" and all(
+        return last is not None and last["status"] == "ok" and all(
             last[name] == getattr(visit, name) for name in ("revid", "styles_sha1", "sheet_url", "sheet_sha1")
         ) and last["page_url"] == visit.page_url
 
@@ -483,13 +491,13 @@ class IsaacWikiSpider(scrapy.Spider):
         return visit.item(status="failed", reason=why)
 
     def api_failed(self, failure: Failure) -> Any:
-        visit = failure.request.cb_kwargs["visit"]
+        visit = failure.request.cb_kwargs["visit"]  # type: ignore[attr-defined]  # set by Scrapy on an errback's failure
         what = "parse" if visit.source is None else "imageinfo"
         yield from self._around_the_api(visit, what, f"{failure.value.__class__.__name__}: {failure.value}")
 
     def page_failed(self, failure: Failure) -> Any:
-        visit = failure.request.cb_kwargs["visit"]
-        yield self.fail(visit, f"{failure.request.url}: {failure.value.__class__.__name__}: {failure.value}")
+        request = failure.request  # type: ignore[attr-defined]  # set by Scrapy on an errback's failure
+        yield self.fail(request.cb_kwargs["visit"], f"{request.url}: {failure.value.__class__.__name__}: {failure.value}")
 
     def _close_catalog(self, spider: scrapy.Spider) -> None:
         self.catalog.close()

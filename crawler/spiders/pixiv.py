@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import scrapy
 
-from catalog.store import Catalog, utc_now
+from catalog.store import Catalog, Coverage, utc_now
+from core.errors import ArgumentError
 from core.items import ArtworkItem
 from core.storage import catalog_path
 from crawler.cluster import LOCAL_META
@@ -43,6 +44,19 @@ API_META = {"handle_httpstatus_all": True}
 
 class PixivSpider(scrapy.Spider):
     name = "pixiv"
+    # Set by ``from_crawler`` from the settings (Scrapy builds the spider from its arguments first).
+    base_url: str
+    logged_in: bool
+    stop_after: int
+    page_cap: int
+    empty_page_retries: int
+    empty_page_wait: float
+    max_wait: float
+    query_key: str
+    catalog: Catalog
+    coverage: Coverage | None
+    state: dict[str, Any]  # persisted across pause and resume by Scrapy's SpiderState (JOBDIR)
+    crawl_id: int | None = None  # the crawls row, once the catalogue stage opened it
 
     def __init__(
         self,
@@ -60,8 +74,11 @@ class PixivSpider(scrapy.Spider):
     ):
         super().__init__(*args, **kwargs)
         if not tag:
-            raise ValueError("the tag argument is required, e.g. scrapy crawl pixiv -a tag=原神")
-        self.query = api.SearchQuery(tag=tag, order=order, mode=mode, type=type, since=since, until=until, ai=ai)
+            raise ArgumentError("the tag argument is required, e.g. scrapy crawl pixiv -a tag=原神")
+        try:
+            self.query = api.SearchQuery(tag=tag, order=order, mode=mode, type=type, since=since, until=until, ai=ai)
+        except ValueError as exc:  # the query's own checks (sites/pixiv_api.py) word what is wrong
+            raise ArgumentError(str(exc)) from None
         self.tag = tag
         self.max_pages = _positive_int("pages", pages) if pages not in (None, "") else None
         self._stop_after_arg = stop_after
@@ -231,7 +248,7 @@ class PixivSpider(scrapy.Spider):
         if known is None or known.update_date != work.get("updateDate"):
             return False
         if known.status == "ok":
-            return known.complete
+            return bool(known.complete)
         if known.status == "deleted":
             return True
         return known.status == "login_required" and not self.logged_in
@@ -353,7 +370,7 @@ class PixivSpider(scrapy.Spider):
         return ArtworkItem(artwork=artwork, status="error", reason=why)
 
     def api_failed(self, failure: Failure) -> Any:
-        artwork = failure.request.cb_kwargs["artwork"]
+        artwork = failure.request.cb_kwargs["artwork"]  # type: ignore[attr-defined]  # Scrapy sets it on errbacks' failures
         yield self._artwork_error(artwork, f"request failed: {failure.value.__class__.__name__}: {failure.value}")
 
     # --- end of the crawl (called by the catalogue stage) ------------------------------------------
@@ -376,7 +393,7 @@ class PixivSpider(scrapy.Spider):
         Only a clean finish that reached the end of the results, or stopped early inside the range
         already known complete, with no artwork left unrecorded, may move it.
         """
-        top = self.state.get("top")
+        top: list[Any] | tuple[Any, ...] | None = self.state.get("top")  # (create date, id) of the newest seen
         clean = (
             reason == "finished"
             and self.query.order == "date_d"
@@ -387,7 +404,7 @@ class PixivSpider(scrapy.Spider):
                 "throttled", "search_failed", "page_limit", "window_stuck", "cluster_incomplete",
             ))
         )
-        if not clean or not (self.state.get("reached_end") or self.state.get("stopped_early")):
+        if top is None or not clean or not (self.state.get("reached_end") or self.state.get("stopped_early")):
             return None
         if self.coverage and tuple(top) < (self.coverage.complete_below_date, self.coverage.complete_below_id):
             return None  # the mark never moves backwards
@@ -401,7 +418,7 @@ def _positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+        raise ArgumentError(f"{name} must be a whole number, not {value!r}") from None
     if number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'0 or more' if allow_zero else 'at least 1'}, not {number}")
+        raise ArgumentError(f"{name} must be {'0 or more' if allow_zero else 'at least 1'}, not {number}")
     return number

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from models.inference import Progress
+from core.errors import ProjectError
+from core.progress import progress_bar
 from models.isaac.icons import IconSet
 from models.isaac.identify import Recognizer
 from models.isaac.synthesis import Backgrounds, SyntheticIcons, render_scene, scene_rng
@@ -29,7 +30,7 @@ from models.isaac.train import CARD_NAME, config_from_card
 REPORT_NAME = "evaluation.json"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(ProjectError, RuntimeError):
     """The icons at hand are not the ones the model was trained on, or the model folder is unusable."""
 
 
@@ -54,7 +55,7 @@ def crop_metrics(recognizer: Recognizer, icons: IconSet, *, split: str = "test",
     empty = SyntheticIcons(icons, split, seed=seed + 1, length=negatives, size=recognizer.image_size,
                            backgrounds=backgrounds, camera=config.camera, negative_every=1)
     classes = len(icons)
-    bar = Progress(f"evaluating on {split}", len(items) + len(empty), progress)
+    bar = progress_bar(f"evaluating on {split}", len(items) + len(empty), progress)
     synthesis_seconds = model_seconds = 0.0
     rows: dict[str, list[np.ndarray]] = {"items": [], "empty": []}
     for name, dataset in (("items", items), ("empty", empty)):
@@ -120,7 +121,7 @@ def scene_metrics(recognizer: Recognizer, icons: IconSet, *, scenes: int = 100, 
     backgrounds = backgrounds if backgrounds is not None else Backgrounds.load()
     locator = Locator(recognizer, icons.pixels, options or LocateOptions())
     counts, seconds = [], 0.0
-    bar = Progress(f"locating in {split} scenes", scenes, progress)
+    bar = progress_bar(f"locating in {split} scenes", scenes, progress)
     for index in range(scenes):
         scene = render_scene(icons.pixels, scene_rng(seed, split, index), backgrounds, split)
         began = time.perf_counter()
@@ -140,7 +141,7 @@ def plot_report(report: dict[str, Any], out_dir: Path) -> None:
     crops = report["crops"]
     figure = Figure(figsize=(7, 4), dpi=100)
     axis = figure.subplots()
-    axis.hist(list(crops["per_class_top1"].values()), bins=np.linspace(0, 1, 21), color="tab:blue")
+    axis.hist(list(crops["per_class_top1"].values()), bins=np.linspace(0, 1, 21).tolist(), color="tab:blue")
     axis.set_xlabel(f"top-1 per class ({crops['per_class']} test crops each)")
     axis.set_ylabel("classes")
     axis.set_title(f"top-1 {crops['top1']:.4f}, top-5 {crops['top5']:.4f} over {crops['images']} test crops")

@@ -22,12 +22,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from core.errors import ProjectError
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES_DIR = REPO.parent / "shared" / "fixtures" / "isaac"
 ICON_SIZE = 32  # the wiki's sheet cells
 
 
-class IconSourceError(RuntimeError):
+class IconSourceError(ProjectError, RuntimeError):
     """No labelled icons could be had from the catalogue or the captured files; the message says why."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from core.errors import ProjectError
 from models.isaac.icons import ItemClass
 from models.isaac.net import IconNet, build_net
 from models.isaac.train import CARD_NAME, NO_ITEM, WEIGHTS_FORMAT, WEIGHTS_NAME
@@ -27,7 +28,7 @@ from models.torch_common import CheckpointError, autocast, choose_device, load_c
 FLOOR = (38, 34, 32)  # what a transparent pixel is shown on: the game's dark floors
 
 
-class RecognizerError(RuntimeError):
+class RecognizerError(ProjectError, RuntimeError):
     """The weights or the card are missing or do not belong together."""
 
 
@@ -100,7 +101,7 @@ class Recognizer:
         torch_device = choose_device(device)
         model = build_net(saved["net"])
         model.load_state_dict(saved["model"])
-        model = model.to(torch_device).to(memory_format=torch.channels_last).eval()
+        model = model.to(torch_device).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
         return cls(model, card, classes, int(card["input"]["size"]), torch_device)
 
     @property

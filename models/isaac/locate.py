@@ -262,7 +262,7 @@ class Locator:
         return fit_square(Image.fromarray(np.ascontiguousarray(crop)), self.recognizer.image_size)
 
 
-def _drop_parts(found: list[tuple[tuple[float, float, float, float], int, float]]) -> list:
+def _drop_parts(found: list[tuple[tuple[float, float, float, float], int, float]]) -> list[Any]:
     """Drop a box lying inside a bigger box of the same class: a window on part of an item can be
     named after the whole item, and its match then lands on a part of it."""
     boxes = np.array([box for box, _, _ in found], dtype=np.float64)

@@ -13,6 +13,8 @@ normalisation constants. Its last class is "no item" when built with ``negative=
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,7 +36,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.first = conv_bn_relu(inputs, outputs, stride)
         self.second = nn.Sequential(nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False), nn.BatchNorm2d(outputs))
-        nn.init.zeros_(self.second[1].weight)  # each block starts as the identity: steadier early training
+        nn.init.zeros_(self.second[1].weight)  # type: ignore[arg-type]  # a BatchNorm's weight: a tensor; each block starts as the identity: steadier early training
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or inputs != outputs:
             self.shortcut = nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
@@ -64,6 +66,9 @@ class IconNet(nn.Module):
         self.register_buffer("mean", torch.tensor(PIXEL_MEAN * 255.0), persistent=False)
         self.register_buffer("scale", torch.tensor(1.0 / (PIXEL_STD * 255.0)), persistent=False)
 
+    mean: torch.Tensor  # buffers (register_buffer)
+    scale: torch.Tensor
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The last feature map (N, C, H/16, W/16)."""
         x = (images.float() - self.mean) * self.scale
@@ -74,7 +79,7 @@ class IconNet(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-def build_net(config: dict) -> IconNet:
+def build_net(config: dict[str, Any]) -> IconNet:
     """The network a card or checkpoint describes (``net`` section: classes, widths, blocks, stem)."""
     return IconNet(
         int(config["classes"]), tuple(config.get("widths", (48, 96, 192))), tuple(config.get("blocks", (1, 2, 1))),

@@ -427,7 +427,7 @@ def _paste_neighbour(
 # --------------------------------------------------------------------------- the dataset
 
 
-class SyntheticIcons(torch.utils.data.Dataset):
+class SyntheticIcons(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Photo-like crops of the icons, made on demand: item ``i`` depends only on (seed, split, i).
 
     Labels cycle through the classes (``i % classes``), so any run of ``k × classes`` items is

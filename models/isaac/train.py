@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from core.errors import ProjectError
 from models import training
 from models.inference import file_sha256
 from models.isaac.icons import IconSet
@@ -56,7 +56,7 @@ CHECKPOINT_FORMAT = "anime-art-datasets/isaac-recognizer-checkpoint"
 NO_ITEM = "none"  # the extra class: no item centred in the crop
 
 
-class TrainError(RuntimeError):
+class TrainError(ProjectError, RuntimeError):
     """A run cannot start or resume; the message says why."""
 
 
@@ -192,7 +192,7 @@ def card_data(icons: IconSet, config: TrainConfig, backgrounds: Backgrounds) -> 
     }
 
 
-def plot_history(history: dict[str, list], path: Path) -> None:
+def plot_history(history: dict[str, Any], path: Path) -> None:
     """Training loss and accuracy, and validation top-1/top-5, against samples seen."""
     steps = np.asarray(history.get("step", []))
     batch = history.get("batch_size", 1)
@@ -268,7 +268,7 @@ def _split_cores(device: torch.device, options: RunOptions) -> int:
 
 
 def _training_loader(icons: IconSet, config: TrainConfig, backgrounds: Backgrounds, first: int, last: int,
-                     workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+                     workers: int, device: torch.device) -> torch.utils.data.DataLoader[Any]:
     """The batches of steps ``first`` .. ``last - 1``, each known from its step alone (module doc, "Data")."""
     dataset = SyntheticIcons(
         icons, "train", seed=config.seed, length=config.steps * config.batch_size, size=config.image_size,
@@ -289,7 +289,7 @@ class _Run:
     def __init__(self, icons: IconSet, config: TrainConfig, device: torch.device, checkpoint_path: Path) -> None:
         self.icons, self.config, self.device, self.checkpoint_path = icons, config, device, checkpoint_path
         torch.manual_seed(config.seed)
-        self.model = build_net(config.net_config(len(icons) + 1)).to(device).to(memory_format=torch.channels_last)
+        self.model = build_net(config.net_config(len(icons) + 1)).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs leave out Module.to(memory_format=)
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.history: dict[str, Any] = {"batch_size": config.batch_size, "step": [], "loss": [], "train_top1": [],
@@ -332,7 +332,7 @@ class _Run:
             logits = self.model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is untyped
         self.optimizer.step()
         self.scheduler.step()
         self.window_loss += float(loss.detach()) * len(labels)
@@ -416,11 +416,8 @@ def config_from_card(card: dict[str, Any]) -> TrainConfig:
     """The training configuration a card records (to make its test set with the same camera)."""
     training = card.get("training", {})
     known = {f.name for f in fields(TrainConfig)} - {"camera"}
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in training.items() if k in known}
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in training.items() if k in known}
     camera_values = card.get("data", {}).get("camera", {})
-    camera = Camera(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in camera_values.items()})
+    camera_fields: dict[str, Any] = {str(k): (tuple(v) if isinstance(v, list) else v) for k, v in camera_values.items()}
+    camera = Camera(**camera_fields)
     return TrainConfig(**values, camera=camera)
-
-
-def estimate_hours(samples: int, samples_per_second: float) -> float:
-    return samples / samples_per_second / 3600 if samples_per_second > 0 else math.inf

@@ -35,6 +35,8 @@ from urllib.parse import urljoin, urlsplit
 import tinycss2
 from tinycss2 import ast
 
+from core.errors import EXIT_FAILED, ProjectError
+
 DEFAULT_BOX = (32, 32)  # px: the wiki's icon spans, when no rule gives a width or height
 
 # At-rules whose blocks hold ordinary style rules that apply on screen.
@@ -45,8 +47,10 @@ _EDGES = _HORIZONTAL | _VERTICAL | {"center"}
 _IMAGE_FUNCTIONS = {"image-set", "-webkit-image-set"}
 
 
-class SpriteCssError(ValueError):
+class SpriteCssError(ProjectError, ValueError):
     """The CSS gives no usable rectangle for an element; the message says why."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)

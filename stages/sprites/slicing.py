@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
+from core.errors import EXIT_FAILED, ProjectError
 from core.storage import atomic_write
 from stages.sprites.css import (
     DEFAULT_BOX,
@@ -41,8 +42,10 @@ SHEET_MAX_PIXELS = 64_000_000  # a sheet larger than this is refused as a decomp
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class SpriteSheetError(ValueError):
+class SpriteSheetError(ProjectError, ValueError):
     """The sheet's bytes are not an image that can be sliced (broken, not an image, too large)."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass

@@ -15,7 +15,8 @@ from catalog import tags
 from catalog.store import Catalog
 from core.items import ArtworkItem
 from pipelines.decide import DecisionPipeline
-from stages.decide import check_rules, decide
+from stages.decide import decide
+from stages.rules import check_rules
 from tests.conftest import project_settings
 from tests.crawler.small_crawl import crawled_copy
 

@@ -27,12 +27,13 @@ COLUMNS = ("key, kind, game_id, css_id, labelled, name_en, name_zh, quality, cha
            "x, y, w, h, sha256, blank, duplicate_of, path, upscale_path")
 
 
-def crawl_wiki(site: LocalSite, output: Path, *args: str, timeout: float = 180) -> CrawlRun:
+def crawl_wiki(site: LocalSite, output: Path, *args: str, timeout: float = 180, failed: bool = False) -> CrawlRun:
+    """A crawl as users run it; it must exit 0, or 1 when it is expected to end ``failed``."""
     command = [sys.executable, "-m", "scrapy", "crawl", "isaac_wiki", "-s", f"ISAAC_WIKI_URL={site.api}",
                "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=INFO", *args]
     done = subprocess.run(command, cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=timeout)
     run = CrawlRun(done.returncode, done.stdout + done.stderr, output)
-    assert run.returncode == 0 and "Traceback" not in run.log, run.log[-3000:]
+    assert run.returncode == (1 if failed else 0) and "Traceback" not in run.log, run.log[-3000:]
     return run
 
 
@@ -192,7 +193,7 @@ def test_browser_path_agrees_with_the_css_path_item_for_item(real_crawl, make_wi
 def test_script_injected_css_fails_the_css_path_clearly_and_only_the_browser_succeeds(real_crawl, make_wiki, tmp_path):
     needs_browser()
     site = make_wiki("--inject-script")
-    css = crawl_wiki(site, tmp_path, "-a", "kinds=trinkets")
+    css = crawl_wiki(site, tmp_path, "-a", "kinds=trinkets", failed=True)
     assert "Sprites trinket (failed): not one of the 188 icons got a rectangle from the api path" in css.log
     assert "only -a render=browser sees" in css.log
     assert sprites(css) == [] and wiki_pages(css)["trinket"]["status"] == "failed"

@@ -486,3 +486,31 @@ def test_scrapy_masks_command_with_hostile_files(tmp_path):
     allowed = subprocess.run([*command, "--allow-outside"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert allowed.returncode == 1 and "; 3 failed" in allowed.stdout.splitlines()[0]
     assert (dest / "annotations" / "outside.png").is_file()
+
+
+def test_dest_over_the_input_is_refused_and_the_users_files_stay_as_they_were(tmp_path):
+    """labelme's own layout keeps labels.txt (with __ignore__) beside the JSON files: DEST = that folder
+    used to replace it with the converted list, dropping __ignore__."""
+    source = write_labelme_folder(tmp_path / "labelme", 3, seed=2)
+    (source / "labels.txt").write_text("__ignore__\n_background_\na\nb\n", encoding="utf-8")
+    (source / "images").mkdir()
+    write_picture(source / "images" / "mine.png")
+    before = {p: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    for dest, labels, message in (
+        (source, None, "DEST {d} is LABELME_DIR"),
+        (source / "masks", None, "DEST {d} is inside LABELME_DIR"),
+        (tmp_path, None, "DEST {d} holds LABELME_DIR"),
+        (source, source / "labels.txt", "DEST {d} is LABELME_DIR"),
+        (tmp_path / "out", tmp_path / "out" / "labels.txt", "--labels {l} is the labels.txt this run writes in DEST"),
+    ):
+        if labels is not None and not labels.exists():
+            labels.parent.mkdir(parents=True, exist_ok=True)
+            labels.write_text("_background_\na\n", encoding="utf-8")
+        with pytest.raises(LabelmeError, match=message.format(d=dest, l=labels).replace("(", r"\(")):
+            convert_folder(source, dest, labels=labels)
+    link = tmp_path / "same"
+    link.symlink_to(source)  # the same folder by another name
+    done = subprocess.run([sys.executable, "-m", "scrapy", "masks", str(source), str(link), "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"DEST {link} is LABELME_DIR" in done.stderr, done.stderr
+    assert {p: p.read_bytes() for p in source.rglob("*") if p.is_file()} == before

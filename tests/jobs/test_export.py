@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -837,3 +838,78 @@ def test_bad_alignment_options_are_refused(catalogue, tmp_path):
                            ({"max_upscale": 2.0}, "--max-upscale needs --size")):
         with pytest.raises(ExportError, match=message):
             ExportOptions.from_settings(settings, tmp_path / "x", **given)
+
+
+@pytest.mark.parametrize("crop", ["head", "upper_body", "face"])
+def test_face_boxes_that_are_empty_or_outside_the_picture_are_skipped_with_a_reason(catalogue, tmp_path, crop):
+    output = own_crawl(catalogue, tmp_path)
+    with closing(sqlite3.connect(output / "catalog.db")) as conn, conn:
+        faces = conn.execute("SELECT f.artwork_id, f.page, i.width, i.height FROM faces f JOIN images i "
+                             "ON i.artwork_id = f.artwork_id AND i.page = f.page ORDER BY f.artwork_id LIMIT 5").fetchall()
+        bad = [(0, 0, 0, 20), (5, 5, 20, -3), ("w", "h", "x", "y"), (10_000, 10_000, 20, 20), (-50, -50, 20, 20)]
+        for (artwork_id, page, width, height), (x, y, w, h) in zip(faces, bad):
+            if x == "w":  # beyond the right edge of this very picture
+                x, y, w, h = width, 0, 20, 20
+            conn.execute("UPDATE faces SET x = ?, y = ?, w = ?, h = ?  WHERE artwork_id = ? AND page = ?",
+                         [x, y, w, h, artwork_id, page])
+    manifest = run_export(output, tmp_path / "dest", crop=crop, format="hf", class_from="none", split="1,0")
+    skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
+    reasons = [skipped.get(f"{artwork_id}_p{page}_f0", "") for artwork_id, page, _, _ in faces]
+    assert [r.split(" (")[0].split(" lies")[0] for r in reasons] == [
+        "its face box is empty", "its face box is empty", "its face box", "its face box", "its face box"], reasons
+    assert all("outside the" in r for r in reasons[2:]), reasons
+    crops = list((tmp_path / "dest" / "train").glob("*.jpg"))
+    assert len(crops) == manifest["total"] == 3  # the other three good boxes of the fixture
+    assert all(min(Image.open(c).size) > 1 for c in crops)
+
+
+def test_size_bounds_and_unusable_dest_are_refused_before_any_work(catalogue, tmp_path):
+    settings = settings_for(catalogue["output"])
+    for given, message in (({"size": 100_000}, "--size must be from 1 to 8192"),
+                           ({"size": 64, "max_upscale": 1e9}, "--max-upscale must be from 1"),
+                           ({"size": 64, "max_upscale": float("nan")}, "--max-upscale must be from 1"),
+                           ({"size": 64, "max_upscale": float("inf")}, "--max-upscale must be from 1"),
+                           ({"size": 64, "multiple": 10**6}, "--multiple must be from 1 to 8192")):
+        with pytest.raises(ExportError, match=message):
+            ExportOptions.from_settings(settings, tmp_path / "x", **given)
+    with pytest.raises(ExportError, match="EXPORT_KOHYA_RESOLUTION must be from 64 to 8192"):
+        ExportOptions.from_settings(settings_for(catalogue["output"], EXPORT_KOHYA_RESOLUTION=10**6), tmp_path / "x")
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    for dest, message in ((str(tmp_path / "a-file" / "dest"), "a-file is a file, not a folder"),
+                          (str(tmp_path / "a-file" / "deeper" / "dest"), "a-file is a file, not a folder"),
+                          ("/proc/anime-export", "is in /proc, a folder of the system's"),
+                          ("/sys/kernel/anime", "is in /sys"), ("", "DEST is empty"), ("  ", "DEST is empty")):
+        assert_usage_error(scrapy_export(catalogue["output"], dest), message)
+    done = scrapy_export(catalogue["output"], tmp_path / "big", "--size", "100000")
+    assert_usage_error(done, "--size must be from 1 to 8192")
+    assert not (tmp_path / "big").exists()
+
+
+def test_where_that_builds_a_huge_value_is_stopped_by_the_memory_limit_not_the_clock(catalogue, tmp_path):
+    huge = "length(" + "hex(" * 28 + "i.artwork_id" + ")" * 28 + ") > 0"
+    started = time.monotonic()
+    with pytest.raises(ExportError, match="string or blob too big.*may be at most 16 MB"):
+        settings = settings_for(catalogue["output"], EXPORT_WHERE_TIMEOUT=300)
+        export(settings, ExportOptions.from_settings(settings, tmp_path / "h", selection=parse_where(huge), progress=False))
+    assert time.monotonic() - started < 60  # far under the 300 s clock
+    with pytest.raises(ExportError, match="at most 10,000"):
+        parse_where("i.page = 0 AND " + " AND ".join(["i.page >= 0"] * 1000))
+    for deep in ("abs(" * 120 + "i.page" + ")" * 120 + " >= 0", "(" * 200 + "1" + ")" * 200 + " = 1"):
+        with pytest.raises(ExportError, match="nest at most 100 deep"):
+            run_export(catalogue["output"], tmp_path / "d", deep)
+    assert not (tmp_path / "h").exists() and not (tmp_path / "d").exists()
+    # the limits are lifted after the query: the normal export still works
+    assert run_export(catalogue["output"], tmp_path / "ok", "length(hex(hex(i.artwork_id))) > 0")["total"] > 0
+
+
+def test_where_rules_are_checked_like_the_crawls(tmp_path):
+    for where, message in (("{if: classifier, min: 8e-1}", "--where, rule 1: a classifier rule's min must be a number"),
+                           ("[{if: r18, action: drop},\n {if: bookmarks, min: .nan}]", "--where, rule 2 (line 2): bookmarks min"),
+                           ('{"if": "bookmarks", "min": NaN}', "bookmarks min must be a number >= 0, not 'NaN' (text)"),
+                           ("{if: ai, min: 1}", "an ai rule takes nothing more; unknown key 'min'")):
+        with pytest.raises(ExportError, match=re.escape(message)):
+            parse_where(where)
+    rules = tmp_path / "select.yaml"
+    rules.write_text("- {if: tag, any: [mona]}\n- {if: faces, count: .inf}\n", encoding="utf-8")
+    with pytest.raises(ExportError, match=re.escape(f"{rules}, rule 2 (line 2): faces count must be a number >= 0, not inf")):
+        parse_where(str(rules))

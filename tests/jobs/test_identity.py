@@ -20,7 +20,8 @@ from scrapy.settings import Settings
 
 from catalog.store import utc_now
 from jobs.curate import CurateError, Curator
-from stages.decide import RuleError, check_rules, decide
+from stages.decide import decide
+from stages.rules import RuleError, check_rules
 from tests.conftest import project_settings
 from tests.models.identity_drawings import draw_head, png_bytes
 

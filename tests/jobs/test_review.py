@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,12 @@ def test_drop_and_keep_by_hand_in_chromium_then_curate_keeps_the_hand_decisions(
                 with sqlite3.connect(output / "catalog.db") as conn:
                     kept = conn.execute("SELECT count(*) FROM images WHERE status = 'kept'").fetchone()[0]
                 assert cards.count() == min(kept, 60) and f"{kept} pictures" in page.content()
-                page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth)")
+                # every thumbnail loads under the page's Content-Security-Policy (img-src 'self'); polled from
+                # here, since wait_for_function evaluates a string, which that policy rightly forbids
+                deadline = time.monotonic() + 30
+                while not page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"):
+                    assert time.monotonic() < deadline, "thumbnails did not load"
+                    page.wait_for_timeout(100)
                 page.locator(f'.card[data-key="{first}:0"] button[value=drop]').click()
                 page.wait_for_load_state("load")
                 assert "dropped by hand" in page.locator(".said").inner_text()
@@ -157,3 +163,61 @@ def test_a_recrawled_picture_keeps_its_manual_decision_even_without_rules(tmp_pa
     r18 = stored_item(tmp_path, "8", {"x_restrict": 1}, {})
     pipeline.process_item(r18)
     assert (r18.images[0]["status"], r18.images[0]["reason"]) == ("kept", "keep: manual review (2026-12-04T10:00:01+00:00)")
+
+
+def test_the_page_answers_only_to_its_own_names_and_never_redirects_off_site(pixiv_site, tmp_path_factory, tmp_path):
+    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
+    first, second = kept_ids(output)[:2]
+    server, url = start_review(output)
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    try:
+        page = requests.get(url, timeout=10)
+        assert page.status_code == 200 and page.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none': no script at all
+        token = page.text.split('name="token" value="')[1].split('"')[0]
+        assert requests.get(url, headers={"Host": f"localhost:{port}"}, timeout=10).status_code == 200
+
+        # DNS rebinding: the attacker's name, resolved to 127.0.0.1, can neither read the token nor click
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{int(port) + 1}", f"127.0.0.1.evil.example:{port}"):
+            read = requests.get(url, headers={"Host": host}, timeout=10)
+            assert read.status_code == 403 and token not in read.text and read.headers["X-Frame-Options"] == "DENY"
+            drop = requests.post(url + "decide", headers={"Host": host}, allow_redirects=False, timeout=10,
+                                 data={"artwork_id": first, "page": "0", "decision": "drop", "token": token})
+            assert drop.status_code == 403
+        for origin, site in (("http://evil.example", None), ("null", None), (None, "cross-site")):
+            headers = {k: v for k, v in (("Origin", origin), ("Sec-Fetch-Site", site)) if v}
+            drop = requests.post(url + "decide", headers=headers, allow_redirects=False, timeout=10,
+                                 data={"artwork_id": first, "page": "0", "decision": "drop", "token": token})
+            assert drop.status_code == 403, (origin, site)
+        assert status_of(output, first)[0] == "kept"
+
+        # page numbers: anything but plain ASCII digits, or a huge one, is a 400, never a 500
+        for bad in ("²", "١", "٣", "1e3", "-1", "9" * 30, str(10**7)):
+            assert requests.get(url, params={"page": bad}, timeout=10).status_code == 400, bad
+            assert requests.get(url + "thumb", params={"artwork_id": first, "page": bad}, timeout=10).status_code == 400
+            posted = requests.post(url + "decide", allow_redirects=False, timeout=10,
+                                   data={"artwork_id": first, "page": bad, "decision": "drop", "token": token})
+            assert posted.status_code == 400, bad
+        assert requests.get(url, params={"page": "99999"}, timeout=10).status_code == 200  # past the end: empty
+
+        # `back` goes to a listing page of this server, whatever it says
+        for back, expected in (("/%09/evil.example/x", "/?status=kept&page=1"), ("/\t/evil.example/x", "/?status=kept&page=1"),
+                               ("//evil.example/", "/?status=kept&page=1"), ("https://evil.example/", "/?status=kept&page=1"),
+                               ("/\\evil.example", "/?status=kept&page=1"), ("/thumb?x=1", "/?status=kept&page=1"),
+                               ("/?status=dropped&page=2&x=//evil", "/?status=dropped&page=2")):
+            done = requests.post(url + "decide", allow_redirects=False, timeout=10,
+                                 data={"artwork_id": second, "page": "0", "decision": "keep", "token": token, "back": back})
+            assert done.status_code == 303 and done.headers["Location"].startswith(expected + "&said="), (back, done.headers)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(tmp_path, port):
+    Catalog(tmp_path / "catalog.db").close()
+    done = subprocess.run([sys.executable, "-m", "scrapy", "review", "--port", port, "-s", f"OUTPUT_DIR={tmp_path}"],
+                          cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--port must be from 0 (any free port) to 65535" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.tagger import TaggerError, load_tagger, tagger_version
+from models.tagger import TaggerError
+from models.taggers import load_tagger, tagger_version
 from models.wd14 import WD14Tagger, preprocess_image, wd14_files
 
 onnx = pytest.importorskip("onnx")

@@ -3,6 +3,7 @@ and the cron line and systemd units as shipped."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import SettingError
 from core.output_lock import OutputLock
+from crawler.secrets import SECRETS_ENV, SecretSettings
 from mocksites.runner import REPO
-from ops.scheduled import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, load_config, tag_slug
+from ops.scheduled import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, CrawlJob, Runner, load_config, project_settings, tag_slug
 from tests.conftest import crawl_command, crawl_env
 
 DEPLOY = REPO / "deploy"
@@ -42,6 +45,40 @@ def test_tag_slugs_are_safe_file_names_for_any_tag():
     for tag in ("../../etc/passwd", "..", " ", "Fate/Grand Order", "x" * 300, "-rf"):
         slug = tag_slug(tag)
         assert "/" not in slug and not slug.startswith((".", "-")) and len(slug.encode()) < 200
+
+
+def test_secret_settings_reach_the_crawl_by_its_environment_never_its_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXIV_PHPSESSID", "exported-by-the-user")
+    overrides = {"OUTPUT_DIR": str(tmp_path), "PIXIV_PHPSESSID": "run-wide-cookie", "USER_AGENT": "Mozilla/5.0"}
+    plain = CrawlJob("原神", {"ai": "exclude"})
+    own = CrawlJob("モナ", {}, {"PIXIV_PHPSESSID": "second-account", "REDIS_URL": "redis://:hunter2@db:6379/0",
+                                "API_TOKEN": "t0ken", "CONCURRENT_REQUESTS": "4"})
+    runner = Runner(project_settings(overrides), overrides, [plain, own])
+    assert runner.lock.acquire("a test") is None  # the run holds it while it starts crawls
+    for job, cookie in ((plain, "run-wide-cookie"), (own, "second-account")):
+        command = " ".join(runner.command(job, tmp_path / "x.log"))
+        env = runner.child_env(job)
+        for secret in ("cookie", "account", "exported", "hunter2", "t0ken"):
+            assert secret not in command
+        assert "USER_AGENT=Mozilla/5.0" in command and "PIXIV_PHPSESSID" not in env  # the exported one is not used
+        secrets = json.loads(env[SECRETS_ENV])
+        assert secrets["PIXIV_PHPSESSID"] == cookie
+    runner.lock.release()
+    assert "CONCURRENT_REQUESTS=4" in " ".join(runner.command(own, tmp_path / "x.log"))
+    assert secrets == {"PIXIV_PHPSESSID": "second-account", "REDIS_URL": "redis://:hunter2@db:6379/0", "API_TOKEN": "t0ken"}
+
+
+def test_the_crawl_takes_its_secret_settings_from_the_environment_once(monkeypatch):
+    from scrapy.settings import Settings
+
+    monkeypatch.setenv(SECRETS_ENV, json.dumps({"PIXIV_PHPSESSID": "abc", "REDIS_URL": "redis://:pw@h/0"}))
+    settings = Settings({"PIXIV_PHPSESSID": "", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    SecretSettings().update_settings(settings)
+    assert settings["PIXIV_PHPSESSID"] == "abc" and settings["REDIS_URL"] == "redis://:pw@h/0"
+    assert SECRETS_ENV not in os.environ  # the crawl's worker processes do not inherit it
+    monkeypatch.setenv(SECRETS_ENV, "[1, 2]")
+    with pytest.raises(SettingError, match=f"{SECRETS_ENV} must hold a JSON object"):
+        SecretSettings().update_settings(Settings())
 
 
 def test_a_held_lock_makes_a_second_run_exit_75_with_a_message(tmp_path):
@@ -72,10 +109,10 @@ def test_usage_errors_exit_2(tmp_path):
 def test_runs_each_tag_with_its_own_log_and_a_concurrent_run_is_refused(make_site, tmp_path):
     site = make_site("--size", "90", "--image-size", "32", "--latency-ms", "30")
     output = tmp_path / "out"
-    config = write_config(tmp_path / "tags.toml", site, output, '[[crawl]]\ntag = "原神"\nai = "exclude"\n')
     session = "demo-session-0001"  # the local site's logged-in session: R-18 works are seen with it
-    config.write_text(config.read_text(encoding="utf-8").replace(
-        "[settings]\n", f'[settings]\nPIXIV_PHPSESSID = "{session}"\n'), encoding="utf-8")
+    # the cookie in the crawl's own settings table (as a second account would be), not [settings]
+    config = write_config(tmp_path / "tags.toml", site, output,
+                          f'[[crawl]]\ntag = "原神"\nai = "exclude"\nsettings = {{ PIXIV_PHPSESSID = "{session}" }}\n')
     first = subprocess.Popen(scheduled("--config", str(config)), cwd=tmp_path, env=crawl_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -16,7 +16,7 @@ from core.items import ArtworkItem
 from models.faces import CASCADE_SHA256, CASCADE_URL, find_cascade
 from pipelines.faces import FacesPipeline
 from stages.faces import find_faces, page_faces
-from tests.conftest import project_settings
+from tests.conftest import face_settings, project_settings
 from tests.models.test_faces import inside_share, scene
 
 
@@ -40,7 +40,7 @@ def test_find_faces_writes_a_crop_and_returns_its_box(tmp_path):
     keep.write_bytes(b"other page")
     record = {"page": 0, "path": "images/123_p0.jpg", "status": "kept"}
 
-    faces = find_faces(str(tmp_path), "123", record, {"detectors": detectors_here()})
+    faces = find_faces(str(tmp_path), "123", record, face_settings(detectors=detectors_here()))
 
     assert len(faces) == 1
     face = faces[0]
@@ -55,7 +55,7 @@ def test_find_faces_writes_a_crop_and_returns_its_box(tmp_path):
 
 def test_an_unreadable_page_gives_faces_error_not_an_exception(tmp_path):
     (tmp_path / "images").mkdir()
-    settings = {"detectors": ("animeface",)}
+    settings = face_settings(detectors=("animeface",))
     (tmp_path / "images" / "9_p0.jpg").write_bytes(b"GIF89 garbage")
     result = page_faces(str(tmp_path), "9", {"page": 0, "path": "images/9_p0.jpg"}, settings)
     assert result["faces"] is None and "not a recognised image" in result["faces_error"]
@@ -147,7 +147,7 @@ def test_find_faces_uses_the_method_it_is_given(tmp_path, monkeypatch):
 
     monkeypatch.setattr("stages.faces.detect_faces", recording)
     for method in ("views", "verified"):
-        [face] = find_faces(str(tmp_path), "7", record, {"detectors": detectors_here(), "method": method})
+        [face] = find_faces(str(tmp_path), "7", record, face_settings(detectors=detectors_here(), method=method))
         assert inside_share(faces_module.Face(face["x"], face["y"], face["w"], face["h"], 1.0), pasted) > 0.9
     assert methods == ["views", "verified"]
 
