@@ -12,14 +12,16 @@ left without a row. The crawl then ends ``failed``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 
 from catalog.store import Catalog, utc_now
 from core.items import ArtworkItem
-from core.storage import catalog_path
+from core.storage import ORIGINALS_DIR, catalog_path, files_root
 from pipelines.guarded import FAILED_STAT, STATUS_STAT
+from sites.pixiv_api import original_file_name
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -30,12 +32,13 @@ logger = logging.getLogger(__name__)
 OK_STATUSES = ("finished", "stopped_early")  # the crawl statuses of a run that did what it was asked
 
 
-def failed_pages(item: ArtworkItem, reason: str) -> list[dict[str, Any]]:
+def failed_pages(item: ArtworkItem, reason: str, root: Path) -> list[dict[str, Any]]:
     """Every page of an item a stage raised on, as a ``failed`` row with ``reason``; a page's files
-    (picture, kept original, face crops) stay named on its row, so none is left without one."""
+    (picture, kept original, face crops) stay named on its row, so none is left without one. Before
+    the originals stage handed its pages over, an original already written under ``root`` is found
+    where that stage puts it."""
     pages = item.images or [
-        {"page": page, "url": url,
-         "original_path": next((f["path"] for f in item.files if f.get("url") == url), None)}
+        {"page": page, "url": url, "original_path": _original_on_disk(item, page, url, root)}
         for page, url in enumerate(item.file_urls)
     ]
     rows = []
@@ -44,6 +47,15 @@ def failed_pages(item: ArtworkItem, reason: str) -> list[dict[str, Any]]:
         row.update(status="failed", reason=f"{reason}; fetched again on the next run")
         rows.append(row)
     return rows
+
+
+def _original_on_disk(item: ArtworkItem, page: int, url: str, root: Path) -> str | None:
+    try:
+        name = original_file_name(item.artwork["id"], page, url, item.ugoira_frames is not None)
+    except ValueError:  # not a Pixiv id: the originals stage wrote nothing for it
+        return None
+    relative = f"{ORIGINALS_DIR}/{name}"
+    return relative if (root / relative).is_file() else None
 
 
 def artwork_outcome(item: ArtworkItem) -> tuple[str, str | None]:
@@ -102,7 +114,7 @@ class CatalogPipeline:
             return False
         self.stage_failures.append(f"artwork {item.artwork.get('id')}: {reason}")
         item.status, item.reason = "error", reason
-        item.images = failed_pages(item, reason)
+        item.images = failed_pages(item, reason, files_root(self.crawler.settings))
         self._record(item, "error", reason, item.images)
         return True
 

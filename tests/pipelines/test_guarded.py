@@ -48,3 +48,22 @@ def test_a_stage_that_raises_is_recorded_on_the_row_and_fails_the_crawl(pixiv_si
     assert again.query(f"SELECT DISTINCT status FROM artworks WHERE id IN ({','.join('?' * len(ids))})", ids) == [("ok",)]
     assert again.query("SELECT status FROM crawls ORDER BY id") == [("failed",), ("finished",)]
     assert files_on_disk(out, "images", "dropped") <= set(dict(again.query("SELECT path, status FROM images")))
+
+
+def test_an_item_that_fails_before_its_pages_are_known_still_names_the_originals_on_disk(tmp_path):
+    """A stage that raises before the originals stage handed its pages over (the files stage itself):
+    the rows come from the file URLs, and an original already on disk keeps its row."""
+    from core.items import ArtworkItem
+    from pipelines.catalog import failed_pages
+
+    item = ArtworkItem(artwork={"id": "120000007"}, file_urls=[
+        "https://i.pximg.net/img-zip-ugoira/img/2024/01/01/00/00/00/120000007_ugoira1920x1080.zip"],
+        ugoira_frames=[{"file": "000000.jpg", "delay": 80}])
+    (tmp_path / "originals").mkdir()
+    (tmp_path / "originals" / "120000007_ugoira.zip").write_bytes(b"PK\x03\x04")
+    [row] = failed_pages(item, "pipelines.originals.OriginalsPipeline failed: OSError: disk full", tmp_path)
+    assert row["original_path"] == "originals/120000007_ugoira.zip" and row["status"] == "failed"
+    assert row["reason"] == ("pipelines.originals.OriginalsPipeline failed: OSError: disk full; "
+                             "fetched again on the next run")
+    (tmp_path / "originals" / "120000007_ugoira.zip").unlink()
+    assert failed_pages(item, "x", tmp_path)[0]["original_path"] is None
