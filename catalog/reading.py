@@ -160,8 +160,7 @@ def select_pictures(conn: sqlite3.Connection, query: str, timeout: float) -> lis
         raise SelectionError(f"--where cannot run: {exc or type(exc).__name__}{_hint(exc)}") from None
     finally:
         conn.set_progress_handler(None, 0)
-        _heap_limit(conn, heap)
-        conn.set_authorizer(authorize_reading)
+        _heap_limit(conn, heap)  # and the reading authorizer back
         for limit, value in before.items():
             conn.setlimit(limit, value)
 

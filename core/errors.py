@@ -19,21 +19,13 @@ EXIT_USAGE = 2  # the command line, a setting or a file the user gave is wrong (
 class ProjectError(Exception):
     """An error with a one-line message for the user; ``hint`` says what to do about it."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_USAGE  # a subclass sets its own
     hint = ""
-
-    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None):
-        super().__init__(message)
-        if hint is not None:
-            self.hint = hint
-        if exit_code is not None:
-            self.exit_code = exit_code
 
     def one_line(self) -> str:
         """The message on one line (a multi-line one is joined), then the hint, if any."""
         text = " ".join(str(self).split("\n")).strip() or type(self).__name__
         return f"{text} ({self.hint})" if self.hint else text
-
 
 
 class ArgumentError(ProjectError, ValueError):

@@ -264,11 +264,17 @@ nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
         )
 
 
+def plain_number(text: str) -> int | None:
+    """A page number as typed: ASCII digits only (no ``²`` or ``١``), at most ``MAX_PAGE``; else None."""
+    return int(text) if re.fullmatch(r"[0-9]{1,7}", text) and int(text) <= MAX_PAGE else None
+
+
 def number(text: str, what: str) -> int:
-    """A page number from a query or form: ASCII digits, at most ``MAX_PAGE``; else 400."""
-    if not re.fullmatch(r"[0-9]{1,7}", text) or int(text) > MAX_PAGE:
+    """A page number from a query or form (``plain_number``); else 400."""
+    value = plain_number(text)
+    if value is None:
         raise web.HTTPBadRequest(text=f"{what} must be a whole number from 0 to {MAX_PAGE}")
-    return int(text)
+    return value
 
 
 def listing_path(status: str, page_number: int) -> str:
@@ -284,10 +290,10 @@ def safe_back(back: str) -> str:
         return listing_path("kept", 1)
     query = parse_qs(parts.query)
     status = (query.get("status") or ["kept"])[0]
-    page = (query.get("page") or ["1"])[0]
-    if status not in (*STATUSES, "all") or not re.fullmatch(r"[0-9]{1,7}", page) or not 1 <= int(page) <= MAX_PAGE:
+    page = plain_number((query.get("page") or ["1"])[0])
+    if status not in (*STATUSES, "all") or not page:
         return listing_path("kept", 1)
-    return listing_path(status, int(page))
+    return listing_path(status, page)
 
 
 def _esc(value: Any) -> str:

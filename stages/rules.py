@@ -87,7 +87,7 @@ KEYS: dict[str, dict[str, Check]] = {
     "classifier": {"min": _SHARE, "max": _SHARE},
     "tag": {name: _TAGS for name in TAG_LISTS},
     "monochrome": {
-        "max": ("a number >= 0", _AMOUNT[1]),
+        "max": _AMOUNT,
         "line_art": ("a share from 0 to 1, or false to leave sketches out",
                      lambda v: v is False or (is_number(v) and 0 <= v <= 1)),
     },
