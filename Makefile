@@ -1,7 +1,7 @@
 # The project's single entry point. `make demo` sets up and runs the main job; `make test` runs the tests.
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,9 @@ test: setup
 
 bench: setup
 	$(PY) bench/crawl.py
+
+gpu: setup
+	@bash scripts/setup-gpu.sh
 
 clean:
 	rm -rf output/images output/originals output/dropped output/catalog.db* output/last-crawl.log \

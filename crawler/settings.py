@@ -22,6 +22,17 @@ JPEG_QUALITY = 92  # PNG/WebP/rotated originals are re-encoded at this quality
 KEEP_ORIGINALS = False  # keep originals/{id}_p{n}.{ext} next to the JPEG (ugoira zips are always kept)
 UGOIRA_WEBP_QUALITY = 90  # animated WebP made from the ugoira frames
 
+# --- Pretrained models (`scrapy models`, models/registry.py, docs/models.md) ----------------------
+# Every model setting below (TAGGER_PROJECT, FACES_YOLO_MODEL, FACES_HEATMAP_MODEL, IDENTITY_EMBEDDER,
+# CLASSIFIER_MODEL, ISAAC_MODEL_DIR) takes a path or a name from `scrapy models list`, such as
+# -s TAGGER_PROJECT=wd-swinv2-tagger-v3. A name not yet here is pulled on first use (huggingface_hub:
+# HF_ENDPOINT, HF_TOKEN, HF_HOME and HF_HUB_OFFLINE come from the environment) and checked against the lock.
+MODELS_LOCK_FILE = "models.lock.json"  # commit + sha256 of every pulled file; copy it to the next machine
+MODELS_AUTO_PULL = True  # pull a catalogue name on first use; off: say `scrapy models pull NAME` instead
+MODELS_HUB_CACHE = ""  # empty: huggingface_hub's own cache (HF_HUB_CACHE, else HF_HOME/hub, ~/.cache/huggingface/hub)
+MODELS_DIR = ""  # GitHub release zips, unpacked; empty: $XDG_CACHE_HOME/anime-art-datasets/models
+MODELS_GITHUB_ENDPOINT = "https://github.com"  # where release assets are fetched from (a mirror, or a test's)
+
 # --- Face crops (stages/faces.py) -------------------------------------------------------------
 # On by default: with FACES_METHOD = "verified" it costs ~40 ms per 256 px icon and ~0.1 s per
 # 320x1024 card on one core (bench/faces.py: 14-17 cards/s and 25-31 crawl-sized 512 px pictures/s in
@@ -40,7 +51,7 @@ FACES_HEATMAP_MODEL = ""  # path of a `scrapy faces train` checkpoint
 # the learned detector's centre score that makes a face; with a checkpoint that holds a crop verifier
 # (the default of `scrapy faces train`), a lower score from 0.3 counts too when the verifier agrees
 FACES_HEATMAP_THRESHOLD = 0.6
-FACES_YOLO_MODEL = ""  # path of the .onnx file
+FACES_YOLO_MODEL = ""  # the .onnx file, or a catalogue name: face-detect-v1.4-s, head-detect-v2.0-s
 FACES_YOLO_THRESHOLD = 0.25  # its confidence that makes a face (ultralytics' and imgutils' default)
 # "verified": the cascade proposes loosely, animeface confirms each proposal on crops (needs both
 # detectors); "views": both detectors on many views, a box kept with a second witness (the older,
@@ -64,16 +75,17 @@ TAGGER_CATEGORY_THRESHOLDS: dict[str, float] = {}  # per category, e.g. {"Genera
 # model.onnx + selected_tags.csv, or the .onnx file beside that CSV (models/wd14.py); empty: no tagging.
 # WD14 defaults: General 0.35, Character 0.85, best rating only; TAGGER_CATEGORY_THRESHOLDS overrides
 # them (category names in any case), TAGGER_THRESHOLD covers its other categories (artist, copyright, meta).
-TAGGER_PROJECT = ""
+TAGGER_PROJECT = ""  # or a catalogue name: wd-swinv2-tagger-v3, wd-eva02-large-tagger-v3, deepdanbooru-v3-20211112-sgd-e28
 TAGGER_THRESHOLD = 0.5  # DeepDanbooru's own default
 # One character without labels (`scrapy curate --stages identity [--reference DIR]`, models/identity.py):
 # each picture's head region (its face box grown to the hair, else the upper part) is embedded, then
 # matched to the reference pictures' centroid, or, without references, to the dominant cluster.
 IDENTITY_ENABLED = False  # run it in `scrapy curate` without naming it in --stages
-IDENTITY_EMBEDDER = ""  # an image encoder exported to ONNX (CLIP, DINO, an anime-face model); empty: built-in colour-v1
+IDENTITY_EMBEDDER = ""  # ccip (CCIP's metric and threshold), an ONNX image encoder (CLIP, DINO), colour-v1; empty: colour-v1
 IDENTITY_EMBEDDER_NORMALIZATION = "0-1"  # the ONNX input's scaling: 0-1, -1-1, imagenet or clip
 IDENTITY_THRESHOLD = 0.5  # max distance (unit vectors, 0..2) to the references' centroid; for colour-v1
 IDENTITY_MIN_CLUSTER_SIZE = 5  # HDBSCAN's min_cluster_size
+IDENTITY_CCIP_THRESHOLD = ""  # with IDENTITY_EMBEDDER=ccip: the largest difference of one character; empty: upstream's
 
 # --- Wiki sprites (stages/sprites/) ----------------------------------------------------------
 # Icons cut from the Isaac wiki's CSS sprite sheets: a lossless RGBA PNG at native size in

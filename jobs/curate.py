@@ -55,6 +55,7 @@ from jobs.curate_run import (
     picture_files,
     printable,
 )
+from models.registry import resolve_setting
 from stages.classify import Classify
 from stages.convert import BadImage, open_checked
 from stages.decide import decide
@@ -100,7 +101,7 @@ class ClassifyStage(_PictureModelStage):
     name = "classify"
 
     def __init__(self, settings: BaseSettings):
-        model_path = Path(settings.get("CLASSIFIER_MODEL"))
+        model_path = Path(resolve_setting(settings, "CLASSIFIER_MODEL"))
         if not model_path.is_file():
             raise CurateError(f"CLASSIFIER_MODEL={str(model_path)!r}: no such file")
         self.stage, self.source = Classify(model_path), model_path
@@ -116,7 +117,7 @@ class TagStage(_PictureModelStage):
     def __init__(self, settings: BaseSettings):
         from models.tagger import TaggerError
 
-        self.stage = Tag(settings.get("TAGGER_PROJECT"), settings.getfloat("TAGGER_THRESHOLD"),
+        self.stage = Tag(resolve_setting(settings, "TAGGER_PROJECT"), settings.getfloat("TAGGER_THRESHOLD"),
                          dict(settings.getdict("TAGGER_CATEGORY_THRESHOLDS")))
         self.source = self.stage.project
         try:

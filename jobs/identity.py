@@ -14,6 +14,10 @@ matches:
 2. The reference pictures (a folder) go through the same face detectors and the same embedder.
 3. ``models.identity.match`` decides every picture of the run; the ``identity`` table keeps the
    embedding, whether it matched, the distance, the cluster and its size, and the reason.
+
+With ``IDENTITY_EMBEDDER=ccip`` (models/ccip.py) the whole picture is embedded, as upstream runs CCIP
+on character pictures, and ``models.identity.match_pairwise`` decides with CCIP's own metric model,
+its published threshold (``IDENTITY_CCIP_THRESHOLD`` overrides it) and DBSCAN over its differences.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from models.identity import (
     head_region,
     load_embedder,
     match,
+    match_pairwise,
     to_blob,
 )
+from models.registry import resolve_setting
 from stages.convert import BadImage, open_checked
 
 if TYPE_CHECKING:
@@ -50,13 +56,21 @@ class IdentityStage:
     name = "identity"
 
     def __init__(self, settings: BaseSettings, reference: str | None = None):
-        self.embedder_path = settings.get("IDENTITY_EMBEDDER") or None
+        self.embedder_path = resolve_setting(settings, "IDENTITY_EMBEDDER") or None  # a catalogue name made a path
         self.normalization = settings.get("IDENTITY_EMBEDDER_NORMALIZATION") or "0-1"
         if self.normalization not in NORMALIZATIONS:
             raise CurateError(f"IDENTITY_EMBEDDER_NORMALIZATION={self.normalization!r}: known are "
                               f"{', '.join(NORMALIZATIONS)}")
-        if self.embedder_path and not Path(self.embedder_path).is_file():
-            raise CurateError(f"IDENTITY_EMBEDDER={self.embedder_path!r}: no such file (an ONNX image encoder)")
+        if self.embedder_path == "colour-v1":
+            self.embedder_path = None
+        from models.ccip import is_ccip_folder
+
+        self.pairwise = bool(self.embedder_path) and is_ccip_folder(self.embedder_path or "")
+        if self.embedder_path and not (Path(self.embedder_path).is_file() or self.pairwise):
+            raise CurateError(f"IDENTITY_EMBEDDER={self.embedder_path!r}: no such file (an ONNX image encoder), "
+                              "CCIP folder or catalogue name (ccip)")
+        ccip_threshold = settings.get("IDENTITY_CCIP_THRESHOLD")
+        self.ccip_threshold = float(ccip_threshold) if ccip_threshold not in (None, "") else None
         self.version = embedder_version(self.embedder_path, self.normalization)
         self.threshold = settings.getfloat("IDENTITY_THRESHOLD")
         self.min_cluster_size = settings.getint("IDENTITY_MIN_CLUSTER_SIZE")
@@ -85,7 +99,7 @@ class IdentityStage:
     def load(self) -> None:
         if self.embedder is None:
             try:
-                self.embedder = load_embedder(self.embedder_path, self.normalization)
+                self.embedder = load_embedder(self.embedder_path, self.normalization, self.ccip_threshold)
             except EmbedderError as exc:
                 raise ModelLoadError(f"the identity embedder cannot be loaded: {exc}") from None
             logger.info("Identity: embedder %s", self.embedder.version)
@@ -118,7 +132,7 @@ class IdentityStage:
             except (BadImage, OSError, SyntaxError, ValueError) as exc:
                 logger.warning("Identity: the reference %s cannot be read, left out: %s", printable(file), exc)
                 continue
-            region, source = head_region(image, self._reference_face(image))
+            region, source = (image, "whole") if self.pairwise else head_region(image, self._reference_face(image))
             regions.append(region)
             sources.append(f"{file.name}: {source}")
         if not regions:
@@ -139,9 +153,11 @@ class IdentityStage:
             faces = catalog.curation_state(picture.artwork_id, picture.page)["record"]["faces"]
             face = faces[0] if faces else None
             stored = catalog.identity_embedding(picture.artwork_id, picture.page)
+            if self.pairwise:  # CCIP takes the whole picture
+                face = None
             same_region = stored is not None and (
                 stored[1] == f"face {face['x']},{face['y']},{face['w']},{face['h']}" if face
-                else stored[1] in ("upper", "whole"))
+                else stored[1] in (("whole",) if self.pairwise else ("upper", "whole")))
             if stored is not None and not curator.force and stored[0] == self.version and same_region and \
                     catalog.stage_done(picture.artwork_id, picture.page, self.name, self.version):
                 keys.append(picture.key)
@@ -161,7 +177,7 @@ class IdentityStage:
                 except (BadImage, OSError, SyntaxError, ValueError) as exc:
                     failed.append((picture, printable(f"not a readable picture: {exc}")))
                     continue
-                region, source = head_region(image, face)
+                region, source = (image, "whole") if self.pairwise else head_region(image, face)
                 regions.append(region)
                 done.append((picture, source))
             try:
@@ -190,8 +206,13 @@ class IdentityStage:
         if not vectors:
             return "identity: no picture to match"
         references = self.reference_embeddings() if self.reference_files else None
-        matches = match(np.stack(vectors), references, threshold=self.threshold,
-                        min_cluster_size=self.min_cluster_size, version=self.version)
+        if self.pairwise:
+            points = np.stack(vectors) if references is None else np.concatenate([np.stack(vectors), references])
+            matches = match_pairwise(self.embedder.differences(points), len(vectors), threshold=self.embedder.threshold,
+                                     version=self.version)
+        else:
+            matches = match(np.stack(vectors), references, threshold=self.threshold,
+                            min_cluster_size=self.min_cluster_size, version=self.version)
         now = utc_now()
         for start in range(0, len(keys), curator.batch_size):
             with catalog.batch():
@@ -201,7 +222,8 @@ class IdentityStage:
                         "cluster": result.cluster, "cluster_size": result.cluster_size, "reason": result.reason,
                     }, now)
         kept = sum(m.matched for m in matches)
-        how = (f"{len(references)} references from {printable(self.reference or '')}, threshold {self.threshold:g}"
+        threshold = self.embedder.threshold if self.pairwise else self.threshold
+        how = (f"{len(references)} references from {printable(self.reference or '')}, threshold {threshold:g}"
                if references is not None else "no references: the dominant cluster")
         line = f"identity: {kept} of {len(matches)} pictures are the character ({how})"
         logger.info("Curate: %s", line)

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_VERSION = "colour-v1"
 DEFAULT_THRESHOLD = 0.5  # on ColourEmbedder vectors; see the module docstring
+REFERENCE_SHARE = 0.5  # CCIP: the same as at least this share of the references makes the character
 CLUSTER_SLACK = 1.25  # a picture in the references' cluster is kept up to this many thresholds away
 DEFAULT_MIN_CLUSTER_SIZE = 5
 TALL_RATIO = 1.25  # height / width from which a picture without a face is embedded by its upper part
@@ -246,11 +247,23 @@ class OnnxEmbedder:
 
 def embedder_version(path: str | None, normalization: str = "0-1") -> str:
     """The version ``load_embedder`` would give, without loading a model."""
-    return onnx_version(path, normalization) if path else BUILTIN_VERSION
+    from models.ccip import ccip_version, is_ccip_folder
+
+    if not path or path == BUILTIN_VERSION:
+        return BUILTIN_VERSION
+    return ccip_version(path) if is_ccip_folder(path) else onnx_version(path, normalization)
 
 
-def load_embedder(path: str | None, normalization: str = "0-1") -> Embedder:
-    return OnnxEmbedder(path, normalization) if path else ColourEmbedder()
+def load_embedder(path: str | None, normalization: str = "0-1", threshold: float | None = None) -> Any:
+    """colour-v1 (empty or "colour-v1"), a CCIP folder (``models.ccip.CcipModel``: it also has
+    ``differences`` and its own ``threshold``), or any ONNX image encoder."""
+    from models.ccip import CcipModel, is_ccip_folder
+
+    if not path or path == BUILTIN_VERSION:
+        return ColourEmbedder()
+    if is_ccip_folder(path):
+        return CcipModel(path, threshold)
+    return OnnxEmbedder(path, normalization)
 
 
 # --- cluster and match ----------------------------------------------------------------------------
@@ -328,6 +341,50 @@ def match(
                                  f"{sizes.get(wanted or 0, 0)}"),
                    f"distance {distance:.3f} to its centroid"]
         results.append(Match(matched, float(distance), int(label), size, f"{'; '.join(why)} ({version})"))
+    return results
+
+
+def match_pairwise(
+    differences: np.ndarray,
+    count: int,
+    *,
+    threshold: float,
+    min_samples: int = 2,
+    version: str = BUILTIN_VERSION,
+) -> list[Match]:
+    """``match`` for a model that scores pairs (CCIP): ``differences`` is [N+R, N+R] over the ``count``
+    pictures then R references. With references, a picture is the character when it is the same
+    (difference <= threshold) as at least ``REFERENCE_SHARE`` of them; without, when it is in the
+    largest DBSCAN cluster (eps = threshold), as upstream clusters."""
+    from models.ccip import cluster as dbscan
+
+    references = len(differences) - count
+    labels = dbscan(differences, threshold, min_samples)
+    sizes = Counter(int(label) for label in labels[:count] if label >= 0)
+    results = []
+    if references > 0:
+        to_references = differences[:count, count:]
+        for row, label in zip(to_references, labels[:count].tolist()):
+            same = float(np.mean(row <= threshold))
+            median = float(np.median(row))
+            matched = same >= REFERENCE_SHARE
+            where = f"cluster {label} of {sizes.get(label, 0)}" if label >= 0 else "no cluster"
+            results.append(Match(matched, median, int(label), sizes.get(label, 0) if label >= 0 else 0,
+                                 f"the same as {same:.0%} of {references} references (difference <= {threshold:g}; "
+                                 f"median {median:.3f}); {where} ({version})"))
+        return results
+    if not sizes:
+        return [Match(False, float("nan"), -1, 0,
+                      f"no cluster among {count} pictures (eps {threshold:g}, min_samples {min_samples}; {version})")] * count
+    wanted = max(sizes, key=lambda label: (sizes[label], -label))
+    members = np.flatnonzero(labels[:count] == wanted)
+    for index, label in enumerate(labels[:count].tolist()):
+        median = float(np.median(differences[index, members]))
+        matched = label == wanted
+        where = f"cluster {label} of {sizes.get(label, 0)}" if label >= 0 else "no cluster"
+        results.append(Match(matched, median, int(label), sizes.get(label, 0) if label >= 0 else 0,
+                             f"{where}" + (" (the dominant one)" if matched else f", not the dominant cluster {wanted} "
+                                           f"of {sizes[wanted]}") + f"; median difference {median:.3f} to it ({version})"))
     return results
 
 

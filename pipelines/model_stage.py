@@ -40,7 +40,9 @@ class BatchedModelStage:
 
     def __init__(self, crawler: Crawler):
         s = crawler.settings
-        self.model_path = s.get(self.model_setting)
+        from models.registry import resolve_setting
+
+        self.model_path = resolve_setting(s, self.model_setting)  # a path, or a catalogue name made one
         if not self.model_path:
             logger.info("%s: %s is not set; this stage is off", self.name.capitalize(), self.model_setting)
             raise NotConfigured

@@ -34,6 +34,7 @@ from models.faces import (
     find_cascade,
 )
 from models.inference import file_sha256
+from models.registry import resolve_setting
 from stages.convert import BadImage, open_checked
 
 if TYPE_CHECKING:
@@ -60,9 +61,9 @@ def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
         "crop_margin": s.getfloat("FACES_CROP_MARGIN"),
         "crop_size": s.getint("FACES_CROP_SIZE"),
         "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
-        "heatmap_model": s.get("FACES_HEATMAP_MODEL") or "",
+        "heatmap_model": resolve_setting(s, "FACES_HEATMAP_MODEL") if "heatmap" in names else "",
         "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD"),
-        "yolo_model": s.get("FACES_YOLO_MODEL") or "",
+        "yolo_model": resolve_setting(s, "FACES_YOLO_MODEL") if "yolo" in names else "",
         "yolo_threshold": s.getfloat("FACES_YOLO_THRESHOLD"),
     }
 

@@ -60,6 +60,14 @@ def make_site() -> Iterator:
     yield from _site_starter("mocksites.pixiv")
 
 
+@pytest.fixture
+def make_hub() -> Iterator:
+    """Start the local Hugging Face Hub and GitHub release host (mocksites/hub.py) over a folder of
+    repositories (``make_hub(repos_dir)``); stopped after the test. Point ``HF_ENDPOINT`` at ``.api``."""
+    with ExitStack() as started:
+        yield lambda repos: started.enter_context(LocalSite("mocksites.hub", "--repos", str(repos)))
+
+
 ISAAC_FIXTURES = REPO.parent / "shared" / "fixtures" / "isaac"  # read in place by mocksites/mediawiki.py
 
 

@@ -104,7 +104,11 @@ class Command(ActionCommand):
     # ---- helpers
     def model_dir(self, opts: argparse.Namespace) -> Path:
         assert self.settings is not None
-        return Path(opts.model or self.settings.get("ISAAC_MODEL_DIR") or output_dir(self.settings) / "isaac-model")
+        if opts.model:
+            return Path(opts.model)
+        from models.registry import resolve_setting
+
+        return Path(resolve_setting(self.settings, "ISAAC_MODEL_DIR") or output_dir(self.settings) / "isaac-model")
 
     def icons(self) -> Any:
         from jobs.isaac_icons import load_icons
