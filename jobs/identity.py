@@ -31,6 +31,8 @@ import numpy as np
 from catalog.store import utc_now
 from jobs.curate_run import CurateError, ModelLoadError, Picture, Run, picture_files, printable
 from models.identity import (
+    BUILTIN_VERSION,
+    DEFAULT_THRESHOLD,
     NORMALIZATIONS,
     EmbedderError,
     embedder_version,
@@ -61,18 +63,21 @@ class IdentityStage:
         if self.normalization not in NORMALIZATIONS:
             raise CurateError(f"IDENTITY_EMBEDDER_NORMALIZATION={self.normalization!r}: known are "
                               f"{', '.join(NORMALIZATIONS)}")
-        if self.embedder_path == "colour-v1":
-            self.embedder_path = None
         from models.ccip import is_ccip_folder
+        from models.identity_metric import is_metric_folder
 
         self.pairwise = bool(self.embedder_path) and is_ccip_folder(self.embedder_path or "")
-        if self.embedder_path and not (Path(self.embedder_path).is_file() or self.pairwise):
+        if self.embedder_path and self.embedder_path != BUILTIN_VERSION and not (
+                Path(self.embedder_path).is_file() or self.pairwise or is_metric_folder(self.embedder_path)):
             raise CurateError(f"IDENTITY_EMBEDDER={self.embedder_path!r}: no such file (an ONNX image encoder), "
-                              "CCIP folder or catalogue name (ccip)")
+                              "CCIP or lite0-metric folder, or catalogue name (ccip, lite0-metric-v1, colour-v1)")
         ccip_threshold = settings.get("IDENTITY_CCIP_THRESHOLD")
         self.ccip_threshold = float(ccip_threshold) if ccip_threshold not in (None, "") else None
         self.version = embedder_version(self.embedder_path, self.normalization)
-        self.threshold = settings.getfloat("IDENTITY_THRESHOLD")
+        threshold = settings.get("IDENTITY_THRESHOLD")
+        # empty: the embedder's own (colour-v1's DEFAULT_THRESHOLD, a lite0-metric card's), known once it loads
+        self.explicit_threshold = float(threshold) if threshold not in (None, "") else None
+        self.threshold = DEFAULT_THRESHOLD if self.explicit_threshold is None else self.explicit_threshold
         self.min_cluster_size = settings.getint("IDENTITY_MIN_CLUSTER_SIZE")
         if self.min_cluster_size < 2:
             raise CurateError(f"IDENTITY_MIN_CLUSTER_SIZE must be at least 2, not {self.min_cluster_size}")
@@ -102,6 +107,8 @@ class IdentityStage:
                 self.embedder = load_embedder(self.embedder_path, self.normalization, self.ccip_threshold)
             except EmbedderError as exc:
                 raise ModelLoadError(f"the identity embedder cannot be loaded: {exc}") from None
+            if self.explicit_threshold is None:
+                self.threshold = float(getattr(self.embedder, "default_threshold", DEFAULT_THRESHOLD))
             logger.info("Identity: embedder %s", self.embedder.version)
 
     # --- the references ---------------------------------------------------------------------------

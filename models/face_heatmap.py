@@ -65,6 +65,9 @@ MEAN = (0.5, 0.5, 0.5)
 SCORE_THRESHOLD = 0.6  # with a verifier, the best of 0.5-0.7 in the held-out runs (docs/curation.md)
 NMS_IOU = 0.3
 CANDIDATE_FLOOR = 0.15  # centre score from which the verifier's training mines candidates
+# the weights that ship with the project (models/shipped/faces/README.md: data, recipe, held-out figures);
+# FACES_HEATMAP_MODEL empty means these, when the file is there
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "shipped" / "faces" / "faces-heatmap.pt"
 
 
 @dataclass(frozen=True)
@@ -146,17 +149,20 @@ class FaceHeatmapNet(nn.Module):
 # --- training data --------------------------------------------------------------------------------
 
 
-def read_labelme_boxes(folder: str | Path) -> list[LabelledPicture]:
+def read_labelme_boxes(folder: str | Path, labels_dir: str | Path | None = None) -> list[LabelledPicture]:
     """Pictures with face boxes from labelme JSON files (rectangles; any label) under ``folder``.
 
     A picture file without a JSON file beside it is a negative (no face), so a folder of labelled
-    art plus a folder of face-free pictures is a whole training set.
+    art plus a folder of face-free pictures is a whole training set. With ``labels_dir`` the JSON
+    file of ``folder/a/b.png`` is ``labels_dir/a/b.json`` instead: labels kept apart from pictures
+    that may not be copied (the project's own, datasets/anime-faces/, over ../shared/fixtures/anime).
     """
     folder = Path(folder)
     pictures = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}):
         boxes: list[tuple[float, float, float, float]] = []
-        labels = path.with_suffix(".json")
+        relative = path.relative_to(folder)
+        labels = (Path(labels_dir) / relative).with_suffix(".json") if labels_dir else path.with_suffix(".json")
         if labels.is_file():
             document = json.loads(labels.read_text(encoding="utf-8"))
             for shape in document.get("shapes", []):
@@ -165,7 +171,7 @@ def read_labelme_boxes(folder: str | Path) -> list[LabelledPicture]:
                 (x0, y0), (x1, y1) = shape["points"]
                 boxes.append((min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)))
         with Image.open(path) as image:
-            pictures.append(LabelledPicture(flatten_on_white(image).convert("RGB"), tuple(boxes), str(path.relative_to(folder))))
+            pictures.append(LabelledPicture(flatten_on_white(image).convert("RGB"), tuple(boxes), str(relative)))
     return pictures
 
 

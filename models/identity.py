@@ -245,22 +245,39 @@ class OnnxEmbedder:
         return np.stack([unit(v) for v in vectors])
 
 
+def default_embedder() -> str:
+    """What an empty IDENTITY_EMBEDDER means: the shipped lite0-metric-v1 when its head and the
+    backbone's wheel are there (models/identity_metric.py), else colour-v1."""
+    from models import identity_metric
+
+    return str(identity_metric.SHIPPED_DIR) if identity_metric.shipped_available() else BUILTIN_VERSION
+
+
 def embedder_version(path: str | None, normalization: str = "0-1") -> str:
     """The version ``load_embedder`` would give, without loading a model."""
     from models.ccip import ccip_version, is_ccip_folder
+    from models.identity_metric import is_metric_folder, metric_version
 
-    if not path or path == BUILTIN_VERSION:
+    path = path or default_embedder()
+    if path == BUILTIN_VERSION:
         return BUILTIN_VERSION
+    if is_metric_folder(path):
+        return metric_version(path)
     return ccip_version(path) if is_ccip_folder(path) else onnx_version(path, normalization)
 
 
 def load_embedder(path: str | None, normalization: str = "0-1", threshold: float | None = None) -> Any:
-    """colour-v1 (empty or "colour-v1"), a CCIP folder (``models.ccip.CcipModel``: it also has
+    """The default (``default_embedder``), colour-v1, a lite0-metric folder (``MetricEmbedder``: it
+    has its own ``default_threshold``), a CCIP folder (``models.ccip.CcipModel``: it also has
     ``differences`` and its own ``threshold``), or any ONNX image encoder."""
     from models.ccip import CcipModel, is_ccip_folder
+    from models.identity_metric import MetricEmbedder, is_metric_folder
 
-    if not path or path == BUILTIN_VERSION:
+    path = path or default_embedder()
+    if path == BUILTIN_VERSION:
         return ColourEmbedder()
+    if is_metric_folder(path):
+        return MetricEmbedder(path)
     if is_ccip_folder(path):
         return CcipModel(path, threshold)
     return OnnxEmbedder(path, normalization)

@@ -61,11 +61,18 @@ def read_settings(s: BaseSettings) -> tuple[list[str], dict[str, Any]]:
         "crop_margin": s.getfloat("FACES_CROP_MARGIN"),
         "crop_size": s.getint("FACES_CROP_SIZE"),
         "max_pixels": s.getint("IMAGE_MAX_PIXELS"),
-        "heatmap_model": resolve_setting(s, "FACES_HEATMAP_MODEL") if "heatmap" in names else "",
+        "heatmap_model": heatmap_model(s) if "heatmap" in names else "",
         "heatmap_threshold": s.getfloat("FACES_HEATMAP_THRESHOLD"),
         "yolo_model": resolve_setting(s, "FACES_YOLO_MODEL") if "yolo" in names else "",
         "yolo_threshold": s.getfloat("FACES_YOLO_THRESHOLD"),
     }
+
+def heatmap_model(s: BaseSettings) -> str:
+    """FACES_HEATMAP_MODEL (a path or a catalogue name); empty: the shipped weights when they are there."""
+    from models.face_heatmap import SHIPPED_WEIGHTS
+
+    return resolve_setting(s, "FACES_HEATMAP_MODEL") or (str(SHIPPED_WEIGHTS) if SHIPPED_WEIGHTS.is_file() else "")
+
 
 _local = threading.local()  # detectors per worker process (or per thread with IMAGE_WORKERS = 0)
 
@@ -215,7 +222,8 @@ def usable_detectors(names: list[str], cascade_path: str, settings: Mapping[str,
 def heatmap_problem(model: str) -> str | None:
     """Why the learned detector's weights cannot be used (None: they can)."""
     if not model:
-        return "FACES_HEATMAP_MODEL is empty (train one: scrapy faces train LABELLED_DIR OUT.pt)"
+        return ("FACES_HEATMAP_MODEL is empty and the shipped weights (models/shipped/faces/faces-heatmap.pt) are "
+                "missing (train some: scrapy faces train LABELLED_DIR OUT.pt)")
     from models.face_heatmap import load
     from models.torch_common import CheckpointError
 

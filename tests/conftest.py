@@ -98,6 +98,10 @@ def crawl_command(site: LocalSite, output: Path, *args: str, tag: str = "原神"
     command = [
         sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", f"tag={tag}",
         "-s", f"PIXIV_BASE_URL={site.api}", "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=INFO",
+        # the classic pair: these crawls test fetching, the catalogue and crash safety, and the learned
+        # detector's torch start-up in every worker of every crawl costs the suite minutes (its own tests:
+        # tests/pipelines/test_faces.py; the default settings run it, as the demo's crawl shows)
+        "-s", "FACES_DETECTORS=cascade,animeface",
     ]
     return command + list(args)
 

@@ -43,6 +43,9 @@ class Command(ActionCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
+        parser.add_argument("--labels", metavar="DIR",
+                            help="read the labelme files from DIR, mirroring LABELLED_DIR's layout, instead of beside "
+                                 "the pictures (e.g. datasets/anime-faces over ../shared/fixtures/anime)")
         group = parser.add_argument_group("train")
         group.add_argument("--steps", type=int, default=1800, metavar="N", help="optimiser steps (default 1800)")
         group.add_argument("--batch-size", type=int, default=32, metavar="N", help="patches a step (default 32)")
@@ -67,7 +70,7 @@ class Command(ActionCommand):
             raise UsageError(str(exc), print_help=False) from None
 
     def train(self, face_heatmap: ModuleType, operands: list[str], opts: argparse.Namespace) -> None:
-        pictures = face_heatmap.read_labelme_boxes(operands[0])
+        pictures = face_heatmap.read_labelme_boxes(operands[0], opts.labels)
         config = face_heatmap.TrainConfig(steps=opts.steps, batch_size=opts.batch_size,
                                           learning_rate=opts.lr, seed=opts.seed, verifier_steps=opts.verifier_steps)
         net, result = face_heatmap.train(pictures, config, log=print, device=opts.device)
@@ -90,7 +93,7 @@ class Command(ActionCommand):
         else:
             threshold = opts.threshold if opts.threshold is not None else self.settings.getfloat("FACES_HEATMAP_THRESHOLD")
             detector = face_heatmap.HeatmapDetector(operands[0], threshold)
-        score = face_heatmap.evaluate(detector.boxes, face_heatmap.read_labelme_boxes(operands[1]))
+        score = face_heatmap.evaluate(detector.boxes, face_heatmap.read_labelme_boxes(operands[1], opts.labels))
         print(f"Faces found on {score.found}/{score.with_faces} pictures (recall {score.recall:.3f}), "
               f"{score.wrong_boxes} boxes elsewhere; face-free pictures with a box: "
               f"{score.false_positives}/{score.negatives} ({score.false_positive_rate:.3f})")

@@ -26,6 +26,10 @@ from crawler.command_base import ActionCommand
 
 logger = logging.getLogger(__name__)
 
+# the recognizer trained with the default recipe, shipped (its README says how it was made)
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "shipped" / "isaac-recognizer"
+WEIGHTS_NAME = "isaac-recognizer.pt"  # models/isaac/train.py's (not imported here: that would import torch)
+
 ACTIONS = {
     "train": ([], "train (or resume) the recognizer on synthetic camera-like crops"),
     "evaluate": ([], "top-1/top-5 per kind on held-out crops, worst confusions, locate precision/recall; "
@@ -102,13 +106,29 @@ class Command(ActionCommand):
         getattr(self, f"_{action}")(operands, opts)
 
     # ---- helpers
-    def model_dir(self, opts: argparse.Namespace) -> Path:
+    def model_dir(self, opts: argparse.Namespace, reading: bool = True) -> Path:
+        """--model, else ISAAC_MODEL_DIR, else OUTPUT_DIR/isaac-model; a reading action falls back to the
+        recognizer that ships with the project (models/shipped/isaac-recognizer/) when nothing was trained."""
         assert self.settings is not None
         if opts.model:
             return Path(opts.model)
         from models.registry import resolve_setting
 
-        return Path(resolve_setting(self.settings, "ISAAC_MODEL_DIR") or output_dir(self.settings) / "isaac-model")
+        chosen = resolve_setting(self.settings, "ISAAC_MODEL_DIR")
+        if chosen:
+            return Path(chosen)
+        trained = output_dir(self.settings) / "isaac-model"
+        if reading and not (trained / WEIGHTS_NAME).is_file() and (SHIPPED_MODEL_DIR / WEIGHTS_NAME).is_file():
+            return SHIPPED_MODEL_DIR
+        return trained
+
+    def report_dir(self, opts: argparse.Namespace) -> Path:
+        """Where evaluate writes: --out, else the model folder, but never into the shipped one."""
+        if opts.out:
+            return Path(opts.out)
+        model = self.model_dir(opts)
+        assert self.settings is not None
+        return output_dir(self.settings) / "isaac-evaluation" if model == SHIPPED_MODEL_DIR else model
 
     def icons(self) -> Any:
         from jobs.isaac_icons import load_icons
@@ -136,7 +156,7 @@ class Command(ActionCommand):
         config = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.lr, seed=opts.seed)
         run = RunOptions(checkpoint_every=opts.checkpoint_every, eval_every=opts.eval_every, workers=opts.workers,
                          device=opts.device, progress=not opts.no_progress, stop_after=opts.stop_after)
-        result = train(icons, self.model_dir(opts), config, run)
+        result = train(icons, self.model_dir(opts, reading=False), config, run)
         if not result.finished:
             print(f"stopped at step {result.step} of {config.steps}; run the same command again to resume", flush=True)
             return
@@ -160,7 +180,8 @@ class Command(ActionCommand):
         if scenes < 0:
             raise UsageError("evaluate --scenes takes a number of scenes (0: none)", print_help=False)
         report = evaluate(self.model_dir(opts), self.icons(), per_class=opts.per_class, negatives=opts.negatives,
-                          scenes=scenes, split=split, out_dir=opts.out, progress=not opts.no_progress)
+                          scenes=scenes, split=split, out_dir=self.report_dir(opts), progress=not opts.no_progress,
+                          update_card=self.model_dir(opts) != SHIPPED_MODEL_DIR)  # the shipped card is the repository's
         crops = report["crops"]
         print(f"{crops['split']}: {crops['images']} crops, top-1 {crops['top1']:.4f}, top-5 {crops['top5']:.4f}")
         for kind, numbers in crops["per_kind"].items():
@@ -174,7 +195,7 @@ class Command(ActionCommand):
             print(f"locate: {found['scenes']} scenes, {found['items']} items: precision {found['precision']:.4f}, "
                   f"recall {found['recall']:.4f} (boxes alone {found['box_precision']:.4f}/{found['box_recall']:.4f}, "
                   f"mean IoU {found['mean_iou']:.3f}), {found['seconds_per_scene']}s a scene")
-        print(f"report: {Path(opts.out or self.model_dir(opts)) / REPORT_NAME}", flush=True)
+        print(f"report: {self.report_dir(opts) / REPORT_NAME}", flush=True)
 
     def _identify(self, operands: list[str], opts: argparse.Namespace) -> None:
         from models.isaac.identify import identify_files

@@ -46,7 +46,7 @@ def query(db: Path, sql: str) -> list[tuple]:
 
 def curate(output: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "scrapy", "curate", *args, "-s", f"OUTPUT_DIR={output}", "-s", "IMAGE_WORKERS=0",
-               "--no-progress"]
+               "-s", "IDENTITY_EMBEDDER=colour-v1", "--no-progress"]  # drawn heads differ by colour: the built-in's case
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
 
 
@@ -103,6 +103,7 @@ def test_a_reference_folder_that_is_not_there_is_a_usage_error(tmp_path):
 
 
 def curator(tmp_path: Path, stages=("identity",), reference: Path | None = None, **overrides) -> Curator:
+    overrides.setdefault("IDENTITY_EMBEDDER", "colour-v1")
     settings = Settings(project_settings(OUTPUT_DIR=str(tmp_path / "out"), IMAGE_WORKERS=0, **overrides))
     return Curator(settings, list(stages), progress=False, reference=None if reference is None else str(reference))
 

@@ -152,6 +152,23 @@ def test_labelme_rectangles_are_faces_and_a_picture_without_a_json_is_face_free(
     assert pictures["b.png"].boxes == ()
 
 
+def test_labels_kept_apart_mirror_the_pictures_layout(tmp_path):
+    """How datasets/anime-faces/ labels pictures the project may not copy: same relative paths, .json."""
+    pictures_dir, labels_dir = tmp_path / "pictures", tmp_path / "labels"
+    (labels_dir / "views").mkdir(parents=True)
+    write_labelme(labels_dir / "views", scene(3), "a")
+    (pictures_dir / "views").mkdir(parents=True)
+    (labels_dir / "views" / "a.png").rename(pictures_dir / "views" / "a.png")
+    (pictures_dir / "negatives").mkdir()
+    scene(4, with_face=False).image.save(pictures_dir / "negatives" / "b.png")
+    pictures = {p.name: p for p in face_heatmap.read_labelme_boxes(pictures_dir, labels_dir)}
+    assert set(pictures) == {"views/a.png", "negatives/b.png"}
+    assert pictures["views/a.png"].boxes[0] == pytest.approx(scene(3).boxes[0])
+    assert pictures["negatives/b.png"].boxes == ()
+    beside = {p.name: p for p in face_heatmap.read_labelme_boxes(pictures_dir)}
+    assert beside["views/a.png"].boxes == ()  # without labels_dir: no JSON beside it, so face-free
+
+
 def test_the_command_trains_and_evaluates_in_a_fresh_process(tmp_path):
     labelled = tmp_path / "labelled"
     labelled.mkdir()
