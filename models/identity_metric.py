@@ -1,18 +1,20 @@
-"""The offline identity embedder ``lite0-metric-v1``: ImageNet features and a learned metric head.
+"""The offline identity embedder ``lite0-metric-v1``: ImageNet features, a learned metric head, colours.
 
 Why: the built-in colour-v1 embedder (models/identity.py) tells characters apart only by hair and
 eye colours, which many share; CCIP does far better but needs the network. An ImageNet backbone
 alone does not identify characters either (ml-notes §2: other pictures of one character rank far
 down), so a small head is trained to map its features to a space where the views of one character
-gather: a linear map 1280 -> 128 on frozen EfficientNet-Lite0 features (models/lite0.py), trained with
+gather: a linear map 1280 -> 64 on frozen EfficientNet-Lite0 features (models/lite0.py), trained with
 a supervised contrastive loss (Khosla et al. 2020: every other view of the same character is a
 positive) on head crops of the shared anime fixtures and augmented views of them, with each
 character-free picture a class of its own. The backbone is frozen, so its features are computed
-once per view and training takes a minute on a CPU.
+once per view and training takes a minute on a CPU. The head sees shapes, colour-v1 sees colours:
+the embedding is both, mixed (``combine``), and on characters neither saw the mix beats each alone.
 
-The match threshold (distance to the references' centroid, as ``models.identity.match`` uses it)
-is chosen on the training characters and stored in the card; IDENTITY_THRESHOLD overrides it.
-What it is worth on characters it never saw: bench/identity.py --metric-cv (held out by character).
+The mix's weight and the match threshold (distance to the references' centroid, as
+``models.identity.match`` uses it) are chosen by cross-validation by character (``cross_validate``)
+and stored in the card; IDENTITY_THRESHOLD overrides the threshold. bench/identity.py --metric-cv
+measures the whole recipe on characters it never saw, choosing both inside the training folds.
 
     python -m models.identity_metric --fixtures ../shared/fixtures/anime --out models/shipped/identity-metric
 """

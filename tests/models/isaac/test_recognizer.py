@@ -136,3 +136,35 @@ def test_scrapy_isaac_identify_and_preview(small_model, small_icons, backgrounds
     refused = subprocess.run([*scrapy, "identify", "--model", str(tmp_path / "none"), str(sample), "--nolog"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "no model card" in refused.stderr
+
+
+def test_a_fresh_clone_identifies_items_with_the_shipped_recognizer(isaac_icons, backgrounds, tmp_path):
+    """Acceptance of issue 30: no training first. With nothing in OUTPUT_DIR/isaac-model, `scrapy isaac
+    identify` uses models/shipped/isaac-recognizer/ (the default recipe, all 907 classes), and names
+    clean crops on test-split backgrounds it never trained on."""
+    shipped = REPO / "models" / "shipped" / "isaac-recognizer"
+    assert (shipped / WEIGHTS_NAME).stat().st_size < 10 * 2**20
+    clean = SyntheticIcons(isaac_icons, "test", seed=5, length=len(isaac_icons), camera=CLEAN, backgrounds=backgrounds,
+                           negative_every=0)
+    indexes = list(range(0, len(isaac_icons), 90))
+    paths = []
+    for index in indexes:
+        paths.append(tmp_path / f"crop{index}.png")
+        Image.fromarray(clean.image(index)).save(paths[-1])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    found = subprocess.run([sys.executable, "-m", "scrapy.cmdline", "isaac", "identify", "--json", *map(str, paths),
+                            "-s", f"OUTPUT_DIR={tmp_path / 'output'}", "--nolog"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr
+    answers = [json.loads(line) for line in found.stdout.strip().splitlines()]
+    right = sum(answer["guesses"][0]["key"] == isaac_icons.classes[clean.label(index)].key
+                for answer, index in zip(answers, indexes))
+    assert len(answers) == len(indexes) and right >= len(indexes) - 1, (right, len(indexes))
+    assert not (tmp_path / "output" / "isaac-model").exists()  # nothing trained, nothing written
+    evaluated = subprocess.run([sys.executable, "-m", "scrapy.cmdline", "isaac", "evaluate", "--per-class", "1",
+                                "--negatives", "20", "--scenes", "0", "--no-progress", "-s",
+                                f"OUTPUT_DIR={tmp_path / 'output'}", "--nolog"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "output" / "isaac-evaluation" / "evaluation.json").is_file()
+    assert sorted(p.name for p in shipped.iterdir()) == ["README.md", CARD_NAME, WEIGHTS_NAME]  # nothing written there
