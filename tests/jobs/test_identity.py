@@ -3,7 +3,8 @@
 `--stages identity --reference DIR` with an identity rule keeps the character of the references
 and drops the others, writing the match and its reason to the catalogue; the same run again
 embeds nothing; without references the dominant character is matched; an ONNX embedder is used
-when configured; stored faces decide the embedded region.
+when configured; stored faces decide the embedded region; and by default, a real curate of real art runs the
+shipped lite0-metric-v1 embedder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from scrapy.settings import Settings
 
 from catalog.store import utc_now
@@ -190,3 +192,35 @@ def test_identity_rules_read_the_stored_match():
 def test_reference_without_the_identity_stage_is_refused(tmp_path):
     with pytest.raises(CurateError, match="--reference is for the identity stage"):
         curator(tmp_path, stages=(), reference=tmp_path)
+
+
+def test_by_default_a_real_curate_runs_the_shipped_embedder_on_real_art(tmp_path):
+    """`scrapy curate --stages faces,identity` with no IDENTITY_EMBEDDER: lite0-metric-v1 (shipped) at its
+    own threshold. The head saw these pictures in training, so this checks the wiring on real art
+    (faces stored first, then embedded by their head), not a held-out rate (bench/identity.py has those)."""
+    import shutil
+
+    fixtures = REPO.parent / "shared" / "fixtures" / "anime"
+    if not (fixtures / "views").is_dir():
+        pytest.skip("needs ../shared/fixtures/anime")
+    lib, ref = tmp_path / "library", tmp_path / "reference"
+    lib.mkdir()
+    ref.mkdir()
+    def picture(name: str) -> Path:  # "cards/albedo": whatever its extension
+        return sorted((fixtures / name).parent.glob(Path(name).name + ".*"))[0]
+
+    for name in ("faces/albedo", "views/albedo__icon-side", "views/albedo__portrait"):
+        shutil.copy(picture(name), ref / f"{name.replace('/', '_')}{picture(name).suffix}")
+    for name in ("cards/albedo", "views/albedo__card", "cards/amber", "cards/bennett", "cards/diluc", "views/eula__portrait"):
+        with Image.open(picture(name)) as image:  # crawl-sized copies: the stage's speed is not the point here
+            image.thumbnail((512, 512))
+            image.save(lib / f"{name.replace('/', '_')}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "scrapy", "curate", str(lib), "--stages", "faces,identity", "--reference",
+               str(ref), "-s", f"OUTPUT_DIR={out}", "-s", "IMAGE_WORKERS=0", "--no-progress"]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "identity (lite0-metric-v1-" in run.stdout and "threshold 0.7)" in run.stdout
+    rows = dict(query(out / "catalog.db", "SELECT i.path, d.matched FROM images i JOIN identity d USING (artwork_id, page)"))
+    matched = sorted(Path(path).stem for path, m in rows.items() if m)
+    assert len(rows) == 6 and matched == ["cards_albedo", "views_albedo__card"], rows
