@@ -225,6 +225,19 @@ class CrawlRecords(CatalogBase):
                     [now, *ids],
                 )
 
+    def record_sources(self, ids: Iterable[str], source: str, now: str) -> None:
+        """Note that ``source`` listed these artworks (``artwork_sources``)."""
+        rows = [(i, source, now, now) for i in ids]
+        if rows:
+            with self.conn:
+                self.conn.executemany(
+                    """
+                    INSERT INTO artwork_sources (artwork_id, source, first_seen, last_seen) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(artwork_id, source) DO UPDATE SET last_seen = excluded.last_seen
+                    """,
+                    rows,
+                )
+
     def set_coverage(self, query_key: str, tag: str, date: str, artwork_id: int, crawl_id: int | None) -> None:
         with self.conn:
             self.conn.execute(

@@ -15,7 +15,7 @@ class CatalogMerge(CatalogBase):
     # --- merging node catalogues (`scrapy catalog merge`, distributed crawls) ------------------------
     # The tables merged by their own rule; every other table with an artwork_id column goes with
     # its artwork. Other tables (sprites, ...) are not crawl results of a node and are left alone.
-    _MERGED_BY_RULE = ("artworks", "tags", "crawls", "search_coverage")
+    _MERGED_BY_RULE = ("artworks", "tags", "crawls", "search_coverage", "artwork_sources")
 
     def merge_from(self, source: str | os.PathLike[str], node: str | None = None) -> dict[str, Any]:
         """Fold another catalogue (a crawler node's) into this one, in one transaction.
@@ -26,7 +26,8 @@ class CatalogMerge(CatalogBase):
         ``last_seen``. Otherwise this catalogue's row stays (curation done here is kept), taking the
         earlier ``first_seen`` and later ``last_seen``. Tags: union, keeping a known translation.
         Crawls: appended once each (by host, pid and start) with ``node`` saying where they ran.
-        Coverage: the deeper mark per query. Merging the same source twice changes nothing more.
+        Coverage: the deeper mark per query. Sources that listed an artwork: union. Merging the same
+        source twice changes nothing more.
         """
         source = Path(source)
         if not source.is_file():
@@ -92,6 +93,15 @@ class CatalogMerge(CatalogBase):
                 """
                 INSERT INTO main.tags (name, translation_en) SELECT name, translation_en FROM src.tags WHERE true
                 ON CONFLICT(name) DO UPDATE SET translation_en = coalesce(excluded.translation_en, translation_en)
+                """
+            )
+        if "artwork_sources" in src_tables:  # union: every source that listed an artwork anywhere
+            conn.execute(
+                """
+                INSERT INTO main.artwork_sources (artwork_id, source, first_seen, last_seen)
+                SELECT artwork_id, source, first_seen, last_seen FROM src.artwork_sources WHERE true
+                ON CONFLICT(artwork_id, source) DO UPDATE SET
+                    first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)
                 """
             )
         main_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")]

@@ -163,9 +163,21 @@ CREATE TABLE IF NOT EXISTS crawls (
     images_failed INTEGER DEFAULT 0,
     stats TEXT                       -- JSON of Scrapy's stats at the end
 );
+-- Which sources listed each artwork (crawler/spiders/pixiv.py): a tag search, an artist's works,
+-- ... A row is written when a listing names the artwork, before its detail is fetched, so an
+-- artwork a killed crawl never reached may have one and no artworks row yet.
+CREATE TABLE IF NOT EXISTS artwork_sources (
+    artwork_id TEXT NOT NULL,
+    source TEXT NOT NULL,            -- tag:原神, user:123, user:123/tag:R-18
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (artwork_id, source)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS artwork_sources_source ON artwork_sources(source);
 CREATE TABLE IF NOT EXISTS search_coverage (
-    query_key TEXT PRIMARY KEY,      -- canonical JSON of tag, mode, type, ai, since, until, login
-    tag TEXT,
+    query_key TEXT PRIMARY KEY,      -- canonical JSON of the source: tag, mode, type, ai, since, until,
+                                     -- login; or source "user", user, user_tag, login
+    tag TEXT,                        -- the tag, or the source's label (user:123)
     -- Every artwork at or below this position (create_date, id) down to the end of the results
     -- was catalogued by a crawl that finished cleanly.
     complete_below_date TEXT NOT NULL,

@@ -45,7 +45,9 @@ REQUEST_LOG_LIMIT = 200_000
 STATE_VERSION = 1
 
 ILLUST, MANGA, UGOIRA = 0, 1, 2
-ROUTE_NAMES = ("search", "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other")
+ROUTE_NAMES = (
+    "search", "user_all", "user_illusts", "user_tag", "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
+)
 
 # (tag, English translation or None). Translations are what /ajax/illust shows as translation.en.
 CHARACTER_TAGS = (
@@ -130,6 +132,8 @@ DETAIL_ZONE_CONFIG = {
 
 MESSAGE_NOT_FOUND = "該当作品は削除されたか、存在しない作品IDです。"
 MESSAGE_PAGE_NOT_FOUND = "Couldn't find requested page"
+MESSAGE_USER_NOT_FOUND = "該当ユーザーは既に退会したか、存在しないユーザーIDです"
+USER_WORKS_LIMIT = 100  # the most works one profile/illusts or illustmanga/tag answer holds
 MESSAGE_UNKNOWN = "An unknown error occurred"
 MESSAGE_FORBIDDEN = "Forbidden"
 MESSAGE_RATE_LIMIT = "Rate limit"
@@ -435,6 +439,10 @@ class Corpus:
         self._search_cache.clear()
         return new_works
 
+    def by_user(self, user_id: str) -> list[Artwork]:
+        """The user's works, newest first, deleted ones included (profile/all still names them)."""
+        return [work for work in reversed(self.works) if work.user.user_id == user_id]
+
     def reupload(self, work: Artwork) -> None:
         work.reupload_count += 1
 
@@ -519,6 +527,13 @@ def _parse_positive_int(text: str | None, default: int) -> int:
         return max(1, int(text)) if text is not None else default
     except ValueError:
         return default
+
+
+def _parse_offset(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
 
 
 def referer_allowed(referer: str | None) -> bool:
@@ -715,6 +730,38 @@ class PixivSite:
             + "}"
         )
         return text.encode()
+
+    def profile_all_body(self, works: list[Artwork]) -> dict[str, Any]:
+        """``profile/all``: ids as keys with null values; an empty section is ``[]`` (PHP's way)."""
+        illusts = {w.id: None for w in works if w.illust_type != MANGA}
+        manga = {w.id: None for w in works if w.illust_type == MANGA}
+        return {
+            "illusts": illusts or [],
+            "manga": manga or [],
+            "novels": [],
+            "mangaSeries": [],
+            "novelSeries": [],
+            "pickup": [],
+            "bookmarkCount": {"public": {"illust": 0, "novel": 0}, "private": {"illust": 0, "novel": 0}},
+            "externalSiteWorksStatus": {"booth": False, "sketch": False, "vroidHub": False},
+            "request": {"showRequestTab": False, "postWorks": {"artworks": [], "novels": []}},
+        }
+
+    def _user_meta(self, user: User) -> dict[str, Any]:
+        return {
+            "meta": {
+                "title": f"{user.name} - pixiv",
+                "description": "pixiv",
+                "canonical": f"https://www.pixiv.net/en/users/{user.user_id}",
+                "ogp": {"title": f"{user.name} - pixiv", "type": "article"},
+                "twitter": {"title": f"{user.name} - pixiv", "card": "summary"},
+                "alternateLanguages": {
+                    "ja": f"https://www.pixiv.net/users/{user.user_id}",
+                    "en": f"https://www.pixiv.net/en/users/{user.user_id}",
+                },
+                "descriptionHeader": "pixiv",
+            }
+        }
 
     def _detail_tags(self, work: Artwork) -> list[dict[str, Any]]:
         """The first two tags count as the author's own (locked), as on real works."""
@@ -973,6 +1020,9 @@ class PixivSite:
     def api_app(self) -> web.Application:
         app = web.Application(middlewares=[self._common_middleware])
         app.router.add_get("/ajax/search/artworks/{word:.+}", self.handle_search, name="search")
+        app.router.add_get("/ajax/user/{user_id}/profile/all", self.handle_user_all, name="user_all")
+        app.router.add_get("/ajax/user/{user_id}/profile/illusts", self.handle_user_illusts, name="user_illusts")
+        app.router.add_get("/ajax/user/{user_id}/illustmanga/tag", self.handle_user_tag, name="user_tag")
         app.router.add_get("/ajax/illust/{illust_id}/pages", self.handle_pages, name="pages")
         app.router.add_get("/ajax/illust/{illust_id}/ugoira_meta", self.handle_ugoira_meta, name="ugoira_meta")
         app.router.add_get("/ajax/illust/{illust_id}", self.handle_illust, name="illust")
@@ -1011,6 +1061,58 @@ class PixivSite:
         page = min(_parse_positive_int(query.get("p"), 1), self.config.max_pages)
         offset = (page - 1) * WORKS_PER_PAGE
         return json_response(self.search_body(word, matches[offset : offset + WORKS_PER_PAGE], len(matches)))
+
+    def _user(self, request: web.Request) -> User | None:
+        return next((user for user in USERS if user.user_id == request.match_info["user_id"]), None)
+
+    async def handle_user_all(self, request: web.Request) -> web.Response:
+        user = self._user(request)
+        if user is None:
+            return json_response(error_body(MESSAGE_USER_NOT_FOUND), status=404)
+        return json_response(success_body(self.profile_all_body(self.corpus.by_user(user.user_id))))
+
+    async def handle_user_illusts(self, request: web.Request) -> web.Response:
+        """Works by id, in the search-result shape; ids of deleted works, other users' works and
+        (without a login) R-18 works are left out, as the site does."""
+        user = self._user(request)
+        if user is None:
+            return json_response(error_body(MESSAGE_USER_NOT_FOUND), status=404)
+        ids = request.query.getall("ids[]", [])
+        if not ids or len(ids) > USER_WORKS_LIMIT:
+            return json_response(error_body(MESSAGE_UNKNOWN), status=400)
+        logged_in = self.logged_in(request)
+        works = [self.corpus.by_id.get(i) for i in ids]
+        shown = sorted(
+            (w for w in works if w and not w.deleted and w.user is user and _visible(w, logged_in=logged_in, mode="all")),
+            key=lambda w: w.index, reverse=True,
+        )
+        body: dict[str, Any] = {
+            "works": {w.id: self.search_item(w) for w in shown} or [],
+            "zoneConfig": SEARCH_ZONE_CONFIG,
+            "extraData": self._user_meta(user),
+        }
+        return json_response(success_body(body))
+
+    async def handle_user_tag(self, request: web.Request) -> web.Response:
+        """An artist's works under one of their tags, newest first, ``offset``/``limit`` paged."""
+        user = self._user(request)
+        if user is None:
+            return json_response(error_body(MESSAGE_USER_NOT_FOUND), status=404)
+        tag = request.query.get("tag", "")
+        offset = _parse_offset(request.query.get("offset"))
+        limit = min(_parse_positive_int(request.query.get("limit"), 48), USER_WORKS_LIMIT)
+        logged_in = self.logged_in(request)
+        matches = [
+            w for w in self.corpus.by_user(user.user_id)
+            if not w.deleted and tag in w.tags and _visible(w, logged_in=logged_in, mode="all")
+        ]
+        body = {
+            "works": [self.search_item(w) for w in matches[offset : offset + limit]],
+            "total": len(matches),
+            "zoneConfig": SEARCH_ZONE_CONFIG,
+            "extraData": self._user_meta(user),
+        }
+        return json_response(success_body(body))
 
     def _live_work(self, request: web.Request) -> Artwork | None:
         work = self.corpus.by_id.get(request.match_info["illust_id"])

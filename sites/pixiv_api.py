@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
@@ -18,11 +18,13 @@ from urllib.parse import quote, urlencode, urlparse
 from core.errors import EXIT_FAILED, ProjectError
 
 PAGE_SIZE = 60
+USER_PAGE_SIZE = 48  # what Pixiv's web client asks for: profile/illusts batches, illustmanga/tag pages
 ORDERS = ("date_d", "date")
 MODES = ("all", "safe", "r18")
 TYPES = ("all", "illust_and_ugoira", "illust", "manga", "ugoira")
 AI_CHOICES = ("include", "exclude")
 ILLUST_TYPE_UGOIRA = 2
+JST = timezone(timedelta(hours=9))
 AI_TYPE_GENERATED = 2
 
 
@@ -73,6 +75,33 @@ class SearchQuery:
         )
 
 
+@dataclass(frozen=True)
+class UserQuery:
+    """An artist's works (``profile/all``), or only those under one of the artist's tags.
+
+    ``key`` names it in the catalogue's coverage table, ``label`` in ``artwork_sources``.
+    """
+
+    user_id: str
+    tag: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[1-9]\d{0,19}", self.user_id):
+            raise ValueError(f"user must be a Pixiv user id (digits), not {self.user_id!r}")
+        if self.tag is not None and not self.tag.strip():
+            raise ValueError("user_tag must not be empty")
+
+    def key(self, logged_in: bool) -> str:
+        return json.dumps(
+            {"source": "user", "user": self.user_id, "user_tag": self.tag, "login": logged_in},
+            ensure_ascii=False, sort_keys=True,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"user:{self.user_id}" + (f"/tag:{self.tag}" if self.tag else "")
+
+
 def search_url(base_url: str, query: SearchQuery, page: int, until: str | None = None) -> str:
     """The URL Pixiv's own web client calls for one page of a tag search."""
     params = {
@@ -101,6 +130,21 @@ def pages_url(base_url: str, artwork_id: str) -> str:
 
 def ugoira_meta_url(base_url: str, artwork_id: str) -> str:
     return f"{base_url.rstrip('/')}/ajax/illust/{artwork_id}/ugoira_meta"
+
+
+def profile_all_url(base_url: str, user_id: str) -> str:
+    return f"{base_url.rstrip('/')}/ajax/user/{user_id}/profile/all?lang=en"
+
+
+def profile_illusts_url(base_url: str, user_id: str, ids: list[str]) -> str:
+    """One batch of an artist's works in the search-result shape, as the web client's profile asks."""
+    params = [("ids[]", i) for i in ids] + [("work_category", "illustManga"), ("is_first_page", "0"), ("lang", "en")]
+    return f"{base_url.rstrip('/')}/ajax/user/{user_id}/profile/illusts?{urlencode(params)}"
+
+
+def user_tag_url(base_url: str, user_id: str, tag: str, offset: int) -> str:
+    params = {"tag": tag, "offset": offset, "limit": USER_PAGE_SIZE, "lang": "en"}
+    return f"{base_url.rstrip('/')}/ajax/user/{user_id}/illustmanga/tag?{urlencode(params)}"
 
 
 def parse_envelope(raw: bytes | str) -> Any:
@@ -135,9 +179,63 @@ def parse_search(body: Any) -> SearchPage:
     return SearchPage(works=works, total=total, raw_count=len(data))
 
 
+def parse_profile_all(body: Any) -> list[str]:
+    """An artist's illust and manga ids, newest first.
+
+    The ids are the keys of ``illusts`` and ``manga`` (values null); PHP writes an empty one as
+    ``[]``, not ``{}``.
+    """
+    if not isinstance(body, dict) or "illusts" not in body:
+        raise ApiError("profile/all body without illusts")
+    ids: set[str] = set()
+    for section in ("illusts", "manga"):
+        value = body.get(section)
+        if isinstance(value, dict):
+            ids.update(str(k) for k in value)
+        elif value not in (None, []):
+            raise ApiError(f"profile/all {section} is neither an object nor []")
+    if not all(i.isdigit() for i in ids):
+        raise ApiError("profile/all lists an id that is not a number")
+    return sorted(ids, key=int, reverse=True)
+
+
+def parse_profile_illusts(body: Any, ids: list[str]) -> list[dict[str, Any]]:
+    """The works of one profile/illusts batch, in the order asked for; an id the site left out
+    (deleted, or hidden from this session) is simply absent."""
+    works = body.get("works") if isinstance(body, dict) else None
+    if isinstance(works, list) and not works:
+        works = {}
+    if not isinstance(works, dict):
+        raise ApiError("profile/illusts body without works")
+    found = {str(w.get("id")): w for w in works.values() if isinstance(w, dict) and w.get("id")}
+    return [found[i] for i in ids if i in found]
+
+
+def parse_works_page(body: Any) -> SearchPage:
+    """A page of ``works[]`` with ``total`` (an artist's tag, bookmarks)."""
+    try:
+        data = body["works"]
+        total = int(body["total"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(f"body without works/total ({exc!r})") from None
+    if not isinstance(data, list):
+        raise ApiError("works is not a list")
+    works = [w for w in data if isinstance(w, dict) and w.get("id") and not w.get("isAdContainer")]
+    return SearchPage(works=works, total=total, raw_count=len(data))
+
+
 def position(work: dict[str, Any]) -> tuple[str, int]:
     """Where a work sits in date_d order: by createDate, then id."""
     return (str(work.get("createDate") or ""), int(work["id"]))
+
+
+def artwork_from_id(artwork_id: str) -> dict[str, Any]:
+    """What is known of an artwork from its id alone (profile/all named it; its detail fills the rest)."""
+    return {
+        "id": artwork_id, "title": None, "user_id": None, "user_name": None, "illust_type": None,
+        "x_restrict": None, "ai_type": None, "page_count": None, "bookmark_count": None,
+        "create_date": None, "update_date": None, "tags": [],
+    }
 
 
 def artwork_from_search(work: dict[str, Any]) -> dict[str, Any]:
@@ -159,17 +257,38 @@ def artwork_from_search(work: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_detail(artwork: dict[str, Any], detail: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what only the detail has: bookmark count and tag translations."""
+    """Fill in what only the detail has: bookmark count and tag translations (and, for an id that
+    no listing described, the listing's fields too)."""
     tags = []
     for t in (detail.get("tags") or {}).get("tags") or []:
         translation = t.get("translation") or {}
         tags.append({"name": t["tag"], "translation_en": translation.get("en")})
+    known_from_detail = {
+        "title": detail.get("illustTitle") or detail.get("title"),
+        "user_id": str(detail["userId"]) if detail.get("userId") is not None else None,
+        "user_name": detail.get("userName"),
+        "illust_type": detail.get("illustType"),
+        "x_restrict": detail.get("xRestrict"),
+        "ai_type": detail.get("aiType"),
+        # the detail writes its dates in UTC, listings in JST: store them as a listing would
+        "create_date": _as_jst(detail.get("createDate")),
+        "update_date": _as_jst(detail.get("uploadDate") or detail.get("updateDate")),
+    }
+    filled = {k: v for k, v in known_from_detail.items() if artwork.get(k) is None and v is not None}
     return {
         **artwork,
+        **filled,
         "bookmark_count": detail.get("bookmarkCount"),
         "page_count": detail.get("pageCount", artwork.get("page_count")),
         "tags": tags or artwork["tags"],
     }
+
+
+def _as_jst(moment: Any) -> str | None:
+    try:
+        return datetime.fromisoformat(str(moment)).astimezone(JST).isoformat(timespec="seconds")
+    except ValueError:
+        return None if moment is None else str(moment)
 
 
 def original_urls_from_pages(body: Any) -> list[str]:

@@ -94,9 +94,10 @@ class CrawlRun:
             return conn.execute(sql, params).fetchall()
 
 
-def crawl_command(site: LocalSite, output: Path, *args: str, tag: str = "原神") -> list[str]:
+def crawl_command(site: LocalSite, output: Path, *args: str, tag: str | None = "原神") -> list[str]:
+    """A tag search crawl of ``site``; ``tag=None`` for another source given in ``args`` (-a user=ID)."""
     command = [
-        sys.executable, "-m", "scrapy", "crawl", "pixiv", "-a", f"tag={tag}",
+        sys.executable, "-m", "scrapy", "crawl", "pixiv", *(["-a", f"tag={tag}"] if tag else []),
         "-s", f"PIXIV_BASE_URL={site.api}", "-s", f"OUTPUT_DIR={output}", "-s", "LOG_LEVEL=INFO",
         # the classic pair: these crawls test fetching, the catalogue and crash safety, and the learned
         # detector's torch start-up in every worker of every crawl costs the suite minutes (its own tests:
@@ -114,7 +115,7 @@ def crawl_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 @pytest.fixture
 def run_crawl():
     def run(site: LocalSite, output: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120, tag: str = "原神") -> CrawlRun:
+            timeout: float = 120, tag: str | None = "原神") -> CrawlRun:
         done = subprocess.run(
             crawl_command(site, output, *args, tag=tag), cwd=REPO, env=crawl_env(env),
             capture_output=True, text=True, timeout=timeout,

@@ -1,15 +1,22 @@
-"""Tag search on Pixiv's web AJAX API: search pages → artwork details → pages / ugoira → items.
+"""Pixiv's web AJAX API: a listing (tag search, or an artist's works) → artwork details → pages /
+ugoira → items.
 
     scrapy crawl pixiv -a tag=原神 [-a pages=N] [-a order=date_d|date] [-a mode=all|safe|r18]
         [-a type=all|illust_and_ugoira|illust|manga|ugoira] [-a since=YYYY-MM-DD]
         [-a until=YYYY-MM-DD] [-a ai=include|exclude] [-a stop_after=60]
+    scrapy crawl pixiv -a user=ID [-a user_tag=TAG] [-a pages=N] [-a ai=...] [-a stop_after=60]
+
+One source per run. ``user``: every illust and manga of the artist (``profile/all`` names the ids,
+``profile/illusts`` describes them 48 at a time, newest first); with ``user_tag`` only the works the
+artist filed under that tag (``illustmanga/tag``, 48 a page). ``pages`` counts listing pages.
 
 Incremental: an artwork whose id and ``updateDate`` are already catalogued (with every page) gets
-no detail request. With ``order=date_d`` paging stops after ``stop_after`` such artworks in a row,
-but only counting those inside the range that an earlier *cleanly finished* crawl of the same query
-completed down to the end of the results (``search_coverage``). A crawl killed half-way therefore
-never lets the next one stop early in the part it did not reach: the gap that gallery-dl's
-``abort:N`` can leave (mikf/gallery-dl#1283) cannot happen here.
+no detail request. In a newest-first listing (``order=date_d``, an artist's works) paging stops
+after ``stop_after`` such artworks in a row, but only counting those inside the range that an
+earlier *cleanly finished* crawl of the same source completed down to the end of the results
+(``search_coverage``). A crawl killed half-way therefore never lets the next one stop early in the
+part it did not reach: the gap that gallery-dl's ``abort:N`` can leave (mikf/gallery-dl#1283)
+cannot happen here. Every artwork a listing names is recorded with its source (``artwork_sources``).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class PixivSpider(scrapy.Spider):
     empty_page_wait: float
     max_wait: float
     query_key: str
+    source_label: str  # artwork_sources.source: tag:原神, user:123, user:123/tag:R-18
     catalog: Catalog
     coverage: Coverage | None
     state: dict[str, Any]  # persisted across pause and resume by Scrapy's SpiderState (JOBDIR)
@@ -62,26 +70,59 @@ class PixivSpider(scrapy.Spider):
         self,
         tag: str | None = None,
         pages: str | int | None = None,
-        order: str = "date_d",
-        mode: str = "all",
-        type: str = "all",  # noqa: A002 - the argument's name on the command line
+        order: str | None = None,
+        mode: str | None = None,
+        type: str | None = None,  # noqa: A002 - the argument's name on the command line
         since: str | None = None,
         until: str | None = None,
         ai: str = "include",
         stop_after: str | int | None = None,
+        user: str | None = None,
+        user_tag: str | None = None,
         *args: Any,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
-        if not tag:
-            raise ArgumentError("the tag argument is required, e.g. scrapy crawl pixiv -a tag=原神")
-        try:
-            self.query = api.SearchQuery(tag=tag, order=order, mode=mode, type=type, since=since, until=until, ai=ai)
-        except ValueError as exc:  # the query's own checks (sites/pixiv_api.py) word what is wrong
-            raise ArgumentError(str(exc)) from None
-        self.tag = tag
+        self.query: api.SearchQuery | None = None
+        self.user_query: api.UserQuery | None = None
+        if tag and user:
+            raise ArgumentError("tag and user are two sources; give one per run")
+        if user_tag is not None and not user:
+            raise ArgumentError("user_tag needs user=ID (the artist whose tag it is)")
+        if ai not in api.AI_CHOICES:
+            raise ArgumentError(f"ai must be one of {', '.join(api.AI_CHOICES)}, not {ai!r}")
+        self.ai = ai
+        if user:
+            search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until}
+            given = [name for name, value in search_only.items() if value is not None]
+            if given:
+                raise ArgumentError(f"{', '.join(given)} applies to tag search only, not to user=ID")
+            try:
+                self.user_query = api.UserQuery(str(user), user_tag)
+            except ValueError as exc:
+                raise ArgumentError(str(exc)) from None
+            self.tag = self.source_label = self.user_query.label
+        elif tag:
+            try:
+                self.query = api.SearchQuery(
+                    tag=tag, order=order or "date_d", mode=mode or "all", type=type or "all",
+                    since=since, until=until, ai=ai,
+                )
+            except ValueError as exc:  # the query's own checks (sites/pixiv_api.py) word what is wrong
+                raise ArgumentError(str(exc)) from None
+            self.tag = tag
+            self.source_label = f"tag:{tag}"
+        else:
+            raise ArgumentError(
+                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神) or -a user=ID"
+            )
         self.max_pages = _positive_int("pages", pages) if pages not in (None, "") else None
         self._stop_after_arg = stop_after
+
+    @property
+    def newest_first(self) -> bool:
+        """Whether the listing runs newest first, so that coverage and the early stop apply."""
+        return self.user_query is not None or (self.query is not None and self.query.order == "date_d")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> PixivSpider:
@@ -99,21 +140,26 @@ class PixivSpider(scrapy.Spider):
         spider.empty_page_retries = s.getint("PIXIV_EMPTY_PAGE_RETRIES")
         spider.empty_page_wait = s.getfloat("PIXIV_EMPTY_PAGE_WAIT")
         spider.max_wait = s.getfloat("PIXIV_THROTTLE_MAX_WAIT")
-        spider.query_key = spider.query.key(spider.logged_in)
-        spider.catalog = Catalog(catalog_path(s))  # read-only use, beside the catalogue stage's writer
-        spider.coverage = (
-            spider.catalog.coverage(spider.query_key) if spider.query.order == "date_d" else None
-        )
+        source = spider.query or spider.user_query
+        assert source is not None  # __init__ refuses a run without one
+        spider.query_key = source.key(spider.logged_in)
+        spider.catalog = Catalog(catalog_path(s))  # beside the catalogue stage's writer: last_seen, sources
+        spider.coverage = spider.catalog.coverage(spider.query_key) if spider.newest_first else None
         crawler.signals.connect(spider._close_catalog, signal=scrapy.signals.spider_closed)
         return spider
 
     def crawl_arguments(self) -> dict[str, Any]:
         """What the crawls table records about this run (no cookie: only whether one was set)."""
-        return {
-            "tag": self.tag, "pages": self.max_pages, "order": self.query.order,
-            "mode": self.query.mode, "type": self.query.type, "since": self.query.since,
-            "until": self.query.until, "ai": self.query.ai, "stop_after": self.stop_after,
+        common = {
+            "pages": self.max_pages, "ai": self.ai, "stop_after": self.stop_after,
             "logged_in": self.logged_in, "base_url": self.base_url,
+        }
+        if self.user_query:
+            return {"user": self.user_query.user_id, "user_tag": self.user_query.tag, **common}
+        assert self.query is not None
+        return {
+            "tag": self.tag, "order": self.query.order, "mode": self.query.mode, "type": self.query.type,
+            "since": self.query.since, "until": self.query.until, **common,
         }
 
     # --- entry point ------------------------------------------------------------------------------
@@ -127,12 +173,29 @@ class PixivSpider(scrapy.Spider):
         self.state.setdefault("consecutive_known", 0)
         if self.coverage:
             logger.info(
-                "Search %r is known complete below %s (id %s); stopping after %d known artworks in a row there",
-                self.tag, self.coverage.complete_below_date, self.coverage.complete_below_id, self.stop_after,
+                "%s is known complete below %s (id %s); stopping after %d known artworks in a row there",
+                self.source_label, self.coverage.complete_below_date, self.coverage.complete_below_id,
+                self.stop_after,
             )
-        yield self.search_request(1, self.query.until)
+        if self.user_query is None:
+            assert self.query is not None
+            yield self.search_request(1, self.query.until)
+        elif self.user_query.tag is None:
+            yield self.listing_request(api.profile_all_url(self.base_url, self.user_query.user_id), self.parse_profile_all)
+        else:
+            yield self.user_tag_request(0)
+
+    def listing_request(self, url: str, callback: Any, *, wait: float | None = None, **cb_kwargs: Any) -> scrapy.Request:
+        """A page of a listing other than tag search (``wait``: seconds to rest first, for a retry);
+        like search pages, it stays on the node that leads a distributed crawl."""
+        return scrapy.Request(
+            url, callback=callback, errback=self.search_failed, cb_kwargs=cb_kwargs,
+            meta={**API_META, LOCAL_META: True, **({WAIT_META: wait} if wait else {})},
+            priority=PRIORITY_SEARCH, dont_filter=bool(wait),
+        )
 
     def search_request(self, page: int, until: str | None, **meta: Any) -> scrapy.Request:
+        assert self.query is not None
         return scrapy.Request(
             api.search_url(self.base_url, self.query, page, until),
             callback=self.parse_search,
@@ -169,41 +232,52 @@ class PixivSpider(scrapy.Spider):
         self.state.pop("empty_retries", None)
         self.state.pop("bad_page_retries", None)
 
-        known = self.catalog.known_artworks(str(w["id"]) for w in result.works)
+        stopped = yield from self._listed_works(result.works)
+        if stopped:
+            return
+        yield from self._next_page(result, page, until)
+
+    def _listed_works(self, works: list[dict[str, Any]]) -> Any:
+        """Detail requests for the listed works not settled in the catalogue (a generator whose
+        return value says whether the early stop fired). Works listed by id alone come as
+        ``{"id": ...}``."""
+        known = self.catalog.known_artworks(str(w["id"]) for w in works)
         seen_known: list[str] = []
-        for work in result.works:
+        self.catalog.record_sources((str(w["id"]) for w in works), self.source_label, utc_now())
+        for work in works:
             artwork_id = str(work["id"])
             self.state["artworks_seen"] += 1
-            if "top" not in self.state:
+            artwork = api.artwork_from_search(work) if "createDate" in work else api.artwork_from_id(artwork_id)
+            if "top" not in self.state and "createDate" in work:
                 self.state["top"] = api.position(work)
-            if self.query.ai == "exclude" and work.get("aiType") == api.AI_TYPE_GENERATED:
+            if self.ai == "exclude" and work.get("aiType") == api.AI_TYPE_GENERATED:
                 self.crawler.stats.inc_value("artworks/skipped_ai")
                 yield ArtworkItem(
-                    artwork=api.artwork_from_search(work), status="skipped",
+                    artwork=artwork, status="skipped",
                     reason="AI-generated (aiType 2), excluded by ai=exclude",
                 )
                 if self._count_known(work):
                     self.catalog.mark_seen(seen_known, utc_now())
-                    return
+                    return True
                 continue
             if self._is_settled(known.get(artwork_id), work):
                 seen_known.append(artwork_id)
                 self.crawler.stats.inc_value("artworks/known")
                 if self._count_known(work):
                     self.catalog.mark_seen(seen_known, utc_now())
-                    return
+                    return True
                 continue
             self.state["consecutive_known"] = 0
             yield scrapy.Request(
                 api.illust_url(self.base_url, artwork_id),
                 callback=self.parse_detail,
                 errback=self.api_failed,
-                cb_kwargs={"artwork": api.artwork_from_search(work)},
+                cb_kwargs={"artwork": artwork},
                 meta=dict(API_META),
                 priority=PRIORITY_DETAIL,
             )
         self.catalog.mark_seen(seen_known, utc_now())
-        yield from self._next_page(result, page, until)
+        return False
 
     def _next_page(self, result: api.SearchPage, page: int, until: str | None) -> Any:
         if self.max_pages and self.state["pages_done"] >= self.max_pages:
@@ -220,6 +294,7 @@ class PixivSpider(scrapy.Spider):
         # Pixiv serves at most PAGE_CAP pages; go on with a date window ending at the last work
         # seen (PixivUtil2's enableInfiniteLoop). Works of that day come again and are skipped.
         last = str(result.works[-1].get("createDate", ""))[:10]
+        assert self.query is not None
         if self.query.order != "date_d" or not last or last == until:
             logger.warning("Search %r: page cap %d reached and the date window cannot move", self.tag, page)
             self.state["window_stuck"] = True
@@ -237,15 +312,18 @@ class PixivSpider(scrapy.Spider):
         self.state["consecutive_known"] += 1
         if self.state["consecutive_known"] >= self.stop_after:
             logger.info(
-                "Search %r: %d known artworks in a row inside the completed range; stopping",
-                self.tag, self.stop_after,
+                "%s: %d known artworks in a row inside the completed range; stopping",
+                self.source_label, self.stop_after,
             )
             self.state["stopped_early"] = True
             return True
         return False
 
     def _is_settled(self, known: Any, work: dict[str, Any]) -> bool:
-        if known is None or known.update_date != work.get("updateDate"):
+        # A work listed by id alone (profile/all named it, the batch left it out) has no date to
+        # compare: what the catalogue already says of it stands.
+        dated = "updateDate" in work
+        if known is None or (dated and known.update_date != work.get("updateDate")):
             return False
         if known.status == "ok":
             return bool(known.complete)
@@ -286,8 +364,109 @@ class PixivSpider(scrapy.Spider):
         self.state["search_failed"] = why
 
     def search_failed(self, failure: Failure) -> None:
-        logger.error("Search %r: request failed: %s", self.tag, failure.value)
+        logger.error("%s: a listing request failed: %s", self.source_label, failure.value)
         self.state["search_failed"] = repr(failure.value)
+
+    # --- an artist's works ---------------------------------------------------------------------------
+    def parse_profile_all(self, response: Response) -> Any:
+        """The artist's ids (one request); their descriptions follow 48 at a time, newest first."""
+        ids = yield from self._listing_body(response, "profile/all", api.parse_profile_all, self._profile_all_again)
+        if ids is None:
+            return
+        assert self.user_query is not None
+        logger.info("%s: %d illust and manga works", self.source_label, len(ids))
+        self.state["user_ids"] = ids  # kept across pause and resume (JOBDIR)
+        self.state["total"] = len(ids)
+        if not ids:
+            self.state["reached_end"] = True
+            return
+        yield self.user_batch_request(0)
+
+    def _profile_all_again(self, wait: float) -> scrapy.Request:
+        assert self.user_query is not None
+        return self.listing_request(
+            api.profile_all_url(self.base_url, self.user_query.user_id), self.parse_profile_all, wait=wait
+        )
+
+    def user_batch_request(self, offset: int, wait: float | None = None) -> scrapy.Request:
+        assert self.user_query is not None
+        ids = self.state["user_ids"][offset : offset + api.USER_PAGE_SIZE]
+        url = api.profile_illusts_url(self.base_url, self.user_query.user_id, ids)
+        return self.listing_request(url, self.parse_user_batch, wait=wait, offset=offset)
+
+    def parse_user_batch(self, response: Response, offset: int) -> Any:
+        ids = self.state["user_ids"][offset : offset + api.USER_PAGE_SIZE]
+        works = yield from self._listing_body(
+            response, f"profile/illusts at {offset}", lambda body: api.parse_profile_illusts(body, ids),
+            lambda wait: self.user_batch_request(offset, wait),
+        )
+        if works is None:
+            return
+        self.state["pages_done"] += 1
+        # An id that profile/all named and the batch left out (deleted since, or hidden from this
+        # session) still gets its detail request, so the catalogue says what became of it.
+        described = {str(w["id"]): w for w in works}
+        listed = [described.get(i) or {"id": i} for i in ids]
+        stopped = yield from self._listed_works(listed)
+        if stopped:
+            return
+        if offset + api.USER_PAGE_SIZE >= len(self.state["user_ids"]):
+            logger.info("%s: reached the last of %d works", self.source_label, len(self.state["user_ids"]))
+            self.state["reached_end"] = True
+        elif self._page_limit_reached():
+            return
+        else:
+            yield self.user_batch_request(offset + api.USER_PAGE_SIZE)
+
+    def user_tag_request(self, offset: int, wait: float | None = None) -> scrapy.Request:
+        assert self.user_query is not None and self.user_query.tag is not None
+        url = api.user_tag_url(self.base_url, self.user_query.user_id, self.user_query.tag, offset)
+        return self.listing_request(url, self.parse_user_tag_page, wait=wait, offset=offset)
+
+    def parse_user_tag_page(self, response: Response, offset: int) -> Any:
+        result = yield from self._listing_body(
+            response, f"illustmanga/tag at {offset}", api.parse_works_page,
+            lambda wait: self.user_tag_request(offset, wait),
+        )
+        if result is None:
+            return
+        self.state["total"] = result.total
+        self.state["pages_done"] += 1
+        stopped = yield from self._listed_works(result.works)
+        if stopped:
+            return
+        following = offset + len(result.works)
+        if not result.works or following >= result.total:
+            logger.info("%s: reached the end (%d works)", self.source_label, result.total)
+            self.state["reached_end"] = True
+        elif not self._page_limit_reached():
+            yield self.user_tag_request(following)
+
+    def _page_limit_reached(self) -> bool:
+        if self.max_pages and self.state["pages_done"] >= self.max_pages:
+            logger.info("%s: stopping at the pages limit (%d)", self.source_label, self.max_pages)
+            self.state["page_limit"] = True
+            return True
+        return False
+
+    def _listing_body(self, response: Response, what: str, parse: Any, again: Any) -> Any:
+        """The parsed listing page, or None after retrying it (twice, with a rest) or giving up."""
+        try:
+            if response.status != 200:
+                raise api.ApiError(f"HTTP {response.status}{_site_message(response.body)}")
+            parsed = parse(api.parse_envelope(response.body))
+        except api.ApiError as exc:
+            tries = self.state.get("bad_page_retries", 0)
+            if tries < 2 and response.status not in (400, 401, 403, 404):
+                self.state["bad_page_retries"] = tries + 1
+                logger.warning("%s: %s unusable (%s); retrying", self.source_label, what, exc)
+                yield again(2.0 * (tries + 1))
+                return None
+            logger.error("%s: %s unusable (%s); ending the crawl here", self.source_label, what, exc)
+            self.state["search_failed"] = f"{what}: {exc}"
+            return None
+        self.state.pop("bad_page_retries", None)
+        return parsed
 
     # --- artwork detail and follow-ups ------------------------------------------------------------
     def parse_detail(self, response: Response, artwork: dict[str, Any]) -> Any:
@@ -380,7 +559,8 @@ class PixivSpider(scrapy.Spider):
         if self.state.get("throttled"):
             return "throttled", "search pages stayed empty (soft throttle)"
         if self.state.get("search_failed"):
-            return "failed", f"a search page failed: {self.state['search_failed']}"
+            page = "a search page" if self.user_query is None else "a listing page"
+            return "failed", f"{page} failed: {self.state['search_failed']}"
         if self.state.get("stopped_early"):
             return "stopped_early", f"{self.stop_after} known artworks in a row"
         if self.state.get("page_limit"):
@@ -396,7 +576,7 @@ class PixivSpider(scrapy.Spider):
         top: list[Any] | tuple[Any, ...] | None = self.state.get("top")  # (create date, id) of the newest seen
         clean = (
             reason == "finished"
-            and self.query.order == "date_d"
+            and self.newest_first
             and top is not None
             and errors == 0
             and self.state.get("artwork_errors", 0) == 0
@@ -412,6 +592,15 @@ class PixivSpider(scrapy.Spider):
 
     def _close_catalog(self, spider: scrapy.Spider) -> None:
         self.catalog.close()
+
+
+def _site_message(body: bytes) -> str:
+    """``: <the site's message>`` from an error envelope, or nothing when the body is not one."""
+    try:
+        api.parse_envelope(body)
+    except api.ApiError as exc:
+        return f": {exc}" if str(exc).startswith("API error") else ""
+    return ""
 
 
 def _positive_int(name: str, value: Any, allow_zero: bool = False) -> int:

@@ -7,6 +7,7 @@ Scrapy's own mock server, so the site's event loop never mixes with the test's).
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import struct
@@ -118,6 +119,64 @@ def first_live(truth: list[dict[str, Any]], **conditions: Any) -> dict[str, Any]
         if all(cond(work[key]) if callable(cond) else work[key] == cond for key, cond in conditions.items()):
             return work
     raise AssertionError(f"no work with {conditions}")
+
+
+# ---- an artist's works -----------------------------------------------------------------------
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "pixiv" / "real"
+
+
+def artist_with_a_deleted_work(truth: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for work in truth:
+        counts[work["userId"]] = counts.get(work["userId"], 0) + 1
+    return max({w["userId"] for w in truth if w["deleted"]}, key=lambda user: counts[user])
+
+
+def test_profile_all_names_every_work_of_the_artist_in_the_real_shape(site: Site, truth: list[dict[str, Any]]) -> None:
+    user = artist_with_a_deleted_work(truth)
+    payload = site.get(f"/ajax/user/{user}/profile/all", params={"lang": "en"}).json()
+    body = payload["body"]
+    if REAL.is_dir():
+        real = json.loads((REAL / "all-4991959.json").read_text(encoding="utf-8"))
+        assert list(payload) == list(real) and list(body) == list(real["body"])
+    theirs = [w for w in truth if w["userId"] == user]
+    listed = set(body["illusts"] or {}) | set(body["manga"] or {})
+    assert listed == {w["id"] for w in theirs}  # the deleted work too: profile/all still names it
+    assert set(body["manga"] or {}) == {w["id"] for w in theirs if w["illustType"] == 1}
+    assert all(value is None for value in (body["illusts"] or {}).values())
+    missing = site.get("/ajax/user/1/profile/all")
+    assert missing.status_code == 404 and missing.json()["error"] is True
+
+
+def test_profile_illusts_describes_only_live_visible_works_of_that_artist(site: Site, truth: list[dict[str, Any]]) -> None:
+    user = artist_with_a_deleted_work(truth)
+    theirs = [w for w in truth if w["userId"] == user]
+    other = next(w for w in truth if w["userId"] != user and not w["deleted"] and not w["xRestrict"])
+    ids = [w["id"] for w in theirs] + [other["id"]]
+    params = [("ids[]", i) for i in ids] + [("work_category", "illustManga"), ("is_first_page", "0")]
+    anonymous = site.get(f"/ajax/user/{user}/profile/illusts", params=params).json()["body"]["works"]
+    assert set(anonymous) == {w["id"] for w in theirs if not w["deleted"] and not w["xRestrict"]}
+    assert all(list(item) == SEARCH_ITEM_KEYS for item in anonymous.values())
+    assert [int(i) for i in anonymous] == sorted((int(i) for i in anonymous), reverse=True)
+    logged = site.get(f"/ajax/user/{user}/profile/illusts", params=params, logged_in=True).json()["body"]["works"]
+    assert set(logged) == {w["id"] for w in theirs if not w["deleted"]}
+
+
+def test_an_artists_tag_pages_by_offset(site: Site, truth: list[dict[str, Any]]) -> None:
+    user = artist_with_a_deleted_work(truth)
+    expected = [w["id"] for w in reversed(truth)
+                if w["userId"] == user and TAG in w["tags"] and not w["deleted"] and not w["xRestrict"]]
+    seen: list[str] = []
+    for offset in range(0, len(expected) + 5, 5):
+        body = site.get(f"/ajax/user/{user}/illustmanga/tag",
+                        params={"tag": TAG, "offset": offset, "limit": 5, "lang": "en"}).json()["body"]
+        assert body["total"] == len(expected)
+        seen += [w["id"] for w in body["works"]]
+    assert seen == expected
+    if REAL.is_dir():
+        real = json.loads((REAL / "tag-R-18-14095911.json").read_text(encoding="utf-8"))["body"]
+        assert list(body) == list(real)
 
 
 # ---- search --------------------------------------------------------------------------------
@@ -429,8 +488,8 @@ def test_stats_count_requests_per_route(site: Site, truth: list[dict[str, Any]])
     fetch_image(work["pages"][0]["original"])
     fetch_image(work["pages"][0]["original"], referer=None)
     stats = site.control("GET", "/_mock/stats")
-    assert stats["counts"] == {"search": 1, "illust": 1, "pages": 1, "ugoira_meta": 0, "image": 2,
-                               "ugoira_zip": 0, "other": 0}  # fmt: skip
+    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "illust": 1,
+                               "pages": 1, "ugoira_meta": 0, "image": 2, "ugoira_zip": 0, "other": 0}  # fmt: skip
     assert len(stats["requests"]) == 5
     assert stats["requests"][0].startswith("GET /ajax/search/artworks/") and "p=3" in stats["requests"][0]
     assert stats["requests"][1] == f"GET /ajax/illust/{work['id']}"

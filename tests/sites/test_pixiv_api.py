@@ -112,3 +112,71 @@ def test_query_key_depends_on_login_but_not_order():
     assert a.key(True) != a.key(False)
     assert a.key(False) == api.SearchQuery(tag="原神", order="date").key(False)
     assert json.loads(a.key(False))["tag"] == "原神"
+
+
+# ---- an artist's works ------------------------------------------------------------------------
+
+@needs_fixtures
+@pytest.mark.parametrize("name", ["real/all-4991959.json", "real/all-14095911.json", "real/all-26357.json"])
+def test_real_profile_all_lists_illust_and_manga_ids_newest_first(name):
+    body = api.parse_envelope(fixture(name))
+    ids = api.parse_profile_all(body)
+    expected = set(body["illusts"] or {}) | set(body["manga"] or {})  # manga is [] when there is none
+    assert set(ids) == expected and len(ids) == len(expected)
+    assert [int(i) for i in ids] == sorted((int(i) for i in ids), reverse=True)
+
+
+def test_profile_all_refuses_what_is_not_a_list_of_ids():
+    with pytest.raises(api.ApiError, match="without illusts"):
+        api.parse_profile_all([])
+    with pytest.raises(api.ApiError, match="manga"):
+        api.parse_profile_all({"illusts": [], "manga": "nope"})
+    with pytest.raises(api.ApiError, match="not a number"):
+        api.parse_profile_all({"illusts": {"12a": None}, "manga": []})
+    assert api.parse_profile_all({"illusts": [], "manga": []}) == []
+
+
+def test_profile_illusts_keeps_the_order_asked_for_and_leaves_out_what_the_site_left_out():
+    body = {"works": {"30": {"id": "30", "title": "c"}, "10": {"id": "10", "title": "a"}}, "extraData": {}}
+    works = api.parse_profile_illusts(body, ["30", "20", "10"])
+    assert [w["id"] for w in works] == ["30", "10"]
+    assert api.parse_profile_illusts({"works": []}, ["1"]) == []  # nothing visible: PHP's []
+    with pytest.raises(api.ApiError):
+        api.parse_profile_illusts({"error": "x"}, ["1"])
+
+
+@needs_fixtures
+def test_real_user_tag_pages():
+    first = api.parse_works_page(api.parse_envelope(fixture("real/tag-R-18-14095911.json")))
+    last = api.parse_works_page(api.parse_envelope(fixture("real/tag-R-18-14095911-lastpage.json")))
+    assert first.total == last.total == 85
+    assert len(first.works) + len(last.works) >= 85
+    assert all(w["userId"] == "14095911" and "createDate" in w for w in first.works + last.works)
+    with pytest.raises(api.ApiError, match="works/total"):
+        api.parse_works_page({"works": []})
+
+
+def test_user_urls_and_keys():
+    assert api.profile_all_url("https://www.pixiv.net/", "11") == "https://www.pixiv.net/ajax/user/11/profile/all?lang=en"
+    query = parse_qs(urlparse(api.profile_illusts_url("https://www.pixiv.net", "11", ["3", "2"])).query)
+    assert query["ids[]"] == ["3", "2"] and query["work_category"] == ["illustManga"]
+    tagged = urlparse(api.user_tag_url("https://www.pixiv.net", "11", "R-18", 48))
+    assert tagged.path == "/ajax/user/11/illustmanga/tag"
+    assert parse_qs(tagged.query) == {"tag": ["R-18"], "offset": ["48"], "limit": ["48"], "lang": ["en"]}
+    whole, tag = api.UserQuery("11"), api.UserQuery("11", "R-18")
+    assert whole.label == "user:11" and tag.label == "user:11/tag:R-18"
+    assert len({whole.key(False), whole.key(True), tag.key(False)}) == 3
+    assert whole.key(False) != api.SearchQuery(tag="11").key(False)
+    for bad in ("", "0", "12a", "../1"):
+        with pytest.raises(ValueError, match="user id"):
+            api.UserQuery(bad)
+
+
+@needs_fixtures
+def test_a_detail_fills_in_an_artwork_known_by_id_alone_with_jst_dates():
+    detail = api.parse_envelope(fixture("real/test-image-info-32039274.json"))
+    merged = api.merge_detail(api.artwork_from_id("32039274"), detail)
+    assert merged["title"] == "新しいお姫様" and merged["user_id"] == "341433"
+    assert merged["create_date"] == "2012-12-11T00:23:00+09:00"  # 15:23 UTC, as a listing writes it
+    listed = api.artwork_from_search({"id": "32039274", "title": "listed", "createDate": "x", "updateDate": "y"})
+    assert api.merge_detail(listed, detail)["title"] == "listed"  # a listing's fields stay

@@ -1,0 +1,145 @@
+"""Sources other than tag search: an artist's works (``-a user=ID``), optionally under one of the
+artist's tags (``-a user_tag=TAG``), on the same pipelines, catalogue and coverage rules.
+
+Real crawls (``scrapy crawl`` in a subprocess) against the local Pixiv-style site.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+from core.errors import ArgumentError
+from crawler.spiders.pixiv import PixivSpider
+from tests.crawler.test_crash_safety import interrupt_when, snapshot, start_crawl
+
+pytestmark = pytest.mark.slow
+
+SMALL_IMAGES = ("--image-size", "40", "--latency-ms", "2")
+
+
+def works_by_user(truth: list[dict]) -> dict[str, list[dict]]:
+    by_user = collections.defaultdict(list)
+    for work in truth:
+        by_user[work["userId"]].append(work)
+    return by_user
+
+
+def counts(site) -> dict[str, int]:
+    return site.stats()["counts"]
+
+
+def test_an_artists_works_whole_then_nothing_new_then_only_the_new_ones(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "400", *SMALL_IMAGES)
+    by_user = works_by_user(site.truth())
+    # the artist with most works among those with a deleted one (profile/all still names it)
+    user = max((u for u, ws in by_user.items() if any(w["deleted"] for w in ws)), key=lambda u: len(by_user[u]))
+    theirs = by_user[user]
+    assert any(w["illustType"] == 1 for w in theirs) and any(w["illustType"] != 1 for w in theirs)
+    out = tmp_path / "out"
+
+    first = run_crawl(site, out, "-a", f"user={user}", tag=None)
+    assert first.returncode == 0, first.log[-3000:]
+    statuses = dict(first.query("SELECT id, status FROM artworks"))
+    assert set(statuses) == {w["id"] for w in theirs}
+    for work in theirs:
+        expected = "deleted" if work["deleted"] else "login_required" if work["xRestrict"] else "ok"
+        assert statuses[work["id"]] == expected, work
+    pages = sum(w["pageCount"] for w in theirs if not w["deleted"] and not w["xRestrict"])
+    assert first.query("SELECT count(*) FROM images")[0][0] == pages
+    assert first.query("SELECT count(*) FROM artwork_sources WHERE source = ?", (f"user:{user}",))[0][0] == len(theirs)
+    assert first.query("SELECT status, arguments FROM crawls")[0][0] == "finished"
+    assert json.loads(first.query("SELECT arguments FROM crawls")[0][0])["user"] == user
+    (key,) = first.query("SELECT query_key FROM search_coverage")[0]
+    assert json.loads(key) == {"source": "user", "user": user, "user_tag": None, "login": False}
+
+    site.reset_stats()
+    again = run_crawl(site, out, "-a", f"user={user}", tag=None)
+    assert again.returncode == 0
+    seen = counts(site)
+    assert seen["user_all"] == 1 and seen["illust"] == 0 and seen["image"] == 0, seen
+
+    added = site.control("/_mock/add?count=150", "POST")["added"]
+    new = {w["id"] for w in site.truth() if w["id"] in set(added) and w["userId"] == user}
+    assert new
+    site.reset_stats()
+    newer = run_crawl(site, out, "-a", f"user={user}", "-a", "stop_after=3", tag=None)
+    assert newer.returncode == 0
+    assert counts(site)["illust"] == len(new)  # a detail for each new work, none for the known ones
+    assert newer.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("stopped_early",)]
+    assert {r[0] for r in newer.query("SELECT id FROM artworks")} >= new
+
+    # the same artist's tag: every work is known, so no detail; a second source on the same rows
+    site.reset_stats()
+    tagged = run_crawl(site, out, "-a", f"user={user}", "-a", "user_tag=原神", tag=None)
+    assert tagged.returncode == 0
+    assert counts(site)["illust"] == 0 and counts(site)["user_tag"] == 1
+    both = tagged.query(
+        "SELECT artwork_id FROM artwork_sources WHERE source IN (?, ?) GROUP BY artwork_id HAVING count(*) = 2",
+        (f"user:{user}", f"user:{user}/tag:原神"),
+    )
+    live = [w for w in site.truth() if w["userId"] == user and not w["deleted"] and not w["xRestrict"]]
+    assert {r[0] for r in both} == {w["id"] for w in live}
+
+
+def test_an_artist_killed_mid_crawl_then_rerun_equals_a_clean_crawl(make_site, run_crawl, tmp_path):
+    """Two profile/illusts batches and two illustmanga/tag pages (48 a page), kill -9 between."""
+    site = make_site("--size", "1300", *SMALL_IMAGES)
+    truth = site.truth()
+    by_user = works_by_user(truth)
+    user = max(by_user, key=lambda u: len(by_user[u]))
+    assert len(by_user[user]) > 48
+    reference = run_crawl(site, tmp_path / "ref", "-a", f"user={user}", tag=None)
+    assert reference.returncode == 0
+
+    out = tmp_path / "killed"
+    interrupt_when(start_crawl(site, out, "-a", f"user={user}", tag=None), out, 40)
+    rerun = run_crawl(site, out, "-a", f"user={user}", tag=None)
+    assert rerun.returncode == 0, rerun.log[-3000:]
+    assert snapshot(out) == snapshot(reference.output)
+    assert [r[0] for r in rerun.query("SELECT status FROM crawls ORDER BY id")] == ["interrupted", "finished"]
+
+    # an artist's tag over two pages: exactly the works filed under it, and nothing fetched twice
+    site.reset_stats()
+    tagged = run_crawl(site, out, "-a", f"user={user}", "-a", "user_tag=原神", tag=None)
+    assert tagged.returncode == 0
+    expected = {w["id"] for w in by_user[user] if not w["deleted"] and not w["xRestrict"] and "原神" in w["tags"]}
+    assert len(expected) > 48
+    listed = tagged.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"user:{user}/tag:原神",))
+    assert {r[0] for r in listed} == expected
+    assert counts(site)["user_tag"] == 2 and counts(site)["illust"] == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"tag": "原神", "user": "11"}, "two sources"),
+        ({"user_tag": "R-18"}, "user_tag needs user"),
+        ({"user": "11", "order": "date"}, "order applies to tag search only"),
+        ({"user": "11", "since": "2024-01-01", "mode": "safe"}, "mode, since applies"),
+        ({"user": "eleven"}, "user id"),
+        ({"user": "11", "ai": "maybe"}, "ai must be one of"),
+        ({}, "give a source"),
+    ],
+)
+def test_arguments_that_do_not_go_together_are_refused(arguments, message):
+    with pytest.raises(ArgumentError, match=message):
+        PixivSpider(**arguments)
+
+
+def test_a_bad_combination_is_one_line_and_exit_code_2(pixiv_site, run_crawl, tmp_path):
+    refused = run_crawl(pixiv_site, tmp_path / "out", "-a", "user=11", tag="原神")
+    assert refused.returncode == 2
+    assert "scrapy crawl: error: tag and user are two sources; give one per run" in refused.log
+    assert "Traceback" not in refused.log
+
+
+def test_an_unknown_artist_ends_the_crawl_failed_with_the_sites_reason(pixiv_site, run_crawl, tmp_path):
+    run = run_crawl(pixiv_site, tmp_path / "out", "-a", "user=1", tag=None)
+    assert run.returncode == 1
+    ((status, reason),) = run.query("SELECT status, reason FROM crawls")
+    assert status == "failed" and reason.startswith("a listing page failed: profile/all: HTTP 404: API error: 該当ユーザーは")
+    assert run.query("SELECT count(*) FROM artworks") == [(0,)]
+    assert run.query("SELECT count(*) FROM search_coverage") == [(0,)]
