@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS crawls (
 -- artwork a killed crawl never reached may have one and no artworks row yet.
 CREATE TABLE IF NOT EXISTS artwork_sources (
     artwork_id TEXT NOT NULL,
-    source TEXT NOT NULL,            -- tag:原神, user:123, user:123/tag:R-18
+    source TEXT NOT NULL,            -- tag:原神, user:123, user:123/tag:R-18, bookmarks:123/hide/tag:原神
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL,
     PRIMARY KEY (artwork_id, source)
@@ -179,7 +179,7 @@ CREATE TABLE IF NOT EXISTS search_coverage (
                                      -- login; or source "user", user, user_tag, login
     tag TEXT,                        -- the tag, or the source's label (user:123)
     -- Every artwork at or below this position (create_date, id) down to the end of the results
-    -- was catalogued by a crawl that finished cleanly.
+    -- was catalogued by a crawl that finished cleanly. Bookmarks: ('', rank from the oldest bookmark).
     complete_below_date TEXT NOT NULL,
     complete_below_id INTEGER NOT NULL,
     crawl_id INTEGER REFERENCES crawls(id),

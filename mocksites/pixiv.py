@@ -46,7 +46,7 @@ STATE_VERSION = 1
 
 ILLUST, MANGA, UGOIRA = 0, 1, 2
 ROUTE_NAMES = (
-    "search", "user_all", "user_illusts", "user_tag", "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
+    "search", "user_all", "user_illusts", "user_tag", "bookmarks", "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
 )
 
 # (tag, English translation or None). Translations are what /ajax/illust shows as translation.en.
@@ -134,6 +134,12 @@ MESSAGE_NOT_FOUND = "該当作品は削除されたか、存在しない作品ID
 MESSAGE_PAGE_NOT_FOUND = "Couldn't find requested page"
 MESSAGE_USER_NOT_FOUND = "該当ユーザーは既に退会したか、存在しないユーザーIDです"
 USER_WORKS_LIMIT = 100  # the most works one profile/illusts or illustmanga/tag answer holds
+# Bookmarks: each user has bookmarked about this share of the initial corpus (others' works), in an
+# order of their own (not upload order), some privately; the session's account is OWN_USER.
+BOOKMARK_SHARE = 0.12
+PRIVATE_BOOKMARK_SHARE = 0.25
+BOOKMARK_ID_BASE = 9_000_000_000
+MASKED_THUMB = "https://s.pximg.net/common/images/limit_unknown_360.png"
 MESSAGE_UNKNOWN = "An unknown error occurred"
 MESSAGE_FORBIDDEN = "Forbidden"
 MESSAGE_RATE_LIMIT = "Rate limit"
@@ -190,6 +196,14 @@ USERS = tuple(
     User(str(USER_ID_BASE + number), name, f"acct{USER_ID_BASE + number}")
     for number, name in enumerate(USER_NAMES)
 )
+OWN_USER = USERS[0]  # whose login the site's session cookie (--session) is
+
+
+@dataclasses.dataclass(slots=True)
+class Bookmark:
+    work: Artwork
+    private: bool
+    bookmark_id: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -573,7 +587,10 @@ class PixivSite:
 
     Control endpoints (API port, not counted in stats, no User-Agent check):
       POST /_mock/add?count=N, POST /_mock/reupload?id=X, GET /_mock/truth,
-      GET /_mock/stats, POST /_mock/reset-stats.
+      GET /_mock/stats, POST /_mock/reset-stats,
+      POST /_mock/bookmark?user=U&id=X[&private=1] (a new bookmark on top of U's),
+      GET /_mock/bookmarks?user=U (U's bookmarks as the truth: id, private, newest first).
+    Bookmarks and the --session login live in memory only (not in --state).
     """
 
     def __init__(self, config: SiteConfig) -> None:
@@ -585,6 +602,7 @@ class PixivSite:
         self.search_requests = 0
         self._image_cache: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
         self._search_items: dict[str, tuple[int, str]] = {}
+        self._bookmarks: dict[str, list[Bookmark]] = {}
         self._load_state()
 
     # ---- state -------------------------------------------------------------------------------
@@ -730,6 +748,42 @@ class PixivSite:
             + "}"
         )
         return text.encode()
+
+    def bookmarks_of(self, user_id: str) -> list[Bookmark]:
+        """The user's bookmarks, newest first: drawn from the initial corpus alone, so works added
+        later change nothing until someone bookmarks them (``/_mock/bookmark``). One at least is a
+        work deleted since, which the listing shows masked."""
+        if user_id in self._bookmarks:
+            return self._bookmarks[user_id]
+        rng = random.Random(f"{self.config.seed}:bookmarks:{user_id}")
+        others = [w for w in self.corpus.works[: self.config.size] if w.user.user_id != user_id]
+        picks = rng.sample(others, max(1, round(len(others) * BOOKMARK_SHARE)))
+        deleted = next((w for w in others if w.deleted), None)
+        if deleted is not None and not any(w.deleted for w in picks):
+            picks[rng.randrange(len(picks))] = deleted
+        count = len(picks)
+        marks = [
+            Bookmark(work, rng.random() < PRIVATE_BOOKMARK_SHARE, BOOKMARK_ID_BASE + count - number)
+            for number, work in enumerate(picks)
+        ]
+        self._bookmarks[user_id] = marks
+        return marks
+
+    def bookmark_item(self, mark: Bookmark, *, owner_view: bool) -> dict[str, Any]:
+        """A bookmarks entry: the search-result shape with the viewer's own ``bookmarkData``; a work
+        deleted since is masked (placeholder thumbnail, no title, user 0, numeric id)."""
+        data = {"id": str(mark.bookmark_id), "private": mark.private} if owner_view else None
+        work = mark.work
+        if work.deleted:
+            return {
+                "id": int(work.id), "title": "-----", "illustType": 0, "xRestrict": 0, "restrict": 0,
+                "sl": 0, "url": MASKED_THUMB, "description": "-----", "tags": [], "userId": 0,
+                "userName": "-----", "width": 500, "height": 500, "pageCount": 1, "isBookmarkable": False,
+                "bookmarkData": data, "alt": "", "titleCaptionTranslation": {"workTitle": None, "workCaption": None},
+                "createDate": jst_string(work.created), "updateDate": jst_string(work.created),
+                "isUnlisted": False, "isMasked": True, "aiType": 0,
+            }
+        return {**self.search_item(work), "bookmarkData": data}
 
     def profile_all_body(self, works: list[Artwork]) -> dict[str, Any]:
         """``profile/all``: ids as keys with null values; an empty section is ``[]`` (PHP's way)."""
@@ -1023,6 +1077,7 @@ class PixivSite:
         app.router.add_get("/ajax/user/{user_id}/profile/all", self.handle_user_all, name="user_all")
         app.router.add_get("/ajax/user/{user_id}/profile/illusts", self.handle_user_illusts, name="user_illusts")
         app.router.add_get("/ajax/user/{user_id}/illustmanga/tag", self.handle_user_tag, name="user_tag")
+        app.router.add_get("/ajax/user/{user_id}/illusts/bookmarks", self.handle_bookmarks, name="bookmarks")
         app.router.add_get("/ajax/illust/{illust_id}/pages", self.handle_pages, name="pages")
         app.router.add_get("/ajax/illust/{illust_id}/ugoira_meta", self.handle_ugoira_meta, name="ugoira_meta")
         app.router.add_get("/ajax/illust/{illust_id}", self.handle_illust, name="illust")
@@ -1032,6 +1087,8 @@ class PixivSite:
         app.router.add_get("/_mock/truth", self.handle_truth)
         app.router.add_get("/_mock/stats", self.handle_stats)
         app.router.add_post("/_mock/reset-stats", self.handle_reset_stats)
+        app.router.add_post("/_mock/bookmark", self.handle_add_bookmark)
+        app.router.add_get("/_mock/bookmarks", self.handle_bookmarks_truth)
         return app
 
     def image_app(self) -> web.Application:
@@ -1109,6 +1166,30 @@ class PixivSite:
         body = {
             "works": [self.search_item(w) for w in matches[offset : offset + limit]],
             "total": len(matches),
+            "zoneConfig": SEARCH_ZONE_CONFIG,
+            "extraData": self._user_meta(user),
+        }
+        return json_response(success_body(body))
+
+    async def handle_bookmarks(self, request: web.Request) -> web.Response:
+        """``rest=show``: public bookmarks, to anyone; ``rest=hide``: private ones, to their owner only."""
+        user = self._user(request)
+        if user is None:
+            return json_response(error_body(MESSAGE_USER_NOT_FOUND), status=404)
+        rest = request.query.get("rest", "show")
+        owner_view = self.logged_in(request) and user is OWN_USER
+        if rest == "hide" and not owner_view:
+            return json_response(error_body(MESSAGE_FORBIDDEN), status=403)
+        tag = request.query.get("tag", "")
+        marks = [
+            m for m in self.bookmarks_of(user.user_id)
+            if m.private == (rest == "hide") and (not tag or tag in m.work.tags)
+        ]
+        offset = _parse_offset(request.query.get("offset"))
+        limit = min(_parse_positive_int(request.query.get("limit"), 48), USER_WORKS_LIMIT)
+        body = {
+            "works": [self.bookmark_item(m, owner_view=owner_view) for m in marks[offset : offset + limit]],
+            "total": len(marks),
             "zoneConfig": SEARCH_ZONE_CONFIG,
             "extraData": self._user_meta(user),
         }
@@ -1223,6 +1304,23 @@ class PixivSite:
             "original": self.original_url(work),
         }
         return json_response(dump_json(payload))
+
+    async def handle_add_bookmark(self, request: web.Request) -> web.Response:
+        user = next((u for u in USERS if u.user_id == request.query.get("user")), None)
+        work = self.corpus.by_id.get(request.query.get("id", ""))
+        if user is None or work is None:
+            return json_response(error_body(MESSAGE_NOT_FOUND), status=404)
+        marks = self.bookmarks_of(user.user_id)
+        newest = max((m.bookmark_id for m in marks), default=BOOKMARK_ID_BASE)
+        marks.insert(0, Bookmark(work, request.query.get("private") == "1", newest + 1))
+        return json_response(dump_json({"user": user.user_id, "id": work.id, "bookmarks": len(marks)}))
+
+    async def handle_bookmarks_truth(self, request: web.Request) -> web.Response:
+        marks = self.bookmarks_of(request.query.get("user", ""))
+        return json_response(dump_json([
+            {"id": m.work.id, "private": m.private, "bookmarkId": m.bookmark_id, "deleted": m.work.deleted}
+            for m in marks
+        ]))
 
     async def handle_truth(self, request: web.Request) -> web.Response:
         return json_response(dump_json(self.truth()))

@@ -102,6 +102,40 @@ class UserQuery:
         return f"user:{self.user_id}" + (f"/tag:{self.tag}" if self.tag else "")
 
 
+REST_CHOICES = ("show", "hide")
+
+
+@dataclass(frozen=True)
+class BookmarksQuery:
+    """Someone's bookmarked works (``rest=hide``: the logged-in user's private ones), newest
+    bookmark first, optionally under one of their bookmark tags."""
+
+    user_id: str
+    rest: str = "show"
+    tag: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[1-9]\d{0,19}", self.user_id):
+            raise ValueError(f"bookmarks must be a Pixiv user id (digits), not {self.user_id!r}")
+        if self.rest not in REST_CHOICES:
+            raise ValueError(f"rest must be one of {', '.join(REST_CHOICES)}, not {self.rest!r}")
+        if self.tag is not None and not self.tag.strip():
+            raise ValueError("bookmark_tag must not be empty")
+
+    def key(self, logged_in: bool) -> str:
+        return json.dumps(
+            {"source": "bookmarks", "user": self.user_id, "rest": self.rest, "bookmark_tag": self.tag,
+             "login": logged_in},
+            ensure_ascii=False, sort_keys=True,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"bookmarks:{self.user_id}" + ("/hide" if self.rest == "hide" else "") + (
+            f"/tag:{self.tag}" if self.tag else ""
+        )
+
+
 def search_url(base_url: str, query: SearchQuery, page: int, until: str | None = None) -> str:
     """The URL Pixiv's own web client calls for one page of a tag search."""
     params = {
@@ -145,6 +179,17 @@ def profile_illusts_url(base_url: str, user_id: str, ids: list[str]) -> str:
 def user_tag_url(base_url: str, user_id: str, tag: str, offset: int) -> str:
     params = {"tag": tag, "offset": offset, "limit": USER_PAGE_SIZE, "lang": "en"}
     return f"{base_url.rstrip('/')}/ajax/user/{user_id}/illustmanga/tag?{urlencode(params)}"
+
+
+def bookmarks_url(base_url: str, query: BookmarksQuery, offset: int) -> str:
+    params = {"tag": query.tag or "", "offset": offset, "limit": USER_PAGE_SIZE, "rest": query.rest, "lang": "en"}
+    return f"{base_url.rstrip('/')}/ajax/user/{query.user_id}/illusts/bookmarks?{urlencode(params)}"
+
+
+def is_masked(work: dict[str, Any]) -> bool:
+    """A listed work the site will not describe (a bookmarked work deleted or made private since):
+    ``isMasked``, or the placeholder thumbnail instead of the work's own."""
+    return bool(work.get("isMasked")) or "/common/images/limit_" in str(work.get("url") or "")
 
 
 def parse_envelope(raw: bytes | str) -> Any:

@@ -79,50 +79,58 @@ class PixivSpider(scrapy.Spider):
         stop_after: str | int | None = None,
         user: str | None = None,
         user_tag: str | None = None,
+        bookmarks: str | None = None,
+        rest: str | None = None,
+        bookmark_tag: str | None = None,
         *args: Any,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.query: api.SearchQuery | None = None
         self.user_query: api.UserQuery | None = None
-        if tag and user:
-            raise ArgumentError("tag and user are two sources; give one per run")
-        if user_tag is not None and not user:
-            raise ArgumentError("user_tag needs user=ID (the artist whose tag it is)")
+        self.bookmarks_query: api.BookmarksQuery | None = None
+        sources = [f"{name}" for name, value in (("tag", tag), ("user", user), ("bookmarks", bookmarks)) if value]
+        if len(sources) > 1:
+            raise ArgumentError(f"{' and '.join(sources)} are {len(sources)} sources; give one per run")
+        for option, needs, value in (("user_tag", "user", user_tag), ("rest", "bookmarks", rest),
+                                     ("bookmark_tag", "bookmarks", bookmark_tag)):
+            if value is not None and sources != [needs]:
+                raise ArgumentError(f"{option} goes with {needs}=ID only")
         if ai not in api.AI_CHOICES:
             raise ArgumentError(f"ai must be one of {', '.join(api.AI_CHOICES)}, not {ai!r}")
         self.ai = ai
-        if user:
-            search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until}
-            given = [name for name, value in search_only.items() if value is not None]
-            if given:
-                raise ArgumentError(f"{', '.join(given)} applies to tag search only, not to user=ID")
-            try:
+        if not sources:
+            raise ArgumentError(
+                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神), -a user=ID or -a bookmarks=ID"
+            )
+        search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until}
+        given = [name for name, value in search_only.items() if value is not None]
+        if given and sources != ["tag"]:
+            raise ArgumentError(f"{', '.join(given)} applies to tag search only, not to {sources[0]}=ID")
+        try:  # each query's own checks (sites/pixiv_api.py) word what is wrong
+            if user:
                 self.user_query = api.UserQuery(str(user), user_tag)
-            except ValueError as exc:
-                raise ArgumentError(str(exc)) from None
-            self.tag = self.source_label = self.user_query.label
-        elif tag:
-            try:
+                self.tag = self.source_label = self.user_query.label
+            elif bookmarks:
+                self.bookmarks_query = api.BookmarksQuery(str(bookmarks), rest or "show", bookmark_tag)
+                self.tag = self.source_label = self.bookmarks_query.label
+            else:
+                assert tag is not None
                 self.query = api.SearchQuery(
                     tag=tag, order=order or "date_d", mode=mode or "all", type=type or "all",
                     since=since, until=until, ai=ai,
                 )
-            except ValueError as exc:  # the query's own checks (sites/pixiv_api.py) word what is wrong
-                raise ArgumentError(str(exc)) from None
-            self.tag = tag
-            self.source_label = f"tag:{tag}"
-        else:
-            raise ArgumentError(
-                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神) or -a user=ID"
-            )
+                self.tag = tag
+                self.source_label = f"tag:{tag}"
+        except ValueError as exc:
+            raise ArgumentError(str(exc)) from None
         self.max_pages = _positive_int("pages", pages) if pages not in (None, "") else None
         self._stop_after_arg = stop_after
 
     @property
     def newest_first(self) -> bool:
         """Whether the listing runs newest first, so that coverage and the early stop apply."""
-        return self.user_query is not None or (self.query is not None and self.query.order == "date_d")
+        return self.query is None or self.query.order == "date_d"
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> PixivSpider:
@@ -140,7 +148,9 @@ class PixivSpider(scrapy.Spider):
         spider.empty_page_retries = s.getint("PIXIV_EMPTY_PAGE_RETRIES")
         spider.empty_page_wait = s.getfloat("PIXIV_EMPTY_PAGE_WAIT")
         spider.max_wait = s.getfloat("PIXIV_THROTTLE_MAX_WAIT")
-        source = spider.query or spider.user_query
+        if spider.bookmarks_query and spider.bookmarks_query.rest == "hide" and not spider.logged_in:
+            raise ArgumentError("rest=hide lists your own private bookmarks: it needs your login (PIXIV_PHPSESSID)")
+        source = spider.query or spider.user_query or spider.bookmarks_query
         assert source is not None  # __init__ refuses a run without one
         spider.query_key = source.key(spider.logged_in)
         spider.catalog = Catalog(catalog_path(s))  # beside the catalogue stage's writer: last_seen, sources
@@ -154,6 +164,9 @@ class PixivSpider(scrapy.Spider):
             "pages": self.max_pages, "ai": self.ai, "stop_after": self.stop_after,
             "logged_in": self.logged_in, "base_url": self.base_url,
         }
+        if self.bookmarks_query:
+            q = self.bookmarks_query
+            return {"bookmarks": q.user_id, "rest": q.rest, "bookmark_tag": q.tag, **common}
         if self.user_query:
             return {"user": self.user_query.user_id, "user_tag": self.user_query.tag, **common}
         assert self.query is not None
@@ -177,7 +190,9 @@ class PixivSpider(scrapy.Spider):
                 self.source_label, self.coverage.complete_below_date, self.coverage.complete_below_id,
                 self.stop_after,
             )
-        if self.user_query is None:
+        if self.bookmarks_query is not None:
+            yield self.bookmarks_request(0)
+        elif self.user_query is None:
             assert self.query is not None
             yield self.search_request(1, self.query.until)
         elif self.user_query.tag is None:
@@ -237,33 +252,35 @@ class PixivSpider(scrapy.Spider):
             return
         yield from self._next_page(result, page, until)
 
-    def _listed_works(self, works: list[dict[str, Any]]) -> Any:
+    def _listed_works(self, works: list[dict[str, Any]], positions: list[tuple[str, int]] | None = None) -> Any:
         """Detail requests for the listed works not settled in the catalogue (a generator whose
         return value says whether the early stop fired). Works listed by id alone come as
-        ``{"id": ...}``."""
+        ``{"id": ...}``. ``positions``: where each work sits in the listing's order, for coverage,
+        when it is not (create date, id)."""
         known = self.catalog.known_artworks(str(w["id"]) for w in works)
         seen_known: list[str] = []
         self.catalog.record_sources((str(w["id"]) for w in works), self.source_label, utc_now())
-        for work in works:
+        for index, work in enumerate(works):
             artwork_id = str(work["id"])
             self.state["artworks_seen"] += 1
             artwork = api.artwork_from_search(work) if "createDate" in work else api.artwork_from_id(artwork_id)
-            if "top" not in self.state and "createDate" in work:
-                self.state["top"] = api.position(work)
+            where = positions[index] if positions else api.position(work)
+            if "top" not in self.state and (positions or "createDate" in work):
+                self.state["top"] = where
             if self.ai == "exclude" and work.get("aiType") == api.AI_TYPE_GENERATED:
                 self.crawler.stats.inc_value("artworks/skipped_ai")
                 yield ArtworkItem(
                     artwork=artwork, status="skipped",
                     reason="AI-generated (aiType 2), excluded by ai=exclude",
                 )
-                if self._count_known(work):
+                if self._count_known(where):
                     self.catalog.mark_seen(seen_known, utc_now())
                     return True
                 continue
             if self._is_settled(known.get(artwork_id), work):
                 seen_known.append(artwork_id)
                 self.crawler.stats.inc_value("artworks/known")
-                if self._count_known(work):
+                if self._count_known(where):
                     self.catalog.mark_seen(seen_known, utc_now())
                     return True
                 continue
@@ -302,11 +319,11 @@ class PixivSpider(scrapy.Spider):
         logger.info("Search %r: page cap %d reached; continuing with ecd=%s", self.tag, page, last)
         yield self.search_request(1, last)
 
-    def _count_known(self, work: dict[str, Any]) -> bool:
+    def _count_known(self, where: tuple[str, int]) -> bool:
         """Count a known work toward the early stop; True when the crawl should stop paging."""
         if not self.coverage or self.stop_after <= 0:
             return False
-        if not self.coverage.contains(*api.position(work)):
+        if not self.coverage.contains(*where):
             self.state["consecutive_known"] = 0
             return False
         self.state["consecutive_known"] += 1
@@ -442,6 +459,36 @@ class PixivSpider(scrapy.Spider):
         elif not self._page_limit_reached():
             yield self.user_tag_request(following)
 
+    # --- bookmarks -------------------------------------------------------------------------------------
+    def bookmarks_request(self, offset: int, wait: float | None = None) -> scrapy.Request:
+        assert self.bookmarks_query is not None
+        url = api.bookmarks_url(self.base_url, self.bookmarks_query, offset)
+        return self.listing_request(url, self.parse_bookmarks_page, wait=wait, offset=offset)
+
+    def parse_bookmarks_page(self, response: Response, offset: int) -> Any:
+        """Newest bookmark first. A work's place for coverage is its rank counted from the oldest
+        bookmark (total − index): new bookmarks come on top and leave the others' ranks alone.
+        A masked entry (deleted or private since it was bookmarked) is listed by id alone."""
+        result = yield from self._listing_body(
+            response, f"bookmarks at {offset}", api.parse_works_page,
+            lambda wait: self.bookmarks_request(offset, wait),
+        )
+        if result is None:
+            return
+        self.state["total"] = result.total
+        self.state["pages_done"] += 1
+        listed = [{"id": str(w["id"])} if api.is_masked(w) else w for w in result.works]
+        positions = [("", result.total - (offset + index)) for index in range(len(listed))]
+        stopped = yield from self._listed_works(listed, positions)
+        if stopped:
+            return
+        following = offset + len(result.works)
+        if not result.works or following >= result.total:
+            logger.info("%s: reached the end (%d bookmarks)", self.source_label, result.total)
+            self.state["reached_end"] = True
+        elif not self._page_limit_reached():
+            yield self.bookmarks_request(following)
+
     def _page_limit_reached(self) -> bool:
         if self.max_pages and self.state["pages_done"] >= self.max_pages:
             logger.info("%s: stopping at the pages limit (%d)", self.source_label, self.max_pages)
@@ -559,7 +606,7 @@ class PixivSpider(scrapy.Spider):
         if self.state.get("throttled"):
             return "throttled", "search pages stayed empty (soft throttle)"
         if self.state.get("search_failed"):
-            page = "a search page" if self.user_query is None else "a listing page"
+            page = "a search page" if self.query is not None else "a listing page"
             return "failed", f"{page} failed: {self.state['search_failed']}"
         if self.state.get("stopped_early"):
             return "stopped_early", f"{self.stop_after} known artworks in a row"

@@ -76,6 +76,22 @@ def test_crawls_are_appended_once_and_coverage_takes_the_deeper_mark(tmp_path):
                          "ORDER BY query_key") == [("other", OLD, 1, crawl_id), ("q", NEW, 50, crawl_id)]
 
 
+def test_the_sources_that_listed_an_artwork_are_a_union(tmp_path):
+    central, node = Catalog(tmp_path / "central.db"), Catalog(tmp_path / "node.db")
+    central.record_artwork(artwork("1"), [kept(0)], "2024-03-01T00:00:00+00:00")
+    central.record_sources(["1"], "tag:原神", "2024-03-01T00:00:00+00:00")
+    node.record_artwork(artwork("1", NEW), [kept(0)], "2024-03-05T00:00:00+00:00")  # the node's row wins
+    node.record_sources(["1"], "user:9", "2024-03-05T00:00:00+00:00")
+    node.record_sources(["1"], "tag:原神", "2024-02-01T00:00:00+00:00")
+    node.close()
+    central.merge_from(tmp_path / "node.db", node="b")
+    central.merge_from(tmp_path / "node.db", node="b")  # twice: nothing more
+    assert rows(central, "SELECT artwork_id, source, first_seen, last_seen FROM artwork_sources ORDER BY source") == [
+        ("1", "tag:原神", "2024-02-01T00:00:00+00:00", "2024-03-01T00:00:00+00:00"),
+        ("1", "user:9", "2024-03-05T00:00:00+00:00", "2024-03-05T00:00:00+00:00"),
+    ]
+
+
 def test_refuses_itself_and_non_catalogues(tmp_path):
     central = Catalog(tmp_path / "central.db")
     with pytest.raises(ValueError, match="this catalogue"):

@@ -1,5 +1,6 @@
 """Sources other than tag search: an artist's works (``-a user=ID``), optionally under one of the
-artist's tags (``-a user_tag=TAG``), on the same pipelines, catalogue and coverage rules.
+artist's tags (``-a user_tag=TAG``), and someone's bookmarks (``-a bookmarks=ID``, ``rest``,
+``bookmark_tag``), on the same pipelines, catalogue and coverage rules.
 
 Real crawls (``scrapy crawl`` in a subprocess) against the local Pixiv-style site.
 """
@@ -115,8 +116,14 @@ def test_an_artist_killed_mid_crawl_then_rerun_equals_a_clean_crawl(make_site, r
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"tag": "原神", "user": "11"}, "two sources"),
-        ({"user_tag": "R-18"}, "user_tag needs user"),
+        ({"tag": "原神", "user": "11"}, "tag and user are 2 sources"),
+        ({"user": "11", "bookmarks": "12"}, "user and bookmarks are 2 sources"),
+        ({"user_tag": "R-18"}, "user_tag goes with user=ID only"),
+        ({"bookmarks": "11", "user_tag": "R-18"}, "user_tag goes with user=ID only"),
+        ({"user": "11", "rest": "hide"}, "rest goes with bookmarks=ID only"),
+        ({"tag": "原神", "bookmark_tag": "x"}, "bookmark_tag goes with bookmarks=ID only"),
+        ({"bookmarks": "11", "rest": "all"}, "rest must be one of show, hide"),
+        ({"bookmarks": "11", "type": "manga"}, "type applies to tag search only, not to bookmarks"),
         ({"user": "11", "order": "date"}, "order applies to tag search only"),
         ({"user": "11", "since": "2024-01-01", "mode": "safe"}, "mode, since applies"),
         ({"user": "eleven"}, "user id"),
@@ -132,7 +139,7 @@ def test_arguments_that_do_not_go_together_are_refused(arguments, message):
 def test_a_bad_combination_is_one_line_and_exit_code_2(pixiv_site, run_crawl, tmp_path):
     refused = run_crawl(pixiv_site, tmp_path / "out", "-a", "user=11", tag="原神")
     assert refused.returncode == 2
-    assert "scrapy crawl: error: tag and user are two sources; give one per run" in refused.log
+    assert "scrapy crawl: error: tag and user are 2 sources; give one per run" in refused.log
     assert "Traceback" not in refused.log
 
 
@@ -143,3 +150,68 @@ def test_an_unknown_artist_ends_the_crawl_failed_with_the_sites_reason(pixiv_sit
     assert status == "failed" and reason.startswith("a listing page failed: profile/all: HTTP 404: API error: 該当ユーザーは")
     assert run.query("SELECT count(*) FROM artworks") == [(0,)]
     assert run.query("SELECT count(*) FROM search_coverage") == [(0,)]
+
+
+OWN = "90000000"  # the account whose login the local site's session cookie is
+COOKIE = {"PIXIV_PHPSESSID": "demo-session-0001"}
+
+
+def test_bookmarks_public_private_by_tag_and_killed_then_rerun(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "700", *SMALL_IMAGES)
+    truth = {w["id"]: w for w in site.truth()}
+    gone = next(w for w in truth.values() if w["deleted"] and w["userId"] != OWN)
+    site.control(f"/_mock/bookmark?user={OWN}&id={gone['id']}", "POST")  # masked in the listing now
+    marks = site.control(f"/_mock/bookmarks?user={OWN}")
+    public = [m["id"] for m in marks if not m["private"]]
+    private = [m["id"] for m in marks if m["private"]]
+    assert len(public) > 48  # two pages
+    source = ("-a", f"bookmarks={OWN}")
+
+    reference = run_crawl(site, tmp_path / "ref", *source, tag=None)
+    assert reference.returncode == 0, reference.log[-3000:]
+    statuses = dict(reference.query("SELECT id, status FROM artworks"))
+    assert set(statuses) == set(public)
+    assert statuses[gone["id"]] == "deleted"
+    assert {i for i, s in statuses.items() if s == "login_required"} == {i for i in public if truth[i]["xRestrict"]}
+    listed = reference.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"bookmarks:{OWN}",))
+    assert {r[0] for r in listed} == set(public)
+
+    out = tmp_path / "killed"
+    interrupt_when(start_crawl(site, out, *source, tag=None), out, 25)
+    assert run_crawl(site, out, *source, tag=None).returncode == 0
+    assert snapshot(out) == snapshot(reference.output)
+
+    site.reset_stats()
+    assert run_crawl(site, reference.output, *source, tag=None).returncode == 0
+    assert counts(site)["illust"] == 0 and counts(site)["bookmarks"] == 2
+
+    # two new bookmarks on top, of works nobody catalogued yet: only they are fetched
+    fresh = [w["id"] for w in truth.values()
+             if w["id"] not in statuses and not w["deleted"] and w["userId"] != OWN][:2]
+    for work_id in fresh:
+        site.control(f"/_mock/bookmark?user={OWN}&id={work_id}", "POST")
+    site.reset_stats()
+    newer = run_crawl(site, reference.output, *source, "-a", "stop_after=3", tag=None)
+    assert newer.returncode == 0
+    assert counts(site)["illust"] == 2 and counts(site)["bookmarks"] == 1
+    assert newer.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("stopped_early",)]
+
+    # private ones: only with the owner's login, and never someone else's
+    refused = run_crawl(site, reference.output, *source, "-a", "rest=hide", tag=None)
+    assert refused.returncode == 2 and "rest=hide lists your own private bookmarks" in refused.log
+    hidden = run_crawl(site, reference.output, *source, "-a", "rest=hide", tag=None, env=COOKIE)
+    assert hidden.returncode == 0
+    listed = hidden.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"bookmarks:{OWN}/hide",))
+    assert {r[0] for r in listed} == set(private)
+    other = run_crawl(site, reference.output, "-a", "bookmarks=90000001", "-a", "rest=hide", tag=None, env=COOKIE)
+    assert other.returncode == 1
+    assert other.query("SELECT reason FROM crawls ORDER BY id DESC LIMIT 1")[0][0].startswith(
+        "a listing page failed: bookmarks at 0: HTTP 403")
+
+    # under one bookmark tag: exactly the public bookmarks filed so, nothing fetched twice
+    site.reset_stats()
+    tagged = run_crawl(site, reference.output, *source, "-a", "bookmark_tag=甘雨(原神)", tag=None)
+    assert tagged.returncode == 0 and counts(site)["illust"] == 0
+    listed = tagged.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"bookmarks:{OWN}/tag:甘雨(原神)",))
+    expected = {i for i in public + fresh if "甘雨(原神)" in truth[i]["tags"]}
+    assert expected and {r[0] for r in listed} == expected

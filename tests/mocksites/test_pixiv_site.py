@@ -179,6 +179,33 @@ def test_an_artists_tag_pages_by_offset(site: Site, truth: list[dict[str, Any]])
         assert list(body) == list(real)
 
 
+def test_bookmarks_in_the_real_shape_private_ones_for_their_owner_only(site: Site, truth: list[dict[str, Any]]) -> None:
+    owner = "90000000"  # the account of the site's session cookie
+    gone = next(w for w in truth if w["deleted"] and w["userId"] != owner)
+    site.control("POST", "/_mock/bookmark", user=owner, id=gone["id"])
+    marks = site.control("GET", "/_mock/bookmarks", user=owner)
+    assert marks[0]["id"] == gone["id"] and len({m["bookmarkId"] for m in marks}) == len(marks)
+    path = f"/ajax/user/{owner}/illusts/bookmarks"
+    params = {"tag": "", "offset": 0, "limit": 48, "rest": "show", "lang": "en"}
+    anonymous = site.get(path, params=params).json()["body"]
+    assert anonymous["total"] == sum(not m["private"] for m in marks)
+    masked, *others = anonymous["works"]
+    assert masked["isMasked"] is True and masked["id"] == int(gone["id"]) and masked["userId"] == 0
+    assert all(w["bookmarkData"] is None for w in anonymous["works"])  # the viewer's own bookmark only
+    if REAL.is_dir():
+        real = json.loads((REAL / "bookmarks.json").read_text(encoding="utf-8"))["body"]
+        assert list(anonymous) == list(real)
+        real_keys = list(real["works"][0])
+        assert all([k for k in item if k in real_keys] == real_keys for item in others if not item["isMasked"])
+    owned = site.get(path, params=params, logged_in=True).json()["body"]["works"]
+    assert owned[0]["bookmarkData"] == {"id": str(marks[0]["bookmarkId"]), "private": False}
+    hidden = site.get(path, params={**params, "rest": "hide"}, logged_in=True).json()["body"]
+    assert [str(w["id"]) for w in hidden["works"]] == [m["id"] for m in marks if m["private"]][:48]
+    assert site.get(path, params={**params, "rest": "hide"}).status_code == 403
+    assert site.get("/ajax/user/90000001/illusts/bookmarks", params={**params, "rest": "hide"},
+                    logged_in=True).status_code == 403
+
+
 # ---- search --------------------------------------------------------------------------------
 
 
@@ -488,7 +515,7 @@ def test_stats_count_requests_per_route(site: Site, truth: list[dict[str, Any]])
     fetch_image(work["pages"][0]["original"])
     fetch_image(work["pages"][0]["original"], referer=None)
     stats = site.control("GET", "/_mock/stats")
-    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "illust": 1,
+    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0, "illust": 1,
                                "pages": 1, "ugoira_meta": 0, "image": 2, "ugoira_zip": 0, "other": 0}  # fmt: skip
     assert len(stats["requests"]) == 5
     assert stats["requests"][0].startswith("GET /ajax/search/artworks/") and "p=3" in stats["requests"][0]
