@@ -168,7 +168,8 @@ CREATE TABLE IF NOT EXISTS crawls (
 -- artwork a killed crawl never reached may have one and no artworks row yet.
 CREATE TABLE IF NOT EXISTS artwork_sources (
     artwork_id TEXT NOT NULL,
-    source TEXT NOT NULL,            -- tag:原神, user:123, user:123/tag:R-18, bookmarks:123/hide/tag:原神
+    source TEXT NOT NULL,            -- tag:原神, user:123, user:123/tag:R-18, bookmarks:123/hide/tag:原神,
+                                     -- ranking:daily/20261201
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL,
     PRIMARY KEY (artwork_id, source)

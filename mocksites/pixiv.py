@@ -46,7 +46,8 @@ STATE_VERSION = 1
 
 ILLUST, MANGA, UGOIRA = 0, 1, 2
 ROUTE_NAMES = (
-    "search", "user_all", "user_illusts", "user_tag", "bookmarks", "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
+    "search", "user_all", "user_illusts", "user_tag", "bookmarks", "ranking",
+    "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
 )
 
 # (tag, English translation or None). Translations are what /ajax/illust shows as translation.en.
@@ -140,6 +141,17 @@ BOOKMARK_SHARE = 0.12
 PRIVATE_BOOKMARK_SHARE = 0.25
 BOOKMARK_ID_BASE = 9_000_000_000
 MASKED_THUMB = "https://s.pximg.net/common/images/limit_unknown_360.png"
+# ranking.php: how many days of uploads each mode ranks, 50 a page, at most 500; the latest day is
+# the newest work's. R-18 modes (login only) rank R-18 works, the _ai ones AI-generated works only.
+RANKING_WINDOW_DAYS = {
+    "daily": 1, "weekly": 7, "monthly": 30, "rookie": 7, "original": 7, "daily_ai": 1, "male": 1,
+    "female": 1, "daily_r18": 1, "weekly_r18": 7, "male_r18": 1, "female_r18": 1, "daily_r18_ai": 1,
+    "r18g": 7,
+}  # fmt: skip
+RANKING_PAGE = 50
+RANKING_LIMIT = 500
+RANKING_CONTENT_TYPES = {"illust": ILLUST, "manga": MANGA, "ugoira": UGOIRA}
+MESSAGE_RANKING_MISSING = "該当ランキングは存在しません"
 MESSAGE_UNKNOWN = "An unknown error occurred"
 MESSAGE_FORBIDDEN = "Forbidden"
 MESSAGE_RATE_LIMIT = "Rate limit"
@@ -785,6 +797,61 @@ class PixivSite:
             }
         return {**self.search_item(work), "bookmarkData": data}
 
+    def latest_ranking_day(self) -> dt.date:
+        return self.corpus.works[-1].created.astimezone(JST).date()
+
+    def ranking(self, mode: str, day: dt.date, content: str | None) -> list[Artwork]:
+        """The mode's works uploaded in its window ending on ``day``, best first by a score drawn
+        from the bookmarks and the seed."""
+        first = day - dt.timedelta(days=RANKING_WINDOW_DAYS[mode] - 1)
+        r18, ai = "r18" in mode, mode.endswith("_ai")
+        wanted = RANKING_CONTENT_TYPES.get(content or "")
+        works = [
+            w for w in self.corpus.works
+            if first <= w.created.astimezone(JST).date() <= day and not w.deleted
+            and (w.x_restrict == 2 if mode == "r18g" else bool(w.x_restrict) == r18)
+            and (w.ai_type == 2) == ai and (wanted is None or w.illust_type == wanted)
+        ]
+
+        def score(work: Artwork) -> float:
+            return work.bookmark_count * random.Random(f"{self.config.seed}:{work.id}:{mode}").uniform(0.5, 1.5)
+
+        return sorted(works, key=score, reverse=True)[:RANKING_LIMIT]
+
+    def ranking_item(self, work: Artwork, rank: int) -> dict[str, Any]:
+        """A ranking entry with the fields PixivUtil2 reads (illust_id, user_id, rating_count,
+        illust_content_type) and others of the web page's JSON (no live capture here)."""
+        first = work.pages[0]
+        return {
+            "title": work.title,
+            "date": work.created.astimezone(JST).strftime("%Y年%m月%d日 %H:%M"),
+            "tags": list(work.tags),
+            "url": self.thumb_url(work, "240x480"),
+            "illust_type": str(work.illust_type),
+            "illust_book_style": "0",
+            "illust_page_count": str(len(work.pages)),
+            "user_name": work.user.name,
+            "profile_img": self.profile_image_url(work.user),
+            "illust_content_type": {
+                "sexual": 2 if work.x_restrict else 0, "lo": False, "grotesque": work.x_restrict == 2,
+                "violent": False, "homosexual": False, "drug": False, "thoughts": False, "antisocial": False,
+                "religion": False, "original": False, "furry": False, "bl": False, "yuri": False,
+            },
+            "illust_series": False,
+            "illust_id": int(work.id),
+            "width": first.width,
+            "height": first.height,
+            "user_id": int(work.user.user_id),
+            "rank": rank,
+            "yes_rank": 0,
+            "rating_count": work.like_count,
+            "view_count": work.view_count,
+            "illust_upload_timestamp": int(work.created.timestamp()),
+            "attr": "",
+            "is_bookmarked": False,
+            "bookmarkable": True,
+        }
+
     def profile_all_body(self, works: list[Artwork]) -> dict[str, Any]:
         """``profile/all``: ids as keys with null values; an empty section is ``[]`` (PHP's way)."""
         illusts = {w.id: None for w in works if w.illust_type != MANGA}
@@ -1078,6 +1145,7 @@ class PixivSite:
         app.router.add_get("/ajax/user/{user_id}/profile/illusts", self.handle_user_illusts, name="user_illusts")
         app.router.add_get("/ajax/user/{user_id}/illustmanga/tag", self.handle_user_tag, name="user_tag")
         app.router.add_get("/ajax/user/{user_id}/illusts/bookmarks", self.handle_bookmarks, name="bookmarks")
+        app.router.add_get("/ranking.php", self.handle_ranking, name="ranking")
         app.router.add_get("/ajax/illust/{illust_id}/pages", self.handle_pages, name="pages")
         app.router.add_get("/ajax/illust/{illust_id}/ugoira_meta", self.handle_ugoira_meta, name="ugoira_meta")
         app.router.add_get("/ajax/illust/{illust_id}", self.handle_illust, name="illust")
@@ -1194,6 +1262,44 @@ class PixivSite:
             "extraData": self._user_meta(user),
         }
         return json_response(success_body(body))
+
+    async def handle_ranking(self, request: web.Request) -> web.Response:
+        """ranking.php?format=json: a top-level object (no AJAX envelope), ``next`` false on the last
+        page; an unknown day, mode or page answers ``{"error": ...}``."""
+        query = request.query
+        mode = query.get("mode", "daily")
+        latest = self.latest_ranking_day()
+        try:
+            day = dt.datetime.strptime(query["date"], "%Y%m%d").date() if "date" in query else latest
+        except ValueError:
+            day = None
+        content = query.get("content")
+        if mode not in RANKING_WINDOW_DAYS or day is None or content not in (None, *RANKING_CONTENT_TYPES):
+            return json_response(dump_json({"error": MESSAGE_RANKING_MISSING}), status=400)
+        if "r18" in mode and not self.logged_in(request):
+            return json_response(dump_json({"error": MESSAGE_FORBIDDEN}), status=403)
+        start = CORPUS_START.date()
+        if not start <= day <= latest:
+            return json_response(dump_json({"error": MESSAGE_RANKING_MISSING}), status=400)
+        ranked = self.ranking(mode, day, content)
+        pages = max(1, -(-len(ranked) // RANKING_PAGE))
+        page = _parse_positive_int(query.get("p"), 1)
+        if page > pages:
+            return json_response(dump_json({"error": MESSAGE_RANKING_MISSING}), status=404)
+        first = (page - 1) * RANKING_PAGE
+        body = {
+            "contents": [self.ranking_item(w, first + n + 1) for n, w in enumerate(ranked[first : first + RANKING_PAGE])],
+            "mode": mode,
+            "content": content or "all",
+            "page": page,
+            "prev": page - 1 if page > 1 else False,
+            "next": page + 1 if page < pages else False,
+            "date": day.strftime("%Y%m%d"),
+            "prev_date": (day - dt.timedelta(days=1)).strftime("%Y%m%d") if day > start else False,
+            "next_date": (day + dt.timedelta(days=1)).strftime("%Y%m%d") if day < latest else False,
+            "rank_total": len(ranked),
+        }
+        return json_response(dump_json(body))
 
     def _live_work(self, request: web.Request) -> Artwork | None:
         work = self.corpus.by_id.get(request.match_info["illust_id"])

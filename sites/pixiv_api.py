@@ -103,6 +103,48 @@ class UserQuery:
 
 
 REST_CHOICES = ("show", "hide")
+# ranking.php's web modes (PixivUtil2, gallery-dl); the R-18 ones need a login
+RANKING_MODES = ("daily", "weekly", "monthly", "rookie", "original", "daily_ai", "male", "female")
+RANKING_R18_MODES = ("daily_r18", "weekly_r18", "male_r18", "female_r18", "daily_r18_ai", "r18g")
+RANKING_CONTENTS = ("illust", "manga", "ugoira")
+RANKING_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RankingQuery:
+    """One day's ranking (``date`` YYYYMMDD; none: the latest the site has) in one mode."""
+
+    mode: str
+    date: str | None = None
+    content: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in RANKING_MODES + RANKING_R18_MODES:
+            raise ValueError(f"ranking must be one of {', '.join(RANKING_MODES + RANKING_R18_MODES)}, not {self.mode!r}")
+        if self.content is not None and self.content not in RANKING_CONTENTS:
+            raise ValueError(f"content must be one of {', '.join(RANKING_CONTENTS)}, not {self.content!r}")
+        if self.date is not None:
+            try:
+                datetime.strptime(self.date, "%Y%m%d")
+            except ValueError:
+                raise ValueError(f"date must be a day as YYYYMMDD, not {self.date!r}") from None
+
+    @property
+    def needs_login(self) -> bool:
+        return self.mode in RANKING_R18_MODES
+
+    def key(self, logged_in: bool, date: str | None = None) -> str:
+        """A ranking is one fixed list per day: the key holds the day, the one the site answered
+        with when none was asked for."""
+        return json.dumps(
+            {"source": "ranking", "mode": self.mode, "content": self.content, "date": date or self.date,
+             "login": logged_in},
+            sort_keys=True,
+        )
+
+    def label(self, date: str | None = None) -> str:
+        day = date or self.date
+        return f"ranking:{self.mode}" + (f"/{self.content}" if self.content else "") + (f"/{day}" if day else "")
 
 
 @dataclass(frozen=True)
@@ -184,6 +226,47 @@ def user_tag_url(base_url: str, user_id: str, tag: str, offset: int) -> str:
 def bookmarks_url(base_url: str, query: BookmarksQuery, offset: int) -> str:
     params = {"tag": query.tag or "", "offset": offset, "limit": USER_PAGE_SIZE, "rest": query.rest, "lang": "en"}
     return f"{base_url.rstrip('/')}/ajax/user/{query.user_id}/illusts/bookmarks?{urlencode(params)}"
+
+
+def ranking_url(base_url: str, query: RankingQuery, page: int) -> str:
+    """The ranking page's own JSON (``format=json``), as PixivUtil2 reads it: not an AJAX envelope."""
+    params: dict[str, Any] = {"mode": query.mode, "p": page, "format": "json"}
+    if query.date:
+        params["date"] = query.date
+    if query.content:
+        params["content"] = query.content
+    return f"{base_url.rstrip('/')}/ranking.php?{urlencode(params)}"
+
+
+@dataclass
+class RankingPage:
+    ids: list[str]  # in rank order
+    date: str  # YYYYMMDD, the day this ranking is for
+    page: int
+    next_page: int | None  # None on the last page (``next: false``)
+    rank_total: int
+
+
+def parse_ranking(raw: bytes | str) -> RankingPage:
+    """One page of ranking.php's JSON. Only what PixivUtil2 relies on is read (``illust_id``,
+    ``next``, ``date``, ``rank_total``): the detail request gives everything the crawl stores."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(f"malformed JSON ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("contents"), list):
+        message = doc.get("error") if isinstance(doc, dict) else None
+        raise ApiError(f"ranking error: {message}" if message else "ranking JSON without contents")
+    try:
+        ids = [str(int(item["illust_id"])) for item in doc["contents"]]
+        following = doc.get("next")
+        return RankingPage(
+            ids=ids, date=str(doc["date"]), page=int(doc["page"]),
+            next_page=following if isinstance(following, int) and not isinstance(following, bool) else None,
+            rank_total=int(doc["rank_total"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(f"ranking JSON without illust_id/date/page/rank_total ({exc!r})") from None
 
 
 def is_masked(work: dict[str, Any]) -> bool:

@@ -1,26 +1,33 @@
-"""Pixiv's web AJAX API: a listing (tag search, or an artist's works) → artwork details → pages /
-ugoira → items.
+"""Pixiv's web AJAX API: a listing (tag search, an artist's works, bookmarks, a ranking) → artwork
+details → pages / ugoira → items.
 
     scrapy crawl pixiv -a tag=原神 [-a pages=N] [-a order=date_d|date] [-a mode=all|safe|r18]
         [-a type=all|illust_and_ugoira|illust|manga|ugoira] [-a since=YYYY-MM-DD]
         [-a until=YYYY-MM-DD] [-a ai=include|exclude] [-a stop_after=60]
-    scrapy crawl pixiv -a user=ID [-a user_tag=TAG] [-a pages=N] [-a ai=...] [-a stop_after=60]
+    scrapy crawl pixiv -a user=ID [-a user_tag=TAG]
+    scrapy crawl pixiv -a bookmarks=ID [-a rest=show|hide] [-a bookmark_tag=TAG]
+    scrapy crawl pixiv -a ranking=daily|weekly|...|daily_r18 [-a date=YYYYMMDD] [-a content=illust|manga|ugoira]
 
-One source per run. ``user``: every illust and manga of the artist (``profile/all`` names the ids,
-``profile/illusts`` describes them 48 at a time, newest first); with ``user_tag`` only the works the
-artist filed under that tag (``illustmanga/tag``, 48 a page). ``pages`` counts listing pages.
+One source per run; ``pages``, ``ai`` and ``stop_after`` go with any. ``user``: every illust and
+manga of the artist (``profile/all`` names the ids, ``profile/illusts`` describes them 48 at a time,
+newest first); with ``user_tag`` only the works the artist filed under that tag (``illustmanga/tag``).
+``bookmarks``: newest bookmark first, 48 a page. ``ranking``: ranking.php's JSON, 50 a page.
+``pages`` counts listing pages. A work a listing names by id alone (a masked bookmark, a ranking
+entry, an id profile/all named that its batch left out) gets its detail request unless catalogued.
 
 Incremental: an artwork whose id and ``updateDate`` are already catalogued (with every page) gets
-no detail request. In a newest-first listing (``order=date_d``, an artist's works) paging stops
-after ``stop_after`` such artworks in a row, but only counting those inside the range that an
-earlier *cleanly finished* crawl of the same source completed down to the end of the results
-(``search_coverage``). A crawl killed half-way therefore never lets the next one stop early in the
+no detail request. Paging stops after ``stop_after`` such artworks in a row, but only counting
+those inside the range that an earlier *cleanly finished* crawl of the same source completed down
+to the end of its list (``search_coverage``; the place in the list is (create date, id) for tag
+search with ``order=date_d`` and an artist's works, and the place counted from the end for bookmarks
+and a day's ranking). A crawl killed half-way therefore never lets the next one stop early in the
 part it did not reach: the gap that gallery-dl's ``abort:N`` can leave (mikf/gallery-dl#1283)
 cannot happen here. Every artwork a listing names is recorded with its source (``artwork_sources``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -82,6 +89,9 @@ class PixivSpider(scrapy.Spider):
         bookmarks: str | None = None,
         rest: str | None = None,
         bookmark_tag: str | None = None,
+        ranking: str | None = None,
+        date: str | None = None,
+        content: str | None = None,
         *args: Any,
         **kwargs: Any,
     ):
@@ -89,24 +99,28 @@ class PixivSpider(scrapy.Spider):
         self.query: api.SearchQuery | None = None
         self.user_query: api.UserQuery | None = None
         self.bookmarks_query: api.BookmarksQuery | None = None
-        sources = [f"{name}" for name, value in (("tag", tag), ("user", user), ("bookmarks", bookmarks)) if value]
+        self.ranking_query: api.RankingQuery | None = None
+        sources = [name for name, value in (("tag", tag), ("user", user), ("bookmarks", bookmarks), ("ranking", ranking))
+                   if value]
         if len(sources) > 1:
             raise ArgumentError(f"{' and '.join(sources)} are {len(sources)} sources; give one per run")
-        for option, needs, value in (("user_tag", "user", user_tag), ("rest", "bookmarks", rest),
-                                     ("bookmark_tag", "bookmarks", bookmark_tag)):
-            if value is not None and sources != [needs]:
-                raise ArgumentError(f"{option} goes with {needs}=ID only")
+        for option, needs, value in (("user_tag", "user=ID", user_tag), ("rest", "bookmarks=ID", rest),
+                                     ("bookmark_tag", "bookmarks=ID", bookmark_tag),
+                                     ("date", "ranking=MODE", date), ("content", "ranking=MODE", content)):
+            if value is not None and sources != [needs.split("=")[0]]:
+                raise ArgumentError(f"{option} goes with {needs} only")
         if ai not in api.AI_CHOICES:
             raise ArgumentError(f"ai must be one of {', '.join(api.AI_CHOICES)}, not {ai!r}")
         self.ai = ai
         if not sources:
             raise ArgumentError(
-                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神), -a user=ID or -a bookmarks=ID"
+                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神), -a user=ID, -a bookmarks=ID "
+                "or -a ranking=MODE"
             )
         search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until}
         given = [name for name, value in search_only.items() if value is not None]
         if given and sources != ["tag"]:
-            raise ArgumentError(f"{', '.join(given)} applies to tag search only, not to {sources[0]}=ID")
+            raise ArgumentError(f"{', '.join(given)} applies to tag search only, not to {sources[0]}")
         try:  # each query's own checks (sites/pixiv_api.py) word what is wrong
             if user:
                 self.user_query = api.UserQuery(str(user), user_tag)
@@ -114,6 +128,9 @@ class PixivSpider(scrapy.Spider):
             elif bookmarks:
                 self.bookmarks_query = api.BookmarksQuery(str(bookmarks), rest or "show", bookmark_tag)
                 self.tag = self.source_label = self.bookmarks_query.label
+            elif ranking:
+                self.ranking_query = api.RankingQuery(str(ranking), str(date) if date else None, content)
+                self.tag = self.source_label = self.ranking_query.label()
             else:
                 assert tag is not None
                 self.query = api.SearchQuery(
@@ -150,7 +167,9 @@ class PixivSpider(scrapy.Spider):
         spider.max_wait = s.getfloat("PIXIV_THROTTLE_MAX_WAIT")
         if spider.bookmarks_query and spider.bookmarks_query.rest == "hide" and not spider.logged_in:
             raise ArgumentError("rest=hide lists your own private bookmarks: it needs your login (PIXIV_PHPSESSID)")
-        source = spider.query or spider.user_query or spider.bookmarks_query
+        if spider.ranking_query and spider.ranking_query.needs_login and not spider.logged_in:
+            raise ArgumentError(f"ranking={spider.ranking_query.mode} is R-18: it needs a login (PIXIV_PHPSESSID)")
+        source = spider.query or spider.user_query or spider.bookmarks_query or spider.ranking_query
         assert source is not None  # __init__ refuses a run without one
         spider.query_key = source.key(spider.logged_in)
         spider.catalog = Catalog(catalog_path(s))  # beside the catalogue stage's writer: last_seen, sources
@@ -167,6 +186,9 @@ class PixivSpider(scrapy.Spider):
         if self.bookmarks_query:
             q = self.bookmarks_query
             return {"bookmarks": q.user_id, "rest": q.rest, "bookmark_tag": q.tag, **common}
+        if self.ranking_query:
+            r = self.ranking_query
+            return {"ranking": r.mode, "date": r.date, "content": r.content, **common}
         if self.user_query:
             return {"user": self.user_query.user_id, "user_tag": self.user_query.tag, **common}
         assert self.query is not None
@@ -185,12 +207,14 @@ class PixivSpider(scrapy.Spider):
         self.state.setdefault("artwork_errors", 0)
         self.state.setdefault("consecutive_known", 0)
         if self.coverage:
-            logger.info(
-                "%s is known complete below %s (id %s); stopping after %d known artworks in a row there",
-                self.source_label, self.coverage.complete_below_date, self.coverage.complete_below_id,
-                self.stop_after,
-            )
-        if self.bookmarks_query is not None:
+            cover = self.coverage
+            where = (f"below {cover.complete_below_date} (id {cover.complete_below_id})" if cover.complete_below_date
+                     else f"up to place {cover.complete_below_id} counted from the end")
+            logger.info("%s is known complete %s; stopping after %d known artworks in a row there",
+                        self.source_label, where, self.stop_after)
+        if self.ranking_query is not None:
+            yield self.ranking_request(1)
+        elif self.bookmarks_query is not None:
             yield self.bookmarks_request(0)
         elif self.user_query is None:
             assert self.query is not None
@@ -489,6 +513,44 @@ class PixivSpider(scrapy.Spider):
         elif not self._page_limit_reached():
             yield self.bookmarks_request(following)
 
+    # --- rankings --------------------------------------------------------------------------------------
+    def ranking_request(self, page: int, wait: float | None = None) -> scrapy.Request:
+        assert self.ranking_query is not None
+        query = self.ranking_query
+        if self.state.get("ranking_date"):  # later pages: the day the first one answered with
+            query = api.RankingQuery(query.mode, self.state["ranking_date"], query.content)
+        return self.listing_request(api.ranking_url(self.base_url, query, page), self.parse_ranking_page,
+                                    wait=wait, page=page)
+
+    def parse_ranking_page(self, response: Response, page: int) -> Any:
+        """50 a page in rank order until ``next`` is false. A work's place for coverage is its rank
+        counted from the bottom; the coverage row is the day's, so yesterday's never covers today's."""
+        assert self.ranking_query is not None
+        result = yield from self._listing_body(
+            response, f"ranking page {page}", api.parse_ranking,
+            lambda wait: self.ranking_request(page, wait), envelope=False,
+        )
+        if result is None:
+            return
+        if not self.state.get("ranking_date"):
+            self.state["ranking_date"] = result.date
+            self.query_key = self.ranking_query.key(self.logged_in, result.date)
+            self.tag = self.source_label = self.ranking_query.label(result.date)
+            self.coverage = self.catalog.coverage(self.query_key)
+            logger.info("%s: %d works ranked", self.source_label, result.rank_total)
+        self.state["total"] = result.rank_total
+        self.state["pages_done"] += 1
+        first_rank = (page - 1) * api.RANKING_PAGE_SIZE + 1
+        positions = [("", result.rank_total + 1 - (first_rank + i)) for i in range(len(result.ids))]
+        stopped = yield from self._listed_works([{"id": i} for i in result.ids], positions)
+        if stopped:
+            return
+        if result.next_page is None or not result.ids:
+            logger.info("%s: reached the last page (%d)", self.source_label, page)
+            self.state["reached_end"] = True
+        elif not self._page_limit_reached():
+            yield self.ranking_request(result.next_page)
+
     def _page_limit_reached(self) -> bool:
         if self.max_pages and self.state["pages_done"] >= self.max_pages:
             logger.info("%s: stopping at the pages limit (%d)", self.source_label, self.max_pages)
@@ -496,12 +558,13 @@ class PixivSpider(scrapy.Spider):
             return True
         return False
 
-    def _listing_body(self, response: Response, what: str, parse: Any, again: Any) -> Any:
-        """The parsed listing page, or None after retrying it (twice, with a rest) or giving up."""
+    def _listing_body(self, response: Response, what: str, parse: Any, again: Any, envelope: bool = True) -> Any:
+        """The parsed listing page, or None after retrying it (twice, with a rest) or giving up.
+        ``envelope``: the body is an AJAX ``{error, body}`` envelope (all but ranking.php)."""
         try:
             if response.status != 200:
                 raise api.ApiError(f"HTTP {response.status}{_site_message(response.body)}")
-            parsed = parse(api.parse_envelope(response.body))
+            parsed = parse(api.parse_envelope(response.body) if envelope else response.body)
         except api.ApiError as exc:
             tries = self.state.get("bad_page_retries", 0)
             if tries < 2 and response.status not in (400, 401, 403, 404):
@@ -642,12 +705,17 @@ class PixivSpider(scrapy.Spider):
 
 
 def _site_message(body: bytes) -> str:
-    """``: <the site's message>`` from an error envelope, or nothing when the body is not one."""
+    """``: <the site's message>`` from an error envelope (or ranking.php's ``{"error": ...}``), or
+    nothing when the body says nothing."""
     try:
-        api.parse_envelope(body)
-    except api.ApiError as exc:
-        return f": {exc}" if str(exc).startswith("API error") else ""
-    return ""
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    if doc.get("error") is True and doc.get("message"):
+        return f": API error: {doc['message']}"
+    return f": {doc['error']}" if isinstance(doc.get("error"), str) and doc["error"] else ""
 
 
 def _positive_int(name: str, value: Any, allow_zero: bool = False) -> int:

@@ -1,6 +1,7 @@
 """Sources other than tag search: an artist's works (``-a user=ID``), optionally under one of the
 artist's tags (``-a user_tag=TAG``), and someone's bookmarks (``-a bookmarks=ID``, ``rest``,
-``bookmark_tag``), on the same pipelines, catalogue and coverage rules.
+``bookmark_tag``), and the rankings (``-a ranking=MODE``, ``date``, ``content``), on the same
+pipelines, catalogue and coverage rules.
 
 Real crawls (``scrapy crawl`` in a subprocess) against the local Pixiv-style site.
 """
@@ -124,6 +125,10 @@ def test_an_artist_killed_mid_crawl_then_rerun_equals_a_clean_crawl(make_site, r
         ({"tag": "原神", "bookmark_tag": "x"}, "bookmark_tag goes with bookmarks=ID only"),
         ({"bookmarks": "11", "rest": "all"}, "rest must be one of show, hide"),
         ({"bookmarks": "11", "type": "manga"}, "type applies to tag search only, not to bookmarks"),
+        ({"ranking": "hourly"}, "ranking must be one of daily"),
+        ({"ranking": "daily", "date": "2024-01-05"}, "date must be a day as YYYYMMDD"),
+        ({"ranking": "daily", "content": "novel"}, "content must be one of illust, manga, ugoira"),
+        ({"user": "11", "date": "20240105"}, "date goes with ranking=MODE only"),
         ({"user": "11", "order": "date"}, "order applies to tag search only"),
         ({"user": "11", "since": "2024-01-01", "mode": "safe"}, "mode, since applies"),
         ({"user": "eleven"}, "user id"),
@@ -215,3 +220,45 @@ def test_bookmarks_public_private_by_tag_and_killed_then_rerun(make_site, run_cr
     listed = tagged.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"bookmarks:{OWN}/tag:甘雨(原神)",))
     expected = {i for i in public + fresh if "甘雨(原神)" in truth[i]["tags"]}
     assert expected and {r[0] for r in listed} == expected
+
+
+def test_a_ranking_whole_then_known_then_its_day_given_and_killed_then_rerun(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "700", *SMALL_IMAGES)
+    out = tmp_path / "out"
+    daily = run_crawl(site, out, "-a", "ranking=daily", tag=None)
+    assert daily.returncode == 0, daily.log[-3000:]
+    ((key, label),) = daily.query("SELECT query_key, tag FROM search_coverage")
+    day = json.loads(key)["date"]
+    assert label == f"ranking:daily/{day}" and len(day) == 8  # the day the site answered with
+    listed = {r[0] for r in daily.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (label,))}
+    truth = {w["id"]: w for w in site.truth()}
+    assert listed and all(not truth[i]["xRestrict"] and truth[i]["aiType"] != 2 for i in listed)
+    assert {r[0] for r in daily.query("SELECT id FROM artworks WHERE status = 'ok'")} == listed
+
+    site.reset_stats()
+    dated = run_crawl(site, out, "-a", "ranking=daily", "-a", f"date={day}", "-a", "stop_after=5", tag=None)
+    assert dated.returncode == 0
+    assert counts(site)["illust"] == 0 and counts(site)["ranking"] == 1
+    # the undated run's coverage was the day's: the same day asked by date stops early on it
+    assert dated.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("stopped_early",)]
+
+    refused = run_crawl(site, out, "-a", "ranking=daily_r18", tag=None)
+    assert refused.returncode == 2 and "ranking=daily_r18 is R-18: it needs a login" in refused.log
+    r18 = run_crawl(site, out, "-a", "ranking=daily_r18", tag=None, env=COOKIE)
+    assert r18.returncode == 0
+    ranked = r18.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"ranking:daily_r18/{day}",))
+    assert ranked and all(truth[r[0]]["xRestrict"] for r in ranked)
+    missing = run_crawl(site, out, "-a", "ranking=daily", "-a", "date=20200101", tag=None)
+    assert missing.returncode == 1
+    assert missing.query("SELECT reason FROM crawls ORDER BY id DESC LIMIT 1")[0][0] == (
+        "a listing page failed: ranking page 1: HTTP 400: 該当ランキングは存在しません")
+
+    # two pages of a weekly ranking, killed mid-way: the re-run equals a clean run
+    weekly = ("-a", "ranking=weekly", "-a", "pages=2")
+    reference = run_crawl(site, tmp_path / "ref", *weekly, tag=None)
+    assert reference.returncode == 0
+    assert len(reference.query("SELECT id FROM artworks")) == 100
+    killed = tmp_path / "killed"
+    interrupt_when(start_crawl(site, killed, *weekly, tag=None), killed, 40)
+    assert run_crawl(site, killed, *weekly, tag=None).returncode == 0
+    assert snapshot(killed) == snapshot(reference.output)

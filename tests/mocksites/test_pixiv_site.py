@@ -206,6 +206,33 @@ def test_bookmarks_in_the_real_shape_private_ones_for_their_owner_only(site: Sit
                     logged_in=True).status_code == 403
 
 
+def test_ranking_json_pages_end_with_next_false_and_r18_needs_the_login(site: Site, truth: list[dict[str, Any]]) -> None:
+    def ranking(**params: Any) -> requests.Response:
+        logged_in = params.pop("logged_in", False)
+        return site.get("/ranking.php", params={"format": "json", **params}, logged_in=logged_in)
+
+    first = ranking(mode="weekly", p=1).json()
+    assert {"contents", "mode", "content", "page", "prev", "next", "date", "prev_date", "next_date",
+            "rank_total"} <= set(first)
+    ids, page = [], first
+    while True:
+        ids += [c["illust_id"] for c in page["contents"]]
+        assert all(isinstance(c["illust_id"], int) and "rating_count" in c and "illust_content_type" in c
+                   for c in page["contents"])
+        if page["next"] is False:
+            break
+        page = ranking(mode="weekly", p=page["next"]).json()
+    assert len(ids) == len(set(ids)) == first["rank_total"] and first["rank_total"] > 50
+    by_id = {int(w["id"]): w for w in truth}
+    assert all(not by_id[i]["xRestrict"] and by_id[i]["aiType"] != 2 for i in ids)
+    dated = ranking(mode="weekly", p=1, date=first["date"]).json()
+    assert [c["illust_id"] for c in dated["contents"]] == ids[:50]
+    assert ranking(mode="weekly", p=1, date="20200101").json() == {"error": "該当ランキングは存在しません"}
+    assert ranking(mode="daily_r18", p=1).status_code == 403
+    r18 = ranking(mode="daily_r18", p=1, logged_in=True).json()
+    assert all(by_id[c["illust_id"]]["xRestrict"] for c in r18["contents"])
+
+
 # ---- search --------------------------------------------------------------------------------
 
 
@@ -515,7 +542,7 @@ def test_stats_count_requests_per_route(site: Site, truth: list[dict[str, Any]])
     fetch_image(work["pages"][0]["original"])
     fetch_image(work["pages"][0]["original"], referer=None)
     stats = site.control("GET", "/_mock/stats")
-    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0, "illust": 1,
+    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0, "ranking": 0, "illust": 1,
                                "pages": 1, "ugoira_meta": 0, "image": 2, "ugoira_zip": 0, "other": 0}  # fmt: skip
     assert len(stats["requests"]) == 5
     assert stats["requests"][0].startswith("GET /ajax/search/artworks/") and "p=3" in stats["requests"][0]

@@ -180,3 +180,34 @@ def test_a_detail_fills_in_an_artwork_known_by_id_alone_with_jst_dates():
     assert merged["create_date"] == "2012-12-11T00:23:00+09:00"  # 15:23 UTC, as a listing writes it
     listed = api.artwork_from_search({"id": "32039274", "title": "listed", "createDate": "x", "updateDate": "y"})
     assert api.merge_detail(listed, detail)["title"] == "listed"  # a listing's fields stay
+
+
+# ---- rankings ---------------------------------------------------------------------------------
+
+def test_ranking_pages_read_what_pixivutil2_reads():
+    page = api.parse_ranking(json.dumps({
+        "contents": [{"illust_id": 3, "user_id": 1, "rating_count": 5}, {"illust_id": 2, "user_id": 1}],
+        "mode": "daily", "content": "all", "page": 2, "prev": 1, "next": False, "date": "20240105",
+        "prev_date": "20240104", "next_date": False, "rank_total": 52,
+    }))
+    assert page.ids == ["3", "2"] and page.next_page is None and page.date == "20240105" and page.rank_total == 52
+    assert api.parse_ranking(json.dumps({"contents": [], "page": 1, "next": 2, "date": "x", "rank_total": 0})).next_page == 2
+    with pytest.raises(api.ApiError, match="ranking error: 該当ランキングは存在しません"):
+        api.parse_ranking('{"error": "該当ランキングは存在しません"}')
+    with pytest.raises(api.ApiError, match="illust_id"):
+        api.parse_ranking('{"contents": [{"title": "no id"}], "page": 1, "next": false, "date": "x", "rank_total": 1}')
+    with pytest.raises(api.ApiError, match="malformed JSON"):
+        api.parse_ranking("<html>")
+
+
+def test_ranking_urls_keys_and_labels():
+    query = api.RankingQuery("weekly", "20240105", "manga")
+    url = urlparse(api.ranking_url("https://www.pixiv.net", query, 3))
+    assert url.path == "/ranking.php"
+    assert parse_qs(url.query) == {"mode": ["weekly"], "p": ["3"], "format": ["json"], "date": ["20240105"],
+                                   "content": ["manga"]}
+    latest = api.RankingQuery("daily")
+    assert latest.label() == "ranking:daily" and latest.label("20240105") == "ranking:daily/20240105"
+    assert latest.key(False, "20240105") == api.RankingQuery("daily", "20240105").key(False)
+    assert latest.key(False, "20240105") != latest.key(False, "20240106")
+    assert api.RankingQuery("daily_r18").needs_login and not latest.needs_login
