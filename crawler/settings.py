@@ -136,6 +136,9 @@ PIXIV_PHPSESSID = ""  # login cookie; the PIXIV_PHPSESSID environment variable w
 PIXIV_REFERER = "https://www.pixiv.net/"  # i.pximg.net answers 403 to image requests without it
 PIXIV_SEARCH_PAGE_CAP = 1000  # deepest page the site serves; past it the spider moves the date window
 PIXIV_STOP_AFTER_KNOWN = 60  # default of the stop_after argument (consecutive known artworks)
+# The followed artists' feed (-a following=1): the deepest page the site serves, 35 without premium
+# (PixivUtil2 stops there; 167 with premium). Past it the site repeats itself, which also ends the run.
+PIXIV_FOLLOWING_MAX_PAGES = 35
 PIXIV_THROTTLE_MAX_WAIT = 900.0  # seconds; cap on any single 429 / empty-page wait
 PIXIV_THROTTLE_RETRIES = 8  # a request answered 429 is retried this often before it fails
 PIXIV_THROTTLE_WAIT = 60.0  # seconds to wait after a 429 that has no Retry-After; doubles each time

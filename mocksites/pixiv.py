@@ -46,7 +46,7 @@ STATE_VERSION = 1
 
 ILLUST, MANGA, UGOIRA = 0, 1, 2
 ROUTE_NAMES = (
-    "search", "user_all", "user_illusts", "user_tag", "bookmarks", "ranking",
+    "search", "user_all", "user_illusts", "user_tag", "bookmarks", "ranking", "following",
     "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
 )
 
@@ -152,6 +152,7 @@ RANKING_PAGE = 50
 RANKING_LIMIT = 500
 RANKING_CONTENT_TYPES = {"illust": ILLUST, "manga": MANGA, "ugoira": UGOIRA}
 MESSAGE_RANKING_MISSING = "該当ランキングは存在しません"
+MESSAGE_UNAUTHORIZED = "Unauthorized"
 MESSAGE_UNKNOWN = "An unknown error occurred"
 MESSAGE_FORBIDDEN = "Forbidden"
 MESSAGE_RATE_LIMIT = "Rate limit"
@@ -178,6 +179,7 @@ class SiteConfig:
     ads: bool = False
     session: str = "demo-session-0001"
     max_pages: int = 1000
+    follow_max_pages: int = 35
     seed: int = 1
     tag: str = "原神"
     state: str | None = None
@@ -209,6 +211,8 @@ USERS = tuple(
     for number, name in enumerate(USER_NAMES)
 )
 OWN_USER = USERS[0]  # whose login the site's session cookie (--session) is
+FOLLOWED = tuple(USERS[n] for n in (2, 3, 5, 8, 11, 13, 17))  # whom OWN_USER follows (the feed)
+FOLLOW_PAGE = 60
 
 
 @dataclasses.dataclass(slots=True)
@@ -1146,6 +1150,7 @@ class PixivSite:
         app.router.add_get("/ajax/user/{user_id}/illustmanga/tag", self.handle_user_tag, name="user_tag")
         app.router.add_get("/ajax/user/{user_id}/illusts/bookmarks", self.handle_bookmarks, name="bookmarks")
         app.router.add_get("/ranking.php", self.handle_ranking, name="ranking")
+        app.router.add_get("/ajax/follow_latest/illust", self.handle_following, name="following")
         app.router.add_get("/ajax/illust/{illust_id}/pages", self.handle_pages, name="pages")
         app.router.add_get("/ajax/illust/{illust_id}/ugoira_meta", self.handle_ugoira_meta, name="ugoira_meta")
         app.router.add_get("/ajax/illust/{illust_id}", self.handle_illust, name="illust")
@@ -1260,6 +1265,28 @@ class PixivSite:
             "total": len(marks),
             "zoneConfig": SEARCH_ZONE_CONFIG,
             "extraData": self._user_meta(user),
+        }
+        return json_response(success_body(body))
+
+    async def handle_following(self, request: web.Request) -> web.Response:
+        """The feed of the artists OWN_USER follows, newest first, 60 a page; past
+        ``--follow-max-pages`` it answers that page again (as the site caps non-premium accounts)."""
+        if not self.logged_in(request):
+            return json_response(error_body(MESSAGE_UNAUTHORIZED), status=401)
+        followed = {user.user_id for user in FOLLOWED}
+        r18_only = request.query.get("mode") == "r18"
+        works = [w for w in reversed(self.corpus.works)
+                 if w.user.user_id in followed and not w.deleted and (not r18_only or w.x_restrict)]
+        page = min(_parse_positive_int(request.query.get("p"), 1), self.config.follow_max_pages)
+        shown = works[(page - 1) * FOLLOW_PAGE : page * FOLLOW_PAGE]
+        body = {
+            "page": {"ids": [int(w.id) for w in shown], "tags": []},
+            "tagTranslation": {tag: {"en": TAG_TRANSLATIONS[tag]} for w in shown for tag in w.tags if tag in TAG_TRANSLATIONS},
+            "thumbnails": {"illust": [self.search_item(w) for w in shown], "novel": [], "novelSeries": [], "novelDraft": []},
+            "illustSeries": [],
+            "requests": [],
+            "users": [],
+            "zoneConfig": {zone: {"url": _ADS_URL.format(zone=zone)} for zone in ("header", "footer", "logo")},
         }
         return json_response(success_body(body))
 
@@ -1492,6 +1519,8 @@ def parse_args(argv: list[str] | None = None) -> SiteConfig:
     parser.add_argument("--ads", action="store_true", help="add an ad slot to every search page")
     parser.add_argument("--session", default=defaults.session, help="PHPSESSID of the R-18 enabled account")
     parser.add_argument("--max-pages", type=int, default=defaults.max_pages, help="search pagination cap")
+    parser.add_argument("--follow-max-pages", type=int, default=defaults.follow_max_pages,
+                        help="the follow feed's deepest page; past it the feed repeats that page")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--tag", default=defaults.tag, help="the tag every artwork carries")
     parser.add_argument("--state", default=None, help="JSON file persisting /_mock/add and /_mock/reupload")

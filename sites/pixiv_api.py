@@ -228,6 +228,23 @@ def bookmarks_url(base_url: str, query: BookmarksQuery, offset: int) -> str:
     return f"{base_url.rstrip('/')}/ajax/user/{query.user_id}/illusts/bookmarks?{urlencode(params)}"
 
 
+def following_url(base_url: str, page: int) -> str:
+    """The works of the artists the logged-in account follows, newest first (login only)."""
+    return f"{base_url.rstrip('/')}/ajax/follow_latest/illust?{urlencode({'p': page, 'mode': 'all', 'lang': 'en'})}"
+
+
+def parse_following(body: Any) -> list[dict[str, Any]]:
+    """A feed page: ``page.ids`` (numbers, newest first) and their descriptions in
+    ``thumbnails.illust``; an id without one is listed by id alone."""
+    try:
+        ids = [str(int(i)) for i in body["page"]["ids"]]
+        thumbnails = body["thumbnails"]["illust"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(f"follow_latest body without page.ids/thumbnails.illust ({exc!r})") from None
+    described = {str(w.get("id")): w for w in thumbnails if isinstance(w, dict)} if isinstance(thumbnails, list) else {}
+    return [described.get(i) or {"id": i} for i in ids]
+
+
 def ranking_url(base_url: str, query: RankingQuery, page: int) -> str:
     """The ranking page's own JSON (``format=json``), as PixivUtil2 reads it: not an AJAX envelope."""
     params: dict[str, Any] = {"mode": query.mode, "p": page, "format": "json"}

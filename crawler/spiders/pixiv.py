@@ -7,11 +7,13 @@ details → pages / ugoira → items.
     scrapy crawl pixiv -a user=ID [-a user_tag=TAG]
     scrapy crawl pixiv -a bookmarks=ID [-a rest=show|hide] [-a bookmark_tag=TAG]
     scrapy crawl pixiv -a ranking=daily|weekly|...|daily_r18 [-a date=YYYYMMDD] [-a content=illust|manga|ugoira]
+    scrapy crawl pixiv -a following=1
 
 One source per run; ``pages``, ``ai`` and ``stop_after`` go with any. ``user``: every illust and
 manga of the artist (``profile/all`` names the ids, ``profile/illusts`` describes them 48 at a time,
 newest first); with ``user_tag`` only the works the artist filed under that tag (``illustmanga/tag``).
 ``bookmarks``: newest bookmark first, 48 a page. ``ranking``: ranking.php's JSON, 50 a page.
+``following``: the logged-in account's feed of followed artists, 60 a page, to the site's page limit.
 ``pages`` counts listing pages. A work a listing names by id alone (a masked bookmark, a ranking
 entry, an id profile/all named that its batch left out) gets its detail request unless catalogued.
 
@@ -19,7 +21,7 @@ Incremental: an artwork whose id and ``updateDate`` are already catalogued (with
 no detail request. Paging stops after ``stop_after`` such artworks in a row, but only counting
 those inside the range that an earlier *cleanly finished* crawl of the same source completed down
 to the end of its list (``search_coverage``; the place in the list is (create date, id) for tag
-search with ``order=date_d`` and an artist's works, and the place counted from the end for bookmarks
+search with ``order=date_d``, an artist's works and the feed, and the place counted from the end for bookmarks
 and a day's ranking). A crawl killed half-way therefore never lets the next one stop early in the
 part it did not reach: the gap that gallery-dl's ``abort:N`` can leave (mikf/gallery-dl#1283)
 cannot happen here. Every artwork a listing names is recorded with its source (``artwork_sources``).
@@ -67,6 +69,7 @@ class PixivSpider(scrapy.Spider):
     empty_page_wait: float
     max_wait: float
     query_key: str
+    following_max_pages: int
     source_label: str  # artwork_sources.source: tag:原神, user:123, user:123/tag:R-18
     catalog: Catalog
     coverage: Coverage | None
@@ -92,6 +95,7 @@ class PixivSpider(scrapy.Spider):
         ranking: str | None = None,
         date: str | None = None,
         content: str | None = None,
+        following: str | None = None,
         *args: Any,
         **kwargs: Any,
     ):
@@ -100,8 +104,11 @@ class PixivSpider(scrapy.Spider):
         self.user_query: api.UserQuery | None = None
         self.bookmarks_query: api.BookmarksQuery | None = None
         self.ranking_query: api.RankingQuery | None = None
-        sources = [name for name, value in (("tag", tag), ("user", user), ("bookmarks", bookmarks), ("ranking", ranking))
-                   if value]
+        if following not in (None, "", "0", "1"):
+            raise ArgumentError(f"following takes 1 (the feed of the artists you follow), not {following!r}")
+        self.following = following == "1"
+        sources = [name for name, value in (("tag", tag), ("user", user), ("bookmarks", bookmarks), ("ranking", ranking),
+                                            ("following", self.following)) if value]
         if len(sources) > 1:
             raise ArgumentError(f"{' and '.join(sources)} are {len(sources)} sources; give one per run")
         for option, needs, value in (("user_tag", "user=ID", user_tag), ("rest", "bookmarks=ID", rest),
@@ -114,8 +121,8 @@ class PixivSpider(scrapy.Spider):
         self.ai = ai
         if not sources:
             raise ArgumentError(
-                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神), -a user=ID, -a bookmarks=ID "
-                "or -a ranking=MODE"
+                "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神), -a user=ID, -a bookmarks=ID, "
+                "-a ranking=MODE or -a following=1"
             )
         search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until}
         given = [name for name, value in search_only.items() if value is not None]
@@ -131,6 +138,8 @@ class PixivSpider(scrapy.Spider):
             elif ranking:
                 self.ranking_query = api.RankingQuery(str(ranking), str(date) if date else None, content)
                 self.tag = self.source_label = self.ranking_query.label()
+            elif self.following:
+                self.tag = self.source_label = "following"
             else:
                 assert tag is not None
                 self.query = api.SearchQuery(
@@ -169,9 +178,13 @@ class PixivSpider(scrapy.Spider):
             raise ArgumentError("rest=hide lists your own private bookmarks: it needs your login (PIXIV_PHPSESSID)")
         if spider.ranking_query and spider.ranking_query.needs_login and not spider.logged_in:
             raise ArgumentError(f"ranking={spider.ranking_query.mode} is R-18: it needs a login (PIXIV_PHPSESSID)")
+        if spider.following and not spider.logged_in:
+            raise ArgumentError("following=1 is the feed of the artists your account follows: it needs your login "
+                                "(PIXIV_PHPSESSID)")
+        spider.following_max_pages = s.getint("PIXIV_FOLLOWING_MAX_PAGES")
         source = spider.query or spider.user_query or spider.bookmarks_query or spider.ranking_query
-        assert source is not None  # __init__ refuses a run without one
-        spider.query_key = source.key(spider.logged_in)
+        # the feed is the logged-in account's: one account's feed per catalogue
+        spider.query_key = source.key(spider.logged_in) if source else json.dumps({"source": "following"})
         spider.catalog = Catalog(catalog_path(s))  # beside the catalogue stage's writer: last_seen, sources
         spider.coverage = spider.catalog.coverage(spider.query_key) if spider.newest_first else None
         crawler.signals.connect(spider._close_catalog, signal=scrapy.signals.spider_closed)
@@ -189,6 +202,8 @@ class PixivSpider(scrapy.Spider):
         if self.ranking_query:
             r = self.ranking_query
             return {"ranking": r.mode, "date": r.date, "content": r.content, **common}
+        if self.following:
+            return {"following": True, **common}
         if self.user_query:
             return {"user": self.user_query.user_id, "user_tag": self.user_query.tag, **common}
         assert self.query is not None
@@ -212,7 +227,9 @@ class PixivSpider(scrapy.Spider):
                      else f"up to place {cover.complete_below_id} counted from the end")
             logger.info("%s is known complete %s; stopping after %d known artworks in a row there",
                         self.source_label, where, self.stop_after)
-        if self.ranking_query is not None:
+        if self.following:
+            yield self.following_request(1)
+        elif self.ranking_query is not None:
             yield self.ranking_request(1)
         elif self.bookmarks_query is not None:
             yield self.bookmarks_request(0)
@@ -512,6 +529,36 @@ class PixivSpider(scrapy.Spider):
             self.state["reached_end"] = True
         elif not self._page_limit_reached():
             yield self.bookmarks_request(following)
+
+    # --- the followed artists' feed ---------------------------------------------------------------------
+    def following_request(self, page: int, wait: float | None = None) -> scrapy.Request:
+        return self.listing_request(api.following_url(self.base_url, page), self.parse_following_page,
+                                    wait=wait, page=page)
+
+    def parse_following_page(self, response: Response, page: int) -> Any:
+        """Newest first, 60 a page, to the site's page limit (PIXIV_FOLLOWING_MAX_PAGES); a page
+        that is empty or repeats the one before is the end too."""
+        works = yield from self._listing_body(
+            response, f"following page {page}", api.parse_following, lambda wait: self.following_request(page, wait),
+        )
+        if works is None:
+            return
+        ids = [str(w["id"]) for w in works]
+        if not ids or ids == self.state.get("previous_ids"):
+            logger.info("%s: page %d is %s; that is the end", self.source_label, page,
+                        "empty" if not ids else "the previous page again")
+            self.state["reached_end"] = True
+            return
+        self.state["previous_ids"] = ids
+        self.state["pages_done"] += 1
+        stopped = yield from self._listed_works(works)
+        if stopped:
+            return
+        if page >= self.following_max_pages:
+            logger.info("%s: page %d is the deepest the site serves (PIXIV_FOLLOWING_MAX_PAGES)", self.source_label, page)
+            self.state["reached_end"] = True
+        elif not self._page_limit_reached():
+            yield self.following_request(page + 1)
 
     # --- rankings --------------------------------------------------------------------------------------
     def ranking_request(self, page: int, wait: float | None = None) -> scrapy.Request:

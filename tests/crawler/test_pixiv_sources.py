@@ -1,7 +1,7 @@
 """Sources other than tag search: an artist's works (``-a user=ID``), optionally under one of the
 artist's tags (``-a user_tag=TAG``), and someone's bookmarks (``-a bookmarks=ID``, ``rest``,
-``bookmark_tag``), and the rankings (``-a ranking=MODE``, ``date``, ``content``), on the same
-pipelines, catalogue and coverage rules.
+``bookmark_tag``), the rankings (``-a ranking=MODE``, ``date``, ``content``) and the feed of
+followed artists (``-a following=1``), on the same pipelines, catalogue and coverage rules.
 
 Real crawls (``scrapy crawl`` in a subprocess) against the local Pixiv-style site.
 """
@@ -129,6 +129,8 @@ def test_an_artist_killed_mid_crawl_then_rerun_equals_a_clean_crawl(make_site, r
         ({"ranking": "daily", "date": "2024-01-05"}, "date must be a day as YYYYMMDD"),
         ({"ranking": "daily", "content": "novel"}, "content must be one of illust, manga, ugoira"),
         ({"user": "11", "date": "20240105"}, "date goes with ranking=MODE only"),
+        ({"following": "yes"}, "following takes 1"),
+        ({"following": "1", "ranking": "daily"}, "ranking and following are 2 sources"),
         ({"user": "11", "order": "date"}, "order applies to tag search only"),
         ({"user": "11", "since": "2024-01-01", "mode": "safe"}, "mode, since applies"),
         ({"user": "eleven"}, "user id"),
@@ -262,3 +264,30 @@ def test_a_ranking_whole_then_known_then_its_day_given_and_killed_then_rerun(mak
     interrupt_when(start_crawl(site, killed, *weekly, tag=None), killed, 40)
     assert run_crawl(site, killed, *weekly, tag=None).returncode == 0
     assert snapshot(killed) == snapshot(reference.output)
+
+
+def test_the_follow_feed_needs_the_login_and_ends_at_the_sites_page_limit(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "500", "--follow-max-pages", "2", *SMALL_IMAGES)
+    followed = {"90000002", "90000003", "90000005", "90000008", "90000011", "90000013", "90000017"}
+    feed = [w["id"] for w in reversed(site.truth()) if w["userId"] in followed and not w["deleted"]]
+    assert len(feed) > 120  # more than the two pages the site serves
+    out = tmp_path / "out"
+    refused = run_crawl(site, out, "-a", "following=1", tag=None)
+    assert refused.returncode == 2 and "following=1 is the feed of the artists your account follows" in refused.log
+
+    # the spider's own limit set past the site's: the repeated page ends the run, never a loop
+    first = run_crawl(site, out, "-a", "following=1", "-s", "PIXIV_FOLLOWING_MAX_PAGES=5", tag=None, env=COOKIE)
+    assert first.returncode == 0, first.log[-3000:]
+    assert "page 3 is the previous page again; that is the end" in first.log
+    listed = {r[0] for r in first.query("SELECT artwork_id FROM artwork_sources WHERE source = 'following'")}
+    assert listed == set(feed[:120])
+    assert {r[0] for r in first.query("SELECT id FROM artworks")} == listed
+    assert first.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("finished",)]
+
+    site.control("/_mock/add?count=60", "POST")
+    new = {w["id"] for w in site.truth()[500:] if w["userId"] in followed and not w["deleted"]}
+    site.reset_stats()
+    again = run_crawl(site, out, "-a", "following=1", "-a", "stop_after=5", tag=None, env=COOKIE)
+    assert again.returncode == 0
+    assert counts(site)["illust"] == len(new) and counts(site)["following"] == 1
+    assert again.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("stopped_early",)]

@@ -233,6 +233,26 @@ def test_ranking_json_pages_end_with_next_false_and_r18_needs_the_login(site: Si
     assert all(by_id[c["illust_id"]]["xRestrict"] for c in r18["contents"])
 
 
+def test_follow_feed_in_the_real_shape_for_the_login_only_repeating_past_its_last_page() -> None:
+    feed_site = start_site("--size", "400", "--image-size", "32", "--follow-max-pages", "2")
+    try:
+        first = feed_site.get("/ajax/follow_latest/illust", params={"p": 1, "mode": "all"}, logged_in=True).json()
+        if REAL.is_dir():
+            real = json.loads((REAL / "test-bookmarks_new_ilust.json").read_text(encoding="utf-8"))
+            assert list(first) == list(real) and list(first["body"]) == list(real["body"])
+            assert list(first["body"]["page"]) == list(real["body"]["page"])
+            assert list(first["body"]["thumbnails"]) == list(real["body"]["thumbnails"])
+        ids = first["body"]["page"]["ids"]
+        assert len(ids) == 60 and all(isinstance(i, int) for i in ids) and ids == sorted(ids, reverse=True)
+        assert [int(w["id"]) for w in first["body"]["thumbnails"]["illust"]] == ids
+        second = feed_site.get("/ajax/follow_latest/illust", params={"p": 2}, logged_in=True).json()["body"]
+        third = feed_site.get("/ajax/follow_latest/illust", params={"p": 3}, logged_in=True).json()["body"]
+        assert third["page"]["ids"] == second["page"]["ids"] and max(second["page"]["ids"]) < min(ids)
+        assert feed_site.get("/ajax/follow_latest/illust", params={"p": 1}).status_code == 401
+    finally:
+        feed_site.stop()
+
+
 # ---- search --------------------------------------------------------------------------------
 
 
@@ -542,8 +562,9 @@ def test_stats_count_requests_per_route(site: Site, truth: list[dict[str, Any]])
     fetch_image(work["pages"][0]["original"])
     fetch_image(work["pages"][0]["original"], referer=None)
     stats = site.control("GET", "/_mock/stats")
-    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0, "ranking": 0, "illust": 1,
-                               "pages": 1, "ugoira_meta": 0, "image": 2, "ugoira_zip": 0, "other": 0}  # fmt: skip
+    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0,
+                               "ranking": 0, "following": 0, "illust": 1, "pages": 1, "ugoira_meta": 0,
+                               "image": 2, "ugoira_zip": 0, "other": 0}  # fmt: skip
     assert len(stats["requests"]) == 5
     assert stats["requests"][0].startswith("GET /ajax/search/artworks/") and "p=3" in stats["requests"][0]
     assert stats["requests"][1] == f"GET /ajax/illust/{work['id']}"

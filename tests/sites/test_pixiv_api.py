@@ -211,3 +211,15 @@ def test_ranking_urls_keys_and_labels():
     assert latest.key(False, "20240105") == api.RankingQuery("daily", "20240105").key(False)
     assert latest.key(False, "20240105") != latest.key(False, "20240106")
     assert api.RankingQuery("daily_r18").needs_login and not latest.needs_login
+
+
+@needs_fixtures
+def test_real_follow_feed_page():
+    body = api.parse_envelope(fixture("real/test-bookmarks_new_ilust.json"))
+    works = api.parse_following(body)
+    assert [w["id"] for w in works] == [str(i) for i in body["page"]["ids"]]
+    described = [w for w in works if "createDate" in w]
+    assert len(described) == len(body["thumbnails"]["illust"]) == 60
+    assert api.parse_following({"page": {"ids": [5]}, "thumbnails": {"illust": []}}) == [{"id": "5"}]
+    with pytest.raises(api.ApiError, match="page.ids"):
+        api.parse_following({"thumbnails": {}})
