@@ -267,6 +267,14 @@ class CrawlRecords(CatalogBase):
         assert cur.lastrowid is not None  # an INSERT always sets it
         return cur.lastrowid
 
+    def update_crawl_source(self, crawl_id: int, arguments: dict[str, Any], query_key: str | None = None) -> None:
+        """The crawl's arguments once the login is checked (``logged_in`` as the site said)."""
+        with self.conn:
+            self.conn.execute(
+                "UPDATE crawls SET arguments = ?, query_key = coalesce(?, query_key) WHERE id = ?",
+                [json.dumps(arguments, ensure_ascii=False), query_key, crawl_id],
+            )
+
     def finish_crawl(self, crawl_id: int, status: str, reason: str | None, counts: dict[str, int], stats: dict[str, Any]) -> None:
         with self.conn:
             self.conn.execute(

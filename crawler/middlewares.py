@@ -45,25 +45,49 @@ def session_cookie(settings: BaseSettings) -> str:
     return (os.environ.get("PIXIV_PHPSESSID") or settings.get("PIXIV_PHPSESSID") or "").strip()
 
 
-class PixivSessionMiddleware:
-    """Adds ``PHPSESSID`` to requests for the API host only, and only while they are on the wire.
+def session_cookies(settings: BaseSettings) -> str:
+    """What goes in the ``Cookie`` header to the API host: ``PIXIV_COOKIES`` (a whole cookie string
+    copied from a browser, e.g. with Cloudflare's ``cf_clearance``; the environment variable first,
+    then the setting) with ``PIXIV_PHPSESSID``, when set, in place of its PHPSESSID."""
+    whole = (os.environ.get("PIXIV_COOKIES") or settings.get("PIXIV_COOKIES") or "").strip()
+    pairs: dict[str, str] = {}
+    for part in whole.split(";"):
+        name, equals, value = part.strip().partition("=")
+        if name.strip() and equals:
+            pairs[name.strip()] = value.strip()
+    phpsessid = session_cookie(settings)
+    if phpsessid:
+        pairs["PHPSESSID"] = phpsessid
+    return "; ".join(f"{name}={value}" for name, value in pairs.items())
 
-    The pair is added as the request goes out and taken off again as its response (or error)
-    comes back. So it never enters the cookie jar, never goes to the image host, is not printed by
-    ``COOKIES_DEBUG``, and is not in any request that is stored: a 429 or redirect retry that
+
+def has_login_cookie(settings: BaseSettings) -> bool:
+    """Whether a PHPSESSID is set at all (whether it still logs in, the spider checks at start)."""
+    return any(part.strip().startswith("PHPSESSID=") and len(part.strip()) > len("PHPSESSID=")
+               for part in session_cookies(settings).split(";"))
+
+
+class PixivSessionMiddleware:
+    """Adds the session cookies to requests for the API host only, and only while they are on the wire.
+
+    The pairs are added as the request goes out and taken off again as its response (or error)
+    comes back. So they never enter the cookie jar, never go to the image host, are not printed by
+    ``COOKIES_DEBUG``, and are not in any request that is stored: a 429 or redirect retry that
     JOBDIR's disk queue pickles, or HTTPCACHE's stored request headers. That is why this sits at
     950, nearest the downloader: after CookiesMiddleware (700) and HttpCacheMiddleware (900).
+    ``cookie`` is a PHPSESSID value, or a whole ``name=value; ...`` string (``session_cookies``).
     """
 
     def __init__(self, cookie: str, api_netloc: str):
         self.cookie = cookie
         self.api_netloc = api_netloc
-        self.pair = f"PHPSESSID={cookie}"
+        self.pair = cookie if "=" in cookie else f"PHPSESSID={cookie}"
+        self.own = {p.strip() for p in self.pair.split(";") if p.strip()}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> PixivSessionMiddleware:
         s = crawler.settings
-        return cls(session_cookie(s), urlparse(s.get("PIXIV_BASE_URL")).netloc)
+        return cls(session_cookies(s), urlparse(s.get("PIXIV_BASE_URL")).netloc)
 
     def process_request(self, request: Request) -> None:
         if not self.cookie or urlparse_cached(request).netloc != self.api_netloc:
@@ -80,7 +104,7 @@ class PixivSessionMiddleware:
 
     def _other_pairs(self, request: Request) -> list[str]:
         existing = (request.headers.get(b"Cookie") or b"").decode("latin-1")
-        return [p.strip() for p in existing.split(";") if p.strip() and p.strip() != self.pair]
+        return [p.strip() for p in existing.split(";") if p.strip() and p.strip() not in self.own]
 
     def _take_off(self, request: Request) -> None:
         if not self.cookie or b"Cookie" not in request.headers:

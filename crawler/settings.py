@@ -133,6 +133,10 @@ PIXIV_BASE_URL = "https://www.pixiv.net"
 PIXIV_EMPTY_PAGE_RETRIES = 5  # a throttled (empty) search page is retried this often, then the crawl ends
 PIXIV_EMPTY_PAGE_WAIT = 120.0  # seconds before retrying a throttled empty page; doubles each time
 PIXIV_PHPSESSID = ""  # login cookie; the PIXIV_PHPSESSID environment variable wins. Never logged.
+# A whole cookie string copied from a browser ("PHPSESSID=...; cf_clearance=..."), sent to the API
+# host only; PIXIV_PHPSESSID, when set, replaces its PHPSESSID. Give it in the environment variable of
+# the same name (a -s on the command line shows in the process list). Never logged nor stored.
+PIXIV_COOKIES = ""
 PIXIV_REFERER = "https://www.pixiv.net/"  # i.pximg.net answers 403 to image requests without it
 PIXIV_SEARCH_PAGE_CAP = 1000  # deepest page the site serves; past it the spider moves the date window
 PIXIV_STOP_AFTER_KNOWN = 60  # default of the stop_after argument (consecutive known artworks)

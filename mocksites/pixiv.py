@@ -46,7 +46,7 @@ STATE_VERSION = 1
 
 ILLUST, MANGA, UGOIRA = 0, 1, 2
 ROUTE_NAMES = (
-    "search", "user_all", "user_illusts", "user_tag", "bookmarks", "ranking", "following",
+    "top", "search", "user_all", "user_illusts", "user_tag", "bookmarks", "ranking", "following",
     "illust", "pages", "ugoira_meta", "image", "ugoira_zip", "other",
 )
 
@@ -153,6 +153,7 @@ RANKING_LIMIT = 500
 RANKING_CONTENT_TYPES = {"illust": ILLUST, "manga": MANGA, "ugoira": UGOIRA}
 MESSAGE_RANKING_MISSING = "該当ランキングは存在しません"
 MESSAGE_UNAUTHORIZED = "Unauthorized"
+CLOUDFLARE_CHALLENGE = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>cf challenge</body></html>"
 MESSAGE_UNKNOWN = "An unknown error occurred"
 MESSAGE_FORBIDDEN = "Forbidden"
 MESSAGE_RATE_LIMIT = "Rate limit"
@@ -180,6 +181,8 @@ class SiteConfig:
     session: str = "demo-session-0001"
     max_pages: int = 1000
     follow_max_pages: int = 35
+    premium: bool = False
+    cloudflare: str | None = None  # cf_clearance value the API host wants (a Cloudflare challenge otherwise)
     seed: int = 1
     tag: str = "原神"
     state: str | None = None
@@ -888,22 +891,25 @@ class PixivSite:
             }
         }
 
-    def _detail_tags(self, work: Artwork) -> list[dict[str, Any]]:
-        """The first two tags count as the author's own (locked), as on real works."""
+    def _detail_tags(self, work: Artwork, english: bool = True) -> list[dict[str, Any]]:
+        """The first two tags count as the author's own (locked), as on real works. ``english``
+        False: the session account's language (Japanese here), which has no translations."""
         entries = []
         for position, tag in enumerate(work.tags):
             by_author = position < 2
             entry: dict[str, Any] = {"tag": tag, "locked": by_author, "deletable": not by_author}
             if by_author:
                 entry["userId"] = work.user.user_id
-            if tag in TAG_TRANSLATIONS:
+            if tag in TAG_TRANSLATIONS and english:
                 entry["translation"] = {"en": TAG_TRANSLATIONS[tag]}
             if by_author:
                 entry["userName"] = work.user.name
             entries.append(entry)
         return entries
 
-    def detail_body(self, work: Artwork, *, logged_in: bool) -> dict[str, Any]:
+    def detail_body(self, work: Artwork, *, logged_in: bool, lang: str | None = None) -> dict[str, Any]:
+        """``lang``: the language ``translation.en`` holds; without it a logged-in session gets its
+        account's language (Japanese: no translations), a visitor English."""
         hidden = bool(work.x_restrict) and not logged_in
         first = work.pages[0]
         urls: dict[str, str | None]
@@ -937,7 +943,7 @@ class PixivSite:
             "tags": {
                 "authorId": work.user.user_id,
                 "isLocked": False,
-                "tags": self._detail_tags(work),
+                "tags": self._detail_tags(work, english=(lang or ("ja" if logged_in else "en")) == "en"),
                 "writable": not hidden,
             },
             "alt": alt,
@@ -1128,6 +1134,9 @@ class PixivSite:
             self.stats.record(route, f"{request.method} {request.raw_path}")
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000)
+        challenged = self.config.cloudflare and not request.path.startswith(("/img-", "/_mock/"))
+        if challenged and request.cookies.get("cf_clearance") != self.config.cloudflare:
+            return web.Response(status=403, text=CLOUDFLARE_CHALLENGE, content_type="text/html")
         if request.path.startswith("/ajax/"):
             if "Mozilla/" not in request.headers.get("User-Agent", ""):
                 return json_response(error_body(MESSAGE_FORBIDDEN), status=403)
@@ -1149,6 +1158,7 @@ class PixivSite:
         app.router.add_get("/ajax/user/{user_id}/profile/illusts", self.handle_user_illusts, name="user_illusts")
         app.router.add_get("/ajax/user/{user_id}/illustmanga/tag", self.handle_user_tag, name="user_tag")
         app.router.add_get("/ajax/user/{user_id}/illusts/bookmarks", self.handle_bookmarks, name="bookmarks")
+        app.router.add_get("/", self.handle_top, name="top")
         app.router.add_get("/ranking.php", self.handle_ranking, name="ranking")
         app.router.add_get("/ajax/follow_latest/illust", self.handle_following, name="following")
         app.router.add_get("/ajax/illust/{illust_id}/pages", self.handle_pages, name="pages")
@@ -1187,7 +1197,10 @@ class PixivSite:
             start=_parse_date(query.get("scd")),
             end=_parse_date(query.get("ecd")),
         )
-        matches = ascending if query.get("order") == "date" else descending
+        order = query.get("order")
+        matches = ascending if order == "date" else descending
+        if order in ("popular_d", "popular_male_d", "popular_female_d") and self.config.premium and self.logged_in(request):
+            matches = sorted(descending, key=lambda w: w.bookmark_count, reverse=True)  # premium's popular sort
         page = min(_parse_positive_int(query.get("p"), 1), self.config.max_pages)
         offset = (page - 1) * WORKS_PER_PAGE
         return json_response(self.search_body(word, matches[offset : offset + WORKS_PER_PAGE], len(matches)))
@@ -1268,6 +1281,23 @@ class PixivSite:
         }
         return json_response(success_body(body))
 
+    async def handle_top(self, request: web.Request) -> web.Response:
+        """The top page, as far as a login check reads it (PixivUtil2's markers): for the session an
+        ``x-userid`` header, a ``dataLayer`` with ``login: 'yes'``, the user id and premium, and the
+        R-18 display setting as ``"xRestrict":2``; for anyone else a visitor's page."""
+        if self.logged_in(request):
+            premium = "yes" if self.config.premium else "no"
+            layer = (f"var dataLayer = [{{ login: 'yes', gender: \"\", user_id: \"{OWN_USER.user_id}\", lang: \"ja\", "
+                     f"illustup_flg: 'not_uploaded', premium: '{premium}', }}];")
+            data = json.dumps({"userData": {"id": OWN_USER.user_id, "name": OWN_USER.name, "premium": self.config.premium,
+                                            "xRestrict": 2}}, ensure_ascii=False, separators=(",", ":"))
+            page = f"<!DOCTYPE html><html><head><script>{layer}</script><script>var globalData = {data};</script></head>"
+            headers = {"x-userid": OWN_USER.user_id}
+        else:
+            page = "<!DOCTYPE html><html><head><script>var dataLayer = [{ login: 'no', }];</script></head>"
+            headers = {}
+        return web.Response(text=page + "<body>pixiv</body></html>", content_type="text/html", headers=headers)
+
     async def handle_following(self, request: web.Request) -> web.Response:
         """The feed of the artists OWN_USER follows, newest first, 60 a page; past
         ``--follow-max-pages`` it answers that page again (as the site caps non-premium accounts)."""
@@ -1336,7 +1366,8 @@ class PixivSite:
         work = self._live_work(request)
         if work is None:
             return json_response(error_body(MESSAGE_NOT_FOUND), status=404)
-        return json_response(success_body(self.detail_body(work, logged_in=self.logged_in(request))))
+        detail = self.detail_body(work, logged_in=self.logged_in(request), lang=request.query.get("lang"))
+        return json_response(success_body(detail))
 
     async def handle_pages(self, request: web.Request) -> web.Response:
         work = self._live_work(request)
@@ -1519,6 +1550,9 @@ def parse_args(argv: list[str] | None = None) -> SiteConfig:
     parser.add_argument("--ads", action="store_true", help="add an ad slot to every search page")
     parser.add_argument("--session", default=defaults.session, help="PHPSESSID of the R-18 enabled account")
     parser.add_argument("--max-pages", type=int, default=defaults.max_pages, help="search pagination cap")
+    parser.add_argument("--premium", action="store_true", help="the session's account has Pixiv Premium")
+    parser.add_argument("--cloudflare", default=None, metavar="CF_CLEARANCE",
+                        help="the API host answers Cloudflare's 403 challenge page unless this cf_clearance cookie comes")
     parser.add_argument("--follow-max-pages", type=int, default=defaults.follow_max_pages,
                         help="the follow feed's deepest page; past it the feed repeats that page")
     parser.add_argument("--seed", type=int, default=defaults.seed)

@@ -19,7 +19,8 @@ from core.errors import EXIT_FAILED, ProjectError
 
 PAGE_SIZE = 60
 USER_PAGE_SIZE = 48  # what Pixiv's web client asks for: profile/illusts batches, illustmanga/tag pages
-ORDERS = ("date_d", "date")
+ORDERS = ("date_d", "date", "popular_d", "popular_male_d", "popular_female_d")
+PREMIUM_ORDERS = ("popular_d", "popular_male_d", "popular_female_d")  # Pixiv Premium only
 MODES = ("all", "safe", "r18")
 TYPES = ("all", "illust_and_ugoira", "illust", "manga", "ugoira")
 AI_CHOICES = ("include", "exclude")
@@ -197,7 +198,9 @@ def search_url(base_url: str, query: SearchQuery, page: int, until: str | None =
 
 
 def illust_url(base_url: str, artwork_id: str) -> str:
-    return f"{base_url.rstrip('/')}/ajax/illust/{artwork_id}"
+    """The detail, with ``lang=en``: ``translation.en`` holds the language asked for (else the
+    account's), and the catalogue stores English translations whoever is logged in."""
+    return f"{base_url.rstrip('/')}/ajax/illust/{artwork_id}?lang=en"
 
 
 def pages_url(base_url: str, artwork_id: str) -> str:
@@ -290,6 +293,36 @@ def is_masked(work: dict[str, Any]) -> bool:
     """A listed work the site will not describe (a bookmarked work deleted or made private since):
     ``isMasked``, or the placeholder thumbnail instead of the work's own."""
     return bool(work.get("isMasked")) or "/common/images/limit_" in str(work.get("url") or "")
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who the cookie logs in as, read from the top page as PixivUtil2 reads it."""
+
+    user_id: str | None
+    premium: bool
+    x_restrict: int | None  # the account's display setting: 0 hides R-18 and R-18G, 1 R-18G, 2 none
+
+
+def read_login(headers: dict[str, str], page: str) -> Login | None:
+    """The login the top page (``https://www.pixiv.net/``, not redirected) shows, or None for a
+    visitor. PixivUtil2 (common/PixivBrowserFactory.py, loginUsingCookie and getMyId): an
+    ``x-userid`` response header, or one of the page's login markers; the user id, premium and the
+    R-18 setting from its ``dataLayer`` and ``"xRestrict":N``."""
+    user_id = next((v for k, v in headers.items() if k.lower() == "x-userid" and v.strip()), None)
+    markers = ("logout.php", "pixiv.user.loggedIn = true", "_gaq.push(['_setCustomVar', 1, 'login', 'yes'",
+               "var dataLayer = [{ login: 'yes',")
+    if user_id is None and not any(marker in page for marker in markers):
+        return None
+    if user_id is None:
+        found = (re.search(r'pixiv\.user\.id = "(\d+)";', page) or re.search(r"user_id:\s?'(\d+)'", page)
+                 or re.search(r"var dataLayer = .*user_id: *['\"](\d+)['\"]", page))
+        user_id = found.group(1) if found else None
+    plan = re.search(r"_gaq\.push\(\['_setCustomVar', 3, 'plan', '(\w+)', 1\]\)", page)
+    premium = plan.group(1) == "premium" if plan else bool(re.search(r"var dataLayer = .*premium:\s?'yes'", page))
+    restrict = re.search(r'"xRestrict\\?":(\d+)', page)
+    return Login(user_id=user_id.strip() if user_id else None, premium=premium,
+                 x_restrict=int(restrict.group(1)) if restrict else None)
 
 
 def parse_envelope(raw: bytes | str) -> Any:

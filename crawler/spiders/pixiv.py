@@ -29,19 +29,21 @@ cannot happen here. Every artwork a listing names is recorded with its source (`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import scrapy
+from scrapy.http import TextResponse
 
 from catalog.store import Catalog, Coverage, utc_now
 from core.errors import ArgumentError
 from core.items import ArtworkItem
 from core.storage import catalog_path
 from crawler.cluster import LOCAL_META
-from crawler.middlewares import WAIT_META, session_cookie
+from crawler.middlewares import WAIT_META, has_login_cookie
 from sites import pixiv_api as api
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class PixivSpider(scrapy.Spider):
     empty_page_wait: float
     max_wait: float
     query_key: str
+    cookie_set: bool  # a PHPSESSID is set (logged_in: and the site says it logs in)
+    login: api.Login | None = None  # who the cookie logs in as, once checked
     following_max_pages: int
     source_label: str  # artwork_sources.source: tag:原神, user:123, user:123/tag:R-18
     catalog: Catalog
@@ -163,7 +167,8 @@ class PixivSpider(scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
         spider.base_url = s.get("PIXIV_BASE_URL").rstrip("/")
-        spider.logged_in = bool(session_cookie(s))
+        # whether a PHPSESSID is set; start() then asks the site whether it still logs in
+        spider.logged_in = spider.cookie_set = has_login_cookie(s)
         stop_after = spider._stop_after_arg
         spider.stop_after = (
             _positive_int("stop_after", stop_after, allow_zero=True)
@@ -181,14 +186,32 @@ class PixivSpider(scrapy.Spider):
         if spider.following and not spider.logged_in:
             raise ArgumentError("following=1 is the feed of the artists your account follows: it needs your login "
                                 "(PIXIV_PHPSESSID)")
+        if spider.query and spider.query.mode == "r18" and not spider.logged_in:
+            raise ArgumentError("mode=r18 lists R-18 works only, which Pixiv shows to a login: set PIXIV_PHPSESSID")
         spider.following_max_pages = s.getint("PIXIV_FOLLOWING_MAX_PAGES")
-        source = spider.query or spider.user_query or spider.bookmarks_query or spider.ranking_query
-        # the feed is the logged-in account's: one account's feed per catalogue
-        spider.query_key = source.key(spider.logged_in) if source else json.dumps({"source": "following"})
         spider.catalog = Catalog(catalog_path(s))  # beside the catalogue stage's writer: last_seen, sources
-        spider.coverage = spider.catalog.coverage(spider.query_key) if spider.newest_first else None
+        spider._set_source_key()
         crawler.signals.connect(spider._close_catalog, signal=scrapy.signals.spider_closed)
         return spider
+
+    def _set_source_key(self) -> None:
+        """The source's coverage key and coverage, for the login as it stands (claimed, then checked)."""
+        source = self.query or self.user_query or self.bookmarks_query or self.ranking_query
+        # the feed is the logged-in account's: one account's feed per catalogue
+        self.query_key = source.key(self.logged_in) if source else json.dumps({"source": "following"})
+        self.coverage = self.catalog.coverage(self.query_key) if self.newest_first else None
+
+    def _needs_login(self) -> str | None:
+        """What in this run needs a working login, or None."""
+        if self.following:
+            return "following=1"
+        if self.bookmarks_query and self.bookmarks_query.rest == "hide":
+            return "rest=hide"
+        if self.ranking_query and self.ranking_query.needs_login:
+            return f"ranking={self.ranking_query.mode}"
+        if self.query and self.query.mode == "r18":
+            return "mode=r18"
+        return None
 
     def crawl_arguments(self) -> dict[str, Any]:
         """What the crawls table records about this run (no cookie: only whether one was set)."""
@@ -221,6 +244,73 @@ class PixivSpider(scrapy.Spider):
         self.state.setdefault("pages_done", 0)
         self.state.setdefault("artwork_errors", 0)
         self.state.setdefault("consecutive_known", 0)
+        if self.cookie_set:
+            yield self.login_check_request(self.base_url + "/")
+            return
+        for request in self._begin():
+            yield request
+
+    # --- the login --------------------------------------------------------------------------------------
+    def login_check_request(self, url: str, followed: bool = False) -> scrapy.Request:
+        """The top page, not redirected, as PixivUtil2 checks a cookie: who it logs in as, if anyone."""
+        return scrapy.Request(
+            url, callback=self.parse_login_check, errback=self.login_check_failed, cb_kwargs={"followed": followed},
+            meta={**API_META, LOCAL_META: True, "dont_redirect": True}, priority=PRIORITY_SEARCH, dont_filter=True,
+        )
+
+    def parse_login_check(self, response: Response, followed: bool) -> Any:
+        headers = {k.decode("latin-1"): b", ".join(v).decode("latin-1") for k, v in response.headers.items()}
+        page = response.text if isinstance(response, TextResponse) else ""
+        login = api.read_login(headers, page) if response.status < 400 else None
+        if login is None and 300 <= response.status < 400 and not followed and "Location" in headers:
+            yield self.login_check_request(response.urljoin(headers["Location"]), followed=True)
+            return
+        if response.status >= 400:
+            why = f"the top page answered HTTP {response.status}: the login cannot be checked"
+            logger.error("%s (a Cloudflare page? copy its cf_clearance cookie into PIXIV_COOKIES)", why)
+            self.state["search_failed"] = why
+            return
+        self.login = login
+        self.logged_in = login is not None
+        if login is None:
+            logger.warning(
+                "The Pixiv cookie does not log in: the top page shows a visitor (as PixivUtil2 checks it). "
+                "Renew PIXIV_PHPSESSID (or PIXIV_COOKIES). This run goes on as a visitor's: R-18 works are "
+                "recorded login_required, and its coverage is a visitor's."
+            )
+            needs = self._needs_login()
+            if needs:
+                why = f"the Pixiv login is dead, and {needs} needs a working one"
+                logger.error("%s; renew PIXIV_PHPSESSID", why)
+                self.state["search_failed"] = why
+                return
+        else:
+            logger.info("Logged in to Pixiv as user %s (premium: %s)", login.user_id or "?", "yes" if login.premium else "no")
+            if login.x_restrict == 0 and self._needs_login() in ("mode=r18",) + tuple(
+                    f"ranking={m}" for m in api.RANKING_R18_MODES):
+                logger.warning("This account's settings hide R-18 works (xRestrict 0): turn them on at pixiv.net "
+                               "(Settings, Viewing restrictions) or the R-18 lists come back empty")
+        for request in self._begin():
+            yield request
+        if self.crawl_id is not None:  # the crawls row, opened with the login as claimed
+            self.catalog.update_crawl_source(self.crawl_id, self.crawl_arguments(), self.query_key)
+
+    def login_check_failed(self, failure: Failure) -> None:
+        why = f"the login check failed: {failure.value.__class__.__name__}: {failure.value}"
+        logger.error("%s", why)
+        self.state["search_failed"] = why
+
+    def _begin(self) -> Any:
+        """The source's first listing request, once the login is known."""
+        premium = bool(self.login and self.login.premium)
+        if self.query and self.query.order in api.PREMIUM_ORDERS and not premium:
+            logger.warning(
+                "order=%s sorts by popularity for Pixiv Premium accounts only, and this run has %s: "
+                "searching newest first (order=date_d) instead", self.query.order,
+                "a login without premium" if self.logged_in else "no login",
+            )
+            self.query = dataclasses.replace(self.query, order="date_d")
+        self._set_source_key()
         if self.coverage:
             cover = self.coverage
             where = (f"below {cover.complete_below_date} (id {cover.complete_below_id})" if cover.complete_below_date

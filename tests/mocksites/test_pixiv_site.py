@@ -562,7 +562,7 @@ def test_stats_count_requests_per_route(site: Site, truth: list[dict[str, Any]])
     fetch_image(work["pages"][0]["original"])
     fetch_image(work["pages"][0]["original"], referer=None)
     stats = site.control("GET", "/_mock/stats")
-    assert stats["counts"] == {"search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0,
+    assert stats["counts"] == {"top": 0, "search": 1, "user_all": 0, "user_illusts": 0, "user_tag": 0, "bookmarks": 0,
                                "ranking": 0, "following": 0, "illust": 1, "pages": 1, "ugoira_meta": 0,
                                "image": 2, "ugoira_zip": 0, "other": 0}  # fmt: skip
     assert len(stats["requests"]) == 5

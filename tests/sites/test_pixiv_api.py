@@ -94,7 +94,7 @@ def test_search_url_carries_every_argument():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"order": "popular_d"}, "order must be one of"),
+        ({"order": "popular"}, "order must be one of"),
         ({"mode": "x"}, "mode must be one of"),
         ({"type": "novel"}, "type must be one of"),
         ({"ai": "maybe"}, "ai must be one of"),
@@ -223,3 +223,23 @@ def test_real_follow_feed_page():
     assert api.parse_following({"page": {"ids": [5]}, "thumbnails": {"illust": []}}) == [{"id": "5"}]
     with pytest.raises(api.ApiError, match="page.ids"):
         api.parse_following({"thumbnails": {}})
+
+
+# ---- the login check ----------------------------------------------------------------------------
+
+def test_the_login_is_read_as_pixivutil2_reads_the_top_page():
+    assert api.read_login({}, "<script>var dataLayer = [{ login: 'no', }];</script>") is None
+    assert api.read_login({}, "") is None
+    assert api.read_login({"X-Userid": "42"}, "") == api.Login("42", premium=False, x_restrict=None)
+    page = ("<script>var dataLayer = [{ login: 'yes', gender: \"male\", user_id: \"3145410\", lang: \"en\", "
+            "illustup_flg: 'not_uploaded', premium: 'no', }];</script><script>{\"xRestrict\":1}</script>")
+    assert api.read_login({}, page) == api.Login("3145410", premium=False, x_restrict=1)
+    premium = page.replace("premium: 'no'", "premium: 'yes'").replace('{"xRestrict":1}', '{\\"xRestrict\\":2}')
+    assert api.read_login({}, premium) == api.Login("3145410", premium=True, x_restrict=2)
+    older = "<a href=\"/logout.php\">logout</a><script>pixiv.user.id = \"77\";" \
+            "_gaq.push(['_setCustomVar', 3, 'plan', 'premium', 1]);</script>"
+    assert api.read_login({}, older) == api.Login("77", premium=True, x_restrict=None)
+
+
+def test_details_ask_for_english_translations():
+    assert api.illust_url("https://www.pixiv.net/", "5") == "https://www.pixiv.net/ajax/illust/5?lang=en"
