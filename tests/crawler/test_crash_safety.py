@@ -49,8 +49,8 @@ def count_rows(output: Path) -> int:
         return 0
 
 
-def start_crawl(site, output: Path, *args: str, tag: str | None = "原神") -> subprocess.Popen:
-    return subprocess.Popen(crawl_command(site, output, *args, tag=tag), cwd=REPO, env=crawl_env(),
+def start_crawl(site, output: Path, *args: str, tag: str | None = "原神", env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(crawl_command(site, output, *args, tag=tag), cwd=REPO, env=crawl_env(env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

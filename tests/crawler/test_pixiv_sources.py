@@ -284,6 +284,11 @@ def test_the_follow_feed_needs_the_login_and_ends_at_the_sites_page_limit(make_s
     assert {r[0] for r in first.query("SELECT id FROM artworks")} == listed
     assert first.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("finished",)]
 
+    killed = tmp_path / "killed"
+    interrupt_when(start_crawl(site, killed, "-a", "following=1", tag=None, env=COOKIE), killed, 40)
+    assert run_crawl(site, killed, "-a", "following=1", tag=None, env=COOKIE).returncode == 0
+    assert snapshot(killed) == snapshot(out)
+
     site.control("/_mock/add?count=60", "POST")
     new = {w["id"] for w in site.truth()[500:] if w["userId"] in followed and not w["deleted"]}
     site.reset_stats()
