@@ -25,6 +25,7 @@ class KnownArtwork:
     update_date: str | None
     status: str
     complete: bool  # every page has an images row
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,13 @@ class CrawlRecords(CatalogBase):
         rows = self.conn.execute(
             f"""
             SELECT a.id, a.update_date, a.status, a.page_count,
-                   (SELECT count(*) FROM images i WHERE i.artwork_id = a.id)
+                   (SELECT count(*) FROM images i WHERE i.artwork_id = a.id), a.reason
             FROM artworks a WHERE a.id IN ({marks})
             """,
             ids,
         ).fetchall()
         return {
-            r[0]: KnownArtwork(update_date=r[1], status=r[2], complete=r[4] >= (r[3] or 0))
+            r[0]: KnownArtwork(update_date=r[1], status=r[2], complete=r[4] >= (r[3] or 0), reason=r[5])
             for r in rows
         }
 

@@ -488,16 +488,18 @@ class Corpus:
         types: frozenset[int] | None,
         start: dt.date | None,
         end: dt.date | None,
+        s_mode: str = "s_tag_full",
     ) -> tuple[list[Artwork], list[Artwork]]:
         """Matching works as (oldest first, newest first); cached per distinct query."""
-        key = (word, logged_in, mode, types, start, end)
+        key = (word, logged_in, mode, types, start, end, s_mode)
         cached = self._search_cache.get(key)
         if cached is not None:
             return cached
+        wanted = parse_search_words(word)
         matches = [
             work
             for work in self.works
-            if word in work.tags
+            if words_match(wanted, work, s_mode)
             and _visible(work, logged_in=logged_in, mode=mode)
             and (types is None or work.illust_type in types)
             and (start is None or work.created.date() >= start)
@@ -508,6 +510,39 @@ class Corpus:
         result = (matches, matches[::-1])
         self._search_cache[key] = result
         return result
+
+
+def parse_search_words(word: str) -> tuple[list[list[str]], list[str]]:
+    """Pixiv's search words: space-separated terms all wanted, ``A OR B`` (or ``or``) either,
+    ``-C`` none: ([[A, B], [D]], [C])."""
+    groups: list[list[str]] = []
+    excluded: list[str] = []
+    joining = False
+    for term in word.replace("\u3000", " ").split():
+        if term.lower() == "or":
+            joining = bool(groups)
+        elif term.startswith("-") and len(term) > 1:
+            excluded.append(term[1:])
+        elif joining:
+            groups[-1].append(term)
+            joining = False
+        else:
+            groups.append([term])
+    return groups, excluded
+
+
+def words_match(wanted: tuple[list[list[str]], list[str]], work: Artwork, s_mode: str) -> bool:
+    """s_tag_full: a tag equals the term; s_tag: a tag contains it (case-folded); s_tc: the title
+    does (the local site's works have no caption)."""
+    def has(term: str) -> bool:
+        if s_mode == "s_tc":
+            return term.casefold() in work.title.casefold()
+        if s_mode == "s_tag":
+            return any(term.casefold() in tag.casefold() for tag in work.tags)
+        return term in work.tags
+
+    groups, excluded = wanted
+    return bool(groups) and all(any(has(t) for t in group) for group in groups) and not any(has(t) for t in excluded)
 
 
 def _visible(work: Artwork, *, logged_in: bool, mode: str) -> bool:
@@ -1196,6 +1231,7 @@ class PixivSite:
             types=SEARCH_TYPES.get(query.get("type", "all")),
             start=_parse_date(query.get("scd")),
             end=_parse_date(query.get("ecd")),
+            s_mode=query.get("s_mode", "s_tag_full"),
         )
         order = query.get("order")
         matches = ascending if order == "date" else descending

@@ -24,6 +24,9 @@ PREMIUM_ORDERS = ("popular_d", "popular_male_d", "popular_female_d")  # Pixiv Pr
 MODES = ("all", "safe", "r18")
 TYPES = ("all", "illust_and_ugoira", "illust", "manga", "ugoira")
 AI_CHOICES = ("include", "exclude")
+# -a match=...: Pixiv's s_mode. OR and -exclusions go inside the word itself, as Pixiv writes them
+# ("GuP OR ガルパン -R-18"): the query is sent as typed.
+MATCH_MODES = {"exact": "s_tag_full", "partial": "s_tag", "title": "s_tc"}
 ILLUST_TYPE_UGOIRA = 2
 JST = timezone(timedelta(hours=9))
 AI_TYPE_GENERATED = 2
@@ -46,6 +49,7 @@ class SearchQuery:
     since: str | None = None  # YYYY-MM-DD -> scd
     until: str | None = None  # YYYY-MM-DD -> ecd
     ai: str = "include"
+    match: str = "exact"  # exact, partial, title (MATCH_MODES)
 
     def __post_init__(self) -> None:
         if not self.tag.strip():
@@ -55,6 +59,7 @@ class SearchQuery:
             ("mode", self.mode, MODES),
             ("type", self.type, TYPES),
             ("ai", self.ai, AI_CHOICES),
+            ("match", self.match, tuple(MATCH_MODES)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -69,11 +74,11 @@ class SearchQuery:
 
     def key(self, logged_in: bool) -> str:
         """Results differ with the query and with login (anonymous search hides R-18)."""
-        return json.dumps(
-            {"tag": self.tag, "mode": self.mode, "type": self.type, "ai": self.ai,
-             "since": self.since, "until": self.until, "login": logged_in},
-            ensure_ascii=False, sort_keys=True,
-        )
+        fields = {"tag": self.tag, "mode": self.mode, "type": self.type, "ai": self.ai,
+                  "since": self.since, "until": self.until, "login": logged_in}
+        if self.match != "exact":  # exact-tag keys stay as they were before match existed
+            fields["match"] = self.match
+        return json.dumps(fields, ensure_ascii=False, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -179,19 +184,20 @@ class BookmarksQuery:
         )
 
 
-def search_url(base_url: str, query: SearchQuery, page: int, until: str | None = None) -> str:
-    """The URL Pixiv's own web client calls for one page of a tag search."""
+def search_url(base_url: str, query: SearchQuery, page: int, until: str | None = None, since: str | None = None) -> str:
+    """The URL Pixiv's own web client calls for one page of a tag search (``until``/``since``: a
+    date window moved past the page cap, in place of the query's own)."""
     params = {
         "word": query.tag,
         "order": query.order,
         "mode": query.mode,
         "p": page,
-        "s_mode": "s_tag_full",
+        "s_mode": MATCH_MODES[query.match],
         "type": query.type,
         "lang": "en",
     }
-    if query.since:
-        params["scd"] = query.since
+    if since or query.since:
+        params["scd"] = since or query.since
     if until or query.until:
         params["ecd"] = until or query.until
     return f"{base_url.rstrip('/')}/ajax/search/artworks/{quote(query.tag, safe='')}?{urlencode(params)}"

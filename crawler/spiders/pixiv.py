@@ -57,6 +57,7 @@ JST = timezone(timedelta(hours=9))
 # Details and their follow-ups go before the next search page, so the queue stays one page deep
 # and memory stays flat however large the crawl.
 PRIORITY_SEARCH, PRIORITY_DETAIL, PRIORITY_FOLLOW_UP = 0, 10, 20
+MIN_BOOKMARKS_REASON = "fewer bookmarks than min_bookmarks"  # + " N: M bookmarks"
 API_META = {"handle_httpstatus_all": True}
 
 
@@ -100,6 +101,8 @@ class PixivSpider(scrapy.Spider):
         date: str | None = None,
         content: str | None = None,
         following: str | None = None,
+        match: str | None = None,
+        min_bookmarks: str | int | None = None,
         *args: Any,
         **kwargs: Any,
     ):
@@ -128,7 +131,7 @@ class PixivSpider(scrapy.Spider):
                 "give a source: -a tag=TAG (e.g. scrapy crawl pixiv -a tag=原神), -a user=ID, -a bookmarks=ID, "
                 "-a ranking=MODE or -a following=1"
             )
-        search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until}
+        search_only = {"order": order, "mode": mode, "type": type, "since": since, "until": until, "match": match}
         given = [name for name, value in search_only.items() if value is not None]
         if given and sources != ["tag"]:
             raise ArgumentError(f"{', '.join(given)} applies to tag search only, not to {sources[0]}")
@@ -148,13 +151,14 @@ class PixivSpider(scrapy.Spider):
                 assert tag is not None
                 self.query = api.SearchQuery(
                     tag=tag, order=order or "date_d", mode=mode or "all", type=type or "all",
-                    since=since, until=until, ai=ai,
+                    since=since, until=until, ai=ai, match=match or "exact",
                 )
                 self.tag = tag
                 self.source_label = f"tag:{tag}"
         except ValueError as exc:
             raise ArgumentError(str(exc)) from None
         self.max_pages = _positive_int("pages", pages) if pages not in (None, "") else None
+        self.min_bookmarks = _positive_int("min_bookmarks", min_bookmarks) if min_bookmarks not in (None, "") else None
         self._stop_after_arg = stop_after
 
     @property
@@ -216,7 +220,7 @@ class PixivSpider(scrapy.Spider):
     def crawl_arguments(self) -> dict[str, Any]:
         """What the crawls table records about this run (no cookie: only whether one was set)."""
         common = {
-            "pages": self.max_pages, "ai": self.ai, "stop_after": self.stop_after,
+            "pages": self.max_pages, "ai": self.ai, "stop_after": self.stop_after, "min_bookmarks": self.min_bookmarks,
             "logged_in": self.logged_in, "base_url": self.base_url,
         }
         if self.bookmarks_query:
@@ -232,7 +236,7 @@ class PixivSpider(scrapy.Spider):
         assert self.query is not None
         return {
             "tag": self.tag, "order": self.query.order, "mode": self.query.mode, "type": self.query.type,
-            "since": self.query.since, "until": self.query.until, **common,
+            "since": self.query.since, "until": self.query.until, "match": self.query.match, **common,
         }
 
     # --- entry point ------------------------------------------------------------------------------
@@ -343,7 +347,7 @@ class PixivSpider(scrapy.Spider):
     def search_request(self, page: int, until: str | None, **meta: Any) -> scrapy.Request:
         assert self.query is not None
         return scrapy.Request(
-            api.search_url(self.base_url, self.query, page, until),
+            api.search_url(self.base_url, self.query, page, until, since=self.state.get("window_since")),
             callback=self.parse_search,
             errback=self.search_failed,
             cb_kwargs={"page": page, "until": until},
@@ -373,6 +377,15 @@ class PixivSpider(scrapy.Spider):
             logger.info("Search %r: page %d is past the end (total %d)", self.tag, page, result.total)
             self.state["reached_end"] = True
             return
+        ids = [str(w["id"]) for w in result.works]
+        if page > 1 and ids and ids == self.state.get("previous_ids"):
+            # what a site does past its deepest page: it answers that page again
+            logger.info("Search %r: page %d repeats page %d: past the site's page cap", self.tag, page, page - 1)
+            yield from self._move_window(page - 1, until)
+            return
+        self.state["previous_ids"] = ids
+        if result.works:
+            self.state["previous_last_date"] = str(result.works[-1].get("createDate", ""))[:10]
         self.state["total"] = result.total
         self.state["pages_done"] += 1
         self.state.pop("empty_retries", None)
@@ -439,16 +452,25 @@ class PixivSpider(scrapy.Spider):
         if page < self.page_cap:
             yield self.search_request(page + 1, until)
             return
-        # Pixiv serves at most PAGE_CAP pages; go on with a date window ending at the last work
-        # seen (PixivUtil2's enableInfiniteLoop). Works of that day come again and are skipped.
-        last = str(result.works[-1].get("createDate", ""))[:10]
+        yield from self._move_window(page, until)
+
+    def _move_window(self, page: int, until: str | None) -> Any:
+        """Past the deepest page Pixiv serves, go on with a date window that starts again at the
+        last work seen (PixivUtil2's enableInfiniteLoop): ``ecd`` moves back for newest first,
+        ``scd`` forward for oldest first. Works of that day come again and are skipped."""
+        last = self.state.get("previous_last_date") or ""
         assert self.query is not None
-        if self.query.order != "date_d" or not last or last == until:
+        since = self.state.get("window_since") or self.query.since
+        if self.query.order == "date_d" and last and last != until:
+            logger.info("Search %r: page cap %d reached; continuing with ecd=%s", self.tag, page, last)
+            yield self.search_request(1, last)
+        elif self.query.order == "date" and last and last != since:
+            logger.info("Search %r: page cap %d reached; continuing with scd=%s", self.tag, page, last)
+            self.state["window_since"] = last
+            yield self.search_request(1, until)
+        else:
             logger.warning("Search %r: page cap %d reached and the date window cannot move", self.tag, page)
             self.state["window_stuck"] = True
-            return
-        logger.info("Search %r: page cap %d reached; continuing with ecd=%s", self.tag, page, last)
-        yield self.search_request(1, last)
 
     def _count_known(self, where: tuple[str, int]) -> bool:
         """Count a known work toward the early stop; True when the crawl should stop paging."""
@@ -477,6 +499,11 @@ class PixivSpider(scrapy.Spider):
             return bool(known.complete)
         if known.status == "deleted":
             return True
+        if known.status == "skipped" and (known.reason or "").startswith(MIN_BOOKMARKS_REASON):
+            # too few bookmarks for a bar at least as high as this run's: not asked again until it
+            # changes (a lower bar, or a new updateDate); counts that grew are not re-checked
+            bar = known.reason[len(MIN_BOOKMARKS_REASON):].split(":")[0].strip()
+            return self.min_bookmarks is not None and bar.isdigit() and self.min_bookmarks >= int(bar)
         return known.status == "login_required" and not self.logged_in
 
     def _seen_before(self) -> bool:
@@ -721,6 +748,12 @@ class PixivSpider(scrapy.Spider):
         if body is None:
             return
         artwork = api.merge_detail(artwork, body)
+        bookmarks = artwork.get("bookmark_count")
+        if self.min_bookmarks and (bookmarks or 0) < self.min_bookmarks:
+            self.crawler.stats.inc_value("artworks/skipped_bookmarks")
+            yield ArtworkItem(artwork=artwork, status="skipped",
+                              reason=f"{MIN_BOOKMARKS_REASON} {self.min_bookmarks}: {bookmarks or 0} bookmarks")
+            return
         urls = body.get("urls") or {}
         original = urls.get("original")
         artwork_id = artwork["id"]

@@ -735,3 +735,23 @@ def test_the_labelled_set_is_deterministic_and_of_every_page_kind(tmp_path: Path
             with Image.open(file) as image:
                 image.load()
                 assert max(image.size) == 64
+
+
+def test_search_words_or_exclusions_and_match_modes(site: Site, truth: list[dict[str, Any]]) -> None:
+    def ids(word: str, s_mode: str = "s_tag_full") -> set[str]:
+        found: set[str] = set()
+        for page in range(1, 10):
+            data = site.get(f"/ajax/search/artworks/{word}", params={
+                "word": word, "order": "date_d", "mode": "all", "p": page, "s_mode": s_mode, "type": "all"},
+            ).json()["body"]["illustManga"]["data"]
+            if not data:
+                break
+            found |= {w["id"] for w in data}
+        return found
+
+    shown = visible_anonymous(truth)
+    assert ids("甘雨(原神) OR 刻晴(原神)") == {w["id"] for w in shown if {"甘雨(原神)", "刻晴(原神)"} & set(w["tags"])}
+    assert ids("原神 -漫画") == {w["id"] for w in shown if "漫画" not in w["tags"]}
+    assert ids("雷電", "s_tag") == {w["id"] for w in shown if any("雷電" in t for t in w["tags"])}
+    assert ids("雷電") == set()  # no tag is exactly 雷電
+    assert ids("の休日", "s_tc") == {w["id"] for w in shown if "の休日" in w["title"]}

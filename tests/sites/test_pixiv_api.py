@@ -243,3 +243,17 @@ def test_the_login_is_read_as_pixivutil2_reads_the_top_page():
 
 def test_details_ask_for_english_translations():
     assert api.illust_url("https://www.pixiv.net/", "5") == "https://www.pixiv.net/ajax/illust/5?lang=en"
+
+
+def test_match_modes_and_window_overrides_in_the_search_url():
+    partial = api.SearchQuery(tag="雷電 OR 刻晴", match="partial", since="2024-01-01")
+    url = urlparse(api.search_url("https://www.pixiv.net", partial, 2, until="2024-02-01", since="2024-01-05"))
+    query = parse_qs(url.query)
+    assert query["s_mode"] == ["s_tag"] and query["word"] == ["雷電 OR 刻晴"]
+    assert query["scd"] == ["2024-01-05"] and query["ecd"] == ["2024-02-01"]
+    assert parse_qs(urlparse(api.search_url("https://x", api.SearchQuery(tag="a", match="title"), 1)).query)["s_mode"] == ["s_tc"]
+    exact = api.SearchQuery(tag="a")
+    assert "match" not in json.loads(exact.key(False))  # keys written before match existed stay valid
+    assert exact.key(False) != api.SearchQuery(tag="a", match="partial").key(False)
+    with pytest.raises(ValueError, match="match must be one of"):
+        api.SearchQuery(tag="a", match="fuzzy")
