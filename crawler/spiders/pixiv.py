@@ -290,6 +290,13 @@ class PixivSpider(scrapy.Spider):
                 return
         else:
             logger.info("Logged in to Pixiv as user %s (premium: %s)", login.user_id or "?", "yes" if login.premium else "no")
+            hidden = self.bookmarks_query if self.bookmarks_query and self.bookmarks_query.rest == "hide" else None
+            if hidden and login.user_id and login.user_id != hidden.user_id:
+                why = (f"rest=hide lists your own private bookmarks only: this login is user {login.user_id}, "
+                       f"not {hidden.user_id}")
+                logger.error("%s", why)
+                self.state["search_failed"] = why
+                return
             if login.x_restrict == 0 and self._needs_login() in ("mode=r18",) + tuple(
                     f"ranking={m}" for m in api.RANKING_R18_MODES):
                 logger.warning("This account's settings hide R-18 works (xRestrict 0): turn them on at pixiv.net "

@@ -210,10 +210,13 @@ def test_bookmarks_public_private_by_tag_and_killed_then_rerun(make_site, run_cr
     assert hidden.returncode == 0
     listed = hidden.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"bookmarks:{OWN}/hide",))
     assert {r[0] for r in listed} == set(private)
+    site.reset_stats()
     other = run_crawl(site, reference.output, "-a", "bookmarks=90000001", "-a", "rest=hide", tag=None, env=COOKIE)
     assert other.returncode == 1
-    assert other.query("SELECT reason FROM crawls ORDER BY id DESC LIMIT 1")[0][0].startswith(
-        "a listing page failed: bookmarks at 0: HTTP 403")
+    assert other.query("SELECT reason FROM crawls ORDER BY id DESC LIMIT 1") == [(
+        "a listing page failed: rest=hide lists your own private bookmarks only: this login is user 90000000, "
+        "not 90000001",)]
+    assert counts(site)["bookmarks"] == 0
 
     # under one bookmark tag: exactly the public bookmarks filed so, nothing fetched twice
     site.reset_stats()
@@ -250,6 +253,10 @@ def test_a_ranking_whole_then_known_then_its_day_given_and_killed_then_rerun(mak
     assert r18.returncode == 0
     ranked = r18.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"ranking:daily_r18/{day}",))
     assert ranked and all(truth[r[0]]["xRestrict"] for r in ranked)
+    manga = run_crawl(site, out, "-a", "ranking=weekly", "-a", "content=manga", "-a", "pages=1", tag=None)
+    assert manga.returncode == 0
+    ranked = manga.query("SELECT artwork_id FROM artwork_sources WHERE source = ?", (f"ranking:weekly/manga/{day}",))
+    assert ranked and all(truth[r[0]]["illustType"] == 1 for r in ranked)
     missing = run_crawl(site, out, "-a", "ranking=daily", "-a", "date=20200101", tag=None)
     assert missing.returncode == 1
     assert missing.query("SELECT reason FROM crawls ORDER BY id DESC LIMIT 1")[0][0] == (
@@ -296,3 +303,14 @@ def test_the_follow_feed_needs_the_login_and_ends_at_the_sites_page_limit(make_s
     assert again.returncode == 0
     assert counts(site)["illust"] == len(new) and counts(site)["following"] == 1
     assert again.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("stopped_early",)]
+
+
+def test_an_artist_through_429s_gets_every_work(make_site, run_crawl, tmp_path):
+    site = make_site("--size", "200", "--throttle-429-every", "4", "--retry-after", "0", *SMALL_IMAGES)
+    by_user = works_by_user(site.truth())
+    user = max(by_user, key=lambda u: len(by_user[u]))
+    run = run_crawl(site, tmp_path / "out", "-a", f"user={user}", tag=None)
+    assert run.returncode == 0, run.log[-3000:]
+    assert {r[0] for r in run.query("SELECT id FROM artworks")} == {w["id"] for w in by_user[user]}
+    assert run.query("SELECT count(*) FROM artworks WHERE status = 'error'") == [(0,)]
+    assert "429" in run.log
