@@ -606,15 +606,22 @@ class PixivSpider(scrapy.Spider):
         return self.listing_request(url, self.parse_user_tag_page, wait=wait, offset=offset)
 
     def parse_user_tag_page(self, response: Response, offset: int) -> Any:
+        yield from self._offset_page(response, offset, "illustmanga/tag", self.user_tag_request, ranked=False)
+
+    def _offset_page(self, response: Response, offset: int, what: str, request_for: Any, ranked: bool) -> Any:
+        """A page of ``works[]`` and ``total``, 48 a page by offset (an artist's tag, bookmarks).
+        ``ranked``: the list runs in an order of its own, not by upload (bookmarks), so a work's
+        place for coverage is counted from the end. A masked entry is listed by id alone."""
         result = yield from self._listing_body(
-            response, f"illustmanga/tag at {offset}", api.parse_works_page,
-            lambda wait: self.user_tag_request(offset, wait),
+            response, f"{what} at {offset}", api.parse_works_page, lambda wait: request_for(offset, wait),
         )
         if result is None:
             return
         self.state["total"] = result.total
         self.state["pages_done"] += 1
-        stopped = yield from self._listed_works(result.works)
+        listed = [{"id": str(w["id"])} if api.is_masked(w) else w for w in result.works]
+        positions = [("", result.total - (offset + index)) for index in range(len(listed))] if ranked else None
+        stopped = yield from self._listed_works(listed, positions)
         if stopped:
             return
         following = offset + len(result.works)
@@ -622,7 +629,7 @@ class PixivSpider(scrapy.Spider):
             logger.info("%s: reached the end (%d works)", self.source_label, result.total)
             self.state["reached_end"] = True
         elif not self._page_limit_reached():
-            yield self.user_tag_request(following)
+            yield request_for(following)
 
     # --- bookmarks -------------------------------------------------------------------------------------
     def bookmarks_request(self, offset: int, wait: float | None = None) -> scrapy.Request:
@@ -631,28 +638,10 @@ class PixivSpider(scrapy.Spider):
         return self.listing_request(url, self.parse_bookmarks_page, wait=wait, offset=offset)
 
     def parse_bookmarks_page(self, response: Response, offset: int) -> Any:
-        """Newest bookmark first. A work's place for coverage is its rank counted from the oldest
-        bookmark (total − index): new bookmarks come on top and leave the others' ranks alone.
-        A masked entry (deleted or private since it was bookmarked) is listed by id alone."""
-        result = yield from self._listing_body(
-            response, f"bookmarks at {offset}", api.parse_works_page,
-            lambda wait: self.bookmarks_request(offset, wait),
-        )
-        if result is None:
-            return
-        self.state["total"] = result.total
-        self.state["pages_done"] += 1
-        listed = [{"id": str(w["id"])} if api.is_masked(w) else w for w in result.works]
-        positions = [("", result.total - (offset + index)) for index in range(len(listed))]
-        stopped = yield from self._listed_works(listed, positions)
-        if stopped:
-            return
-        following = offset + len(result.works)
-        if not result.works or following >= result.total:
-            logger.info("%s: reached the end (%d bookmarks)", self.source_label, result.total)
-            self.state["reached_end"] = True
-        elif not self._page_limit_reached():
-            yield self.bookmarks_request(following)
+        """Newest bookmark first: a work's place is its rank counted from the oldest bookmark (total
+        − index), since new bookmarks come on top and leave the others' ranks alone. A masked entry
+        (deleted or made private since it was bookmarked) is listed by id alone."""
+        yield from self._offset_page(response, offset, "bookmarks", self.bookmarks_request, ranked=True)
 
     # --- the followed artists' feed ---------------------------------------------------------------------
     def following_request(self, page: int, wait: float | None = None) -> scrapy.Request:
