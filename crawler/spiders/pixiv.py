@@ -259,7 +259,9 @@ class PixivSpider(scrapy.Spider):
         """The top page, not redirected, as PixivUtil2 checks a cookie: who it logs in as, if anyone."""
         return scrapy.Request(
             url, callback=self.parse_login_check, errback=self.login_check_failed, cb_kwargs={"followed": followed},
-            meta={**API_META, LOCAL_META: True, "dont_redirect": True}, priority=PRIORITY_SEARCH, dont_filter=True,
+            # never from HTTPCACHE: yesterday's answer says nothing of the cookie today
+            meta={**API_META, LOCAL_META: True, "dont_redirect": True, "dont_cache": True},
+            priority=PRIORITY_SEARCH, dont_filter=True,
         )
 
     def parse_login_check(self, response: Response, followed: bool) -> Any:
