@@ -201,8 +201,9 @@ class PixivSpider(scrapy.Spider):
     def _set_source_key(self) -> None:
         """The source's coverage key and coverage, for the login as it stands (claimed, then checked)."""
         source = self.query or self.user_query or self.bookmarks_query or self.ranking_query
-        # the feed is the logged-in account's: one account's feed per catalogue
-        self.query_key = source.key(self.logged_in) if source else json.dumps({"source": "following"})
+        # the feed is the logged-in account's: keyed by whose login the check found
+        account = self.login.user_id if self.login else None
+        self.query_key = source.key(self.logged_in) if source else json.dumps({"source": "following", "user": account})
         self.coverage = self.catalog.coverage(self.query_key) if self.newest_first else None
 
     def _needs_login(self) -> str | None:

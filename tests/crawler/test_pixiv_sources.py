@@ -290,6 +290,7 @@ def test_the_follow_feed_needs_the_login_and_ends_at_the_sites_page_limit(make_s
     assert listed == set(feed[:120])
     assert {r[0] for r in first.query("SELECT id FROM artworks")} == listed
     assert first.query("SELECT status FROM crawls ORDER BY id DESC LIMIT 1") == [("finished",)]
+    assert first.query("SELECT query_key FROM search_coverage") == [('{"source": "following", "user": "90000000"}',)]
 
     killed = tmp_path / "killed"
     interrupt_when(start_crawl(site, killed, "-a", "following=1", tag=None, env=COOKIE), killed, 40)
