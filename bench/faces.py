@@ -28,9 +28,11 @@ on each positive picture, checked by eye (x, y, w, h in picture pixels, animefac
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -129,6 +131,13 @@ def main() -> int:
     parser.add_argument("--seed", type=seed_list, default=(0,), metavar="N[,N...]",
                         help="the learned detector's training seed (default 0); several, comma-separated, run the "
                              "cross-validation once per seed and print the rows pooled over the runs")
+    parser.add_argument("--threads", type=int, default=2, metavar="N",
+                        help="torch threads for the learned detector's training (default 2; give 1 to each of two "
+                             "runs sharing 2 cores: two runs of 2 threads each take three times as long)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="keep each trained fold's net in DIR and use it again on a later run with the same "
+                             "pictures, labels and recipe (e.g. output/bench-cache/faces): a cross-validation "
+                             "that takes hours can be run a fold at a time, across sessions")
     parser.add_argument("--verifier-steps", type=int, default=None, metavar="N",
                         help="the learned detector's crop verifier's training steps (default: TrainConfig's)")
     parser.add_argument("--more-data", action="store_true",
@@ -210,7 +219,8 @@ def main() -> int:
     if args.learned_cv:
         learned_file = Path(tempfile.mkdtemp()) / "last-fold.pt"
         rows += learned_rows(pictures, verified, rows[4].seconds, args.learned_cv, seeds=args.seed, keep=learned_file,
-                             verifier_steps=args.verifier_steps, train_kinds=kinds if args.train_more else SETS)
+                             verifier_steps=args.verifier_steps, train_kinds=kinds if args.train_more else SETS,
+                             threads=args.threads, cache=args.cache)
     if args.yolo:
         rows += yolo_rows(pictures, verified, rows[4].seconds, args.yolo)
 
@@ -310,14 +320,16 @@ def seed_list(text: str) -> tuple[int, ...]:
 def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[str, list[Face]],
                  verified_seconds: float, steps: int, folds: int = 3, seeds: Sequence[int] = (0,),
                  keep: Path | None = None, verifier_steps: int | None = None,
-                 train_kinds: Sequence[str] = SETS) -> list[Row]:
+                 train_kinds: Sequence[str] = SETS, threads: int = 2, cache: Path | None = None) -> list[Row]:
     """The learned detector, each picture scored by a net that never saw its character (nor, for a
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
     to the ``verified`` method's boxes (what FACES_DETECTORS = "cascade,animeface,heatmap" does);
     without the net's crop verifier, then with it (models/face_verifier.py) at ``VERIFIER_THRESHOLDS``.
     With several ``seeds`` the whole cross-validation runs once per seed into the same rows: one run
-    is 90 pictures, where one picture moves a rate by 2.5-4 points, so pooled rates are the ones to read."""
+    is 90 pictures, where one picture moves a rate by 2.5-4 points, so pooled rates are the ones to read.
+    With ``cache`` each trained fold is kept there under a name made of its training data (pictures and
+    boxes), recipe and seed, and used again instead of training (``cached_fold``)."""
     import cv2
 
     from models import face_heatmap
@@ -337,12 +349,22 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
         training = face_heatmap.labelled_from_boxes(
             (image, (HEADS[key],) if key in HEADS else (), key)
             for key, kind, image in pictures if fold_of[character[key]] != fold and kind in train_kinds)
-        config = face_heatmap.TrainConfig(steps=steps, seed=seed, threads=2)
+        config = face_heatmap.TrainConfig(steps=steps, seed=seed, threads=threads)
         if verifier_steps is not None:
             config.verifier_steps = verifier_steps
-        net, result = face_heatmap.train(training, config, device="cpu")
-        print(f"seed {seed}, fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s, "
-              f"its verifier in {result.verifier_seconds:.0f} s", file=sys.stderr)
+        stored = cached_fold(cache, training, config) if cache else None
+        if stored is not None and stored.is_file():
+            net = face_heatmap.load(stored)
+            print(f"seed {seed}, fold {fold + 1}/{folds}: trained earlier ({stored})", file=sys.stderr)
+        else:
+            net, result = face_heatmap.train(training, config, device="cpu")
+            print(f"seed {seed}, fold {fold + 1}/{folds}: trained on {result.pictures} pictures in {result.seconds:.0f} s, "
+                  f"its verifier in {result.verifier_seconds:.0f} s", file=sys.stderr, flush=True)
+            if stored is not None:
+                stored.parent.mkdir(parents=True, exist_ok=True)
+                partial = stored.with_name(stored.name + ".part")
+                face_heatmap.save(net, partial, result)
+                os.replace(partial, stored)  # a run killed while saving leaves no half file under the name
         detector = face_heatmap.HeatmapDetector(net, threshold=min(LEARNED_THRESHOLDS), use_verifier=False)
         held_out = [(key, kind, image) for key, kind, image in pictures if fold_of[character[key]] == fold]
         for key, kind, image in held_out:
@@ -361,6 +383,17 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     for row in checked.values():
         row.seconds += verified_seconds * runs
     return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])] + list(checked.values())
+
+
+def cached_fold(cache: Path, training: Sequence, config) -> Path:  # noqa: ANN001
+    """Where a fold trained on ``training`` with ``config`` is kept: named by a hash of every
+    picture's pixels and boxes and of the recipe, so changed data or steps never reuse a net."""
+    recipe = {k: v for k, v in vars(config).items() if k != "threads"}  # threads do not change the recipe
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode())
+    for picture in training:
+        digest.update(picture.image.tobytes())
+        digest.update(json.dumps([list(box) for box in picture.boxes]).encode())
+    return cache / f"fold-{digest.hexdigest()[:20]}.pt"
 
 
 _worker_detectors: list = []
