@@ -357,7 +357,7 @@ class PixivSpider(scrapy.Spider):
     def search_request(self, page: int, until: str | None, **meta: Any) -> scrapy.Request:
         assert self.query is not None
         return scrapy.Request(
-            api.search_url(self.base_url, self.query, page, until, since=self.state.get("window_since")),
+            api.search_url(self.base_url, self.query, page, until, since=getattr(self, "state", {}).get("window_since")),
             callback=self.parse_search,
             errback=self.search_failed,
             cb_kwargs={"page": page, "until": until},
