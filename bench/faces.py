@@ -325,7 +325,9 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     negative, that picture): characters and negatives are dealt into ``folds`` folds in name order,
     a net is trained on the ``HEADS`` boxes of the other folds and run on this one. Alone, and added
     to the ``verified`` method's boxes (what FACES_DETECTORS = "cascade,animeface,heatmap" does);
-    without the net's crop verifier, then with it (models/face_verifier.py) at ``VERIFIER_THRESHOLDS``.
+    without the net's crop verifier, then with it (models/face_verifier.py) at ``VERIFIER_THRESHOLDS``:
+    the verifier judges the net's candidates from ``ASK_FROM`` and vetoes the pair's boxes it is sure
+    are no face, as the face stage does; last, the rule before the veto (asked from 0.3, no veto).
     With several ``seeds`` the whole cross-validation runs once per seed into the same rows: one run
     is 90 pictures, where one picture moves a rate by 2.5-4 points, so pooled rates are the ones to read.
     With ``cache`` each trained fold is kept there under a name made of its training data (pictures and
@@ -345,6 +347,7 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
     union = {t: Row(f"verified + learned, threshold {t} ({cv})", runs=runs) for t in LEARNED_THRESHOLDS}
     checked = {t: Row(f"verified + learned + its verifier, threshold {t} ({cv})", estimated=True, runs=runs)
                for t in VERIFIER_THRESHOLDS}
+    earlier = Row(f"the same at 0.6, earlier rule: asked from 0.3, no veto ({cv})", estimated=True, runs=runs)
     for seed, fold in itertools.product(seeds, range(folds)):
         training = face_heatmap.labelled_from_boxes(
             (image, (HEADS[key],) if key in HEADS else (), key)
@@ -374,15 +377,22 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
             for key, kind, image in held_out:
                 started = time.perf_counter()
                 found = detector.detect(image)
+                pair = detector.vetoed(image, verified[key])  # what detect_faces does with the pair's boxes
                 row.seconds += time.perf_counter() - started
-                row.add(key, kind, suppress_overlaps([*verified[key], *found]))
+                row.add(key, kind, suppress_overlaps([*pair, *found]))
+        detector = face_heatmap.HeatmapDetector(net, threshold=0.6, ask_from=0.3)
+        for key, kind, image in held_out:
+            started = time.perf_counter()
+            found = detector.detect(image)
+            earlier.seconds += time.perf_counter() - started
+            earlier.add(key, kind, suppress_overlaps([*verified[key], *found]))
     if keep:  # the last fold's net (and its verifier), for print_throughput
         face_heatmap.save(net, keep)
     for t in LEARNED_THRESHOLDS:  # the two run one after the other
         union[t].seconds, union[t].estimated = alone[t].seconds + verified_seconds * runs, True
-    for row in checked.values():
+    for row in (*checked.values(), earlier):
         row.seconds += verified_seconds * runs
-    return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])] + list(checked.values())
+    return [row for t in LEARNED_THRESHOLDS for row in (alone[t], union[t])] + [*checked.values(), earlier]
 
 
 def cached_fold(cache: Path, training: Sequence, config) -> Path:  # noqa: ANN001

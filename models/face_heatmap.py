@@ -27,10 +27,12 @@ are ignored, not taught either way.
 Verifier (``TrainConfig.verifier_steps``, models/face_verifier.py): after the heatmap, a small crop
 classifier is trained on the same pictures, its negatives the net's own mistakes on them. A file with
 one runs the net on more views (the mirror, levels in between the pyramid's), and a candidate under
-the threshold but scoring at least ``face_verifier.ASK_FROM`` is a face if the verifier says so.
+the threshold but scoring at least ``face_verifier.ASK_FROM`` is a face if the verifier says so;
+beside the classic pair, the verifier also drops their boxes it is sure are no face (``VETO``).
 
-Weights are not shipped: ``scrapy faces train`` makes them from the user's labelled pictures, and
-``FACES_HEATMAP_MODEL`` points the face stage at the file.
+Weights trained on the shared anime fixtures ship in models/shipped/faces/ (its README: data, recipe,
+held-out figures) and are what an empty ``FACES_HEATMAP_MODEL`` means; ``scrapy faces train`` makes
+others from a user's labelled pictures, and ``FACES_HEATMAP_MODEL`` points the face stage at them.
 """
 
 from __future__ import annotations
@@ -475,9 +477,10 @@ class HeatmapDetector:
     box_scale = 1.0
 
     def __init__(self, net: FaceHeatmapNet | str | Path, threshold: float = SCORE_THRESHOLD, threads: int = 0,
-                 use_verifier: bool = True) -> None:
+                 use_verifier: bool = True, ask_from: float = face_verifier.ASK_FROM) -> None:
         self.net = load(net) if isinstance(net, (str, Path)) else net.eval()
         self.threshold = threshold
+        self.ask_from = ask_from  # centre score from which the verifier is asked (bench/faces.py compares)
         self.verifier = self.net.verifier if use_verifier else None
         if threads:  # for the whole process: the face stage runs one detector set per worker process
             torch.set_num_threads(threads)
@@ -519,7 +522,7 @@ class HeatmapDetector:
             found = self.candidates(image, self.threshold)
         else:
             picture = flatten_on_white(image).convert("RGB")  # once: the net's views and the crops share it
-            ask_from = min(face_verifier.ASK_FROM, self.threshold)
+            ask_from = min(self.ask_from, self.threshold)
             found = self.candidates(picture, ask_from, extra_views=True)
             doubtful = [box for box in found if box[4] < self.threshold]
             if doubtful:
@@ -527,6 +530,15 @@ class HeatmapDetector:
                 rejected = {id(box) for box, p in zip(doubtful, agreed) if p < face_verifier.THRESHOLD}
                 found = [box for box in found if id(box) not in rejected]
         return merge_overlaps(found)
+
+    def vetoed(self, image: Image.Image, faces: Sequence[Any]) -> list[Any]:
+        """``faces`` (another detector's ``Face`` boxes) less those this net's verifier is sure are no
+        face (probability under ``face_verifier.VETO``); all of them without a verifier."""
+        if self.verifier is None or not faces:
+            return list(faces)
+        picture = flatten_on_white(image).convert("RGB")
+        agreed = face_verifier.probabilities(self.verifier, picture, [(f.x, f.y, f.w, f.h) for f in faces])
+        return [face for face, p in zip(faces, agreed) if p >= face_verifier.VETO]
 
     def detect(self, image: Image.Image) -> list[Any]:
         from models.faces import Face  # models.faces imports this module for its "heatmap" method

@@ -5,7 +5,9 @@ the picture (its mirror, an in-between pyramid level), but at centre scores (0.2
 also fires on food, badges and weapons. A classifier that sees only a crop around one candidate,
 taught on those very mistakes (hard negatives, as in the cascade detectors' bootstrapping), tells
 the two apart far better than the centre score does: held out, it cuts the detector's false
-positives at a low threshold from 5-7 to 1-2 in 40 face-free pictures (docs/curation.md).
+positives at a low threshold from 5-7 to 1-2 in 40 face-free pictures (docs/curation.md). It also
+judges the classic pair's boxes when both run (``VETO``): the pair's own mistakes on full-body art
+are crops it is sure about.
 
 The crop is a square of ``CONTEXT`` times the box side (hair and chin count), white outside the
 picture, shrunk to ``SIDE`` px; the probability is averaged over the crop and its mirror. The net
@@ -30,8 +32,12 @@ from models.training import Every, StepTiming, run_steps
 
 SIDE = 48  # px, the crop the net sees
 CONTEXT = 1.5  # the crop's side over the face box's side
-ASK_FROM = 0.3  # detector scores from which a candidate below the detector's threshold is verified
+ASK_FROM = 0.4  # detector scores from which a candidate below the detector's threshold is verified
 THRESHOLD = 0.5  # verifier probability that makes such a candidate a face
+# a box the classic pair (cascade and animeface) agreed on is dropped only when the verifier is this
+# sure it is no face: held out, their boxes on heads scored 0.1-1.0 and their boxes elsewhere on
+# full-body cards (a chest ornament, a belt buckle) 0.00-0.04 (docs/curation.md, "Face crops")
+VETO = 0.1
 
 Box = tuple[float, float, float, float]
 

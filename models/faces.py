@@ -563,7 +563,8 @@ def detect_faces(
     ``method="verified"`` needs both detectors (one proposes, the other verifies); with only one of
     them, or ``method="views"``, the union of views with a second witness is used. A learned
     ``heatmap`` detector (models/face_heatmap.py) or ``yolo`` one (models/face_yolo.py) among them adds
-    its own boxes to theirs; alone, its boxes are the answer.
+    its own boxes to theirs; alone, its boxes are the answer. A heatmap detector with a crop verifier
+    first drops the boxes of theirs it is sure are no face (``face_verifier.VETO``).
     """
     if not detectors:
         raise ValueError("detect_faces needs at least one detector")
@@ -582,6 +583,10 @@ def detect_faces(
         faces = combine(candidates, [d.name for d in classic], iou_threshold, strong_score)
     if not learned:
         return faces
+    for detector in learned:
+        veto = getattr(detector, "vetoed", None)  # the heatmap net's crop verifier judges the pair's boxes too
+        if veto is not None:
+            faces = veto(image, faces)
     for detector in learned:
         faces += detector.detect(image)
     return sorted(suppress_overlaps(faces, iou_threshold), key=lambda f: (-f.score, f.x, f.y))

@@ -18,6 +18,7 @@ from PIL import Image
 from models import face_heatmap, face_verifier
 from models.face_heatmap import HeatmapDetector, evaluate
 from models.face_verifier import Sample, VerifierConfig
+from models.faces import Face, detect_faces
 from tests.models.test_face_heatmap import scene, train_on_scenes
 
 
@@ -101,3 +102,47 @@ def test_a_detector_with_a_verifier_still_finds_the_heads(with_verifier):
     score = evaluate(HeatmapDetector(net).boxes, held_out)
     assert score.found >= 9, score.missed
     assert score.false_positives <= 2, score.fired
+
+
+def box(face: Face) -> tuple[int, int, int, int]:
+    return face.x, face.y, face.w, face.h
+
+
+class FixedBoxes:
+    """A classic detector (name "animeface") that answers the same confident boxes on any picture."""
+
+    name = "animeface"
+    views = ("plain",)
+    box_scale = 1.0
+
+    def __init__(self, boxes: list[tuple[int, int, int, int]]) -> None:
+        self.boxes = boxes
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        return [Face(*box, 0.99, ("animeface",)) for box in self.boxes]
+
+
+def test_the_verifier_vetoes_the_classic_boxes_it_is_sure_are_no_face(with_verifier):
+    """Beside the classic pair, a heatmap detector with a verifier drops their boxes under VETO, and
+    keeps the rest: the head and a patch of background as the classic detector's boxes, then a verifier
+    that rejects everything, then one that accepts everything."""
+    net = copy.deepcopy(with_verifier[0])
+    picture = scene(1003)
+    head = tuple(round(v) for v in picture.boxes[0])
+    background = (0, 0, 40, 40) if face_heatmap._iou((0, 0, 40, 40), picture.boxes[0]) == 0 else (270, 190, 40, 40)
+    classic = FixedBoxes([head, background])
+    detector = HeatmapDetector(net)
+    detector.detect = lambda image: []  # its own boxes out of the way: only the veto is under test
+    probs = face_verifier.probabilities(net.verifier, picture.image, [head, background])
+    assert probs[0] >= face_verifier.VETO, probs  # the trained verifier keeps the head
+    kept = detector.vetoed(picture.image, classic.detect(picture.image))
+    assert [box(f) for f in kept] == [b for b, p in zip((head, background), probs) if p >= face_verifier.VETO]
+
+    head_layer = net.verifier.head
+    for bias, expected in ((-50.0, set()), (50.0, {head, background})):
+        torch.nn.init.constant_(head_layer.bias, bias)
+        torch.nn.init.zeros_(head_layer.weight)
+        assert {box(f) for f in detector.vetoed(picture.image, classic.detect(picture.image))} == expected
+        assert {box(f) for f in detect_faces(picture.image, [classic, detector], method="views")} == expected
+    assert HeatmapDetector(net, use_verifier=False).vetoed(picture.image, classic.detect(picture.image)) == \
+        classic.detect(picture.image)  # no verifier, no veto
