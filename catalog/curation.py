@@ -277,6 +277,13 @@ class CurationRecords(CatalogBase):
             [status, reason, path, artwork_id, page],
         )
 
+    def manual_decision_counts(self) -> tuple[int, int]:
+        """(keeps, drops) said by hand: the labels the review page's learning has."""
+        keep, drop = self.conn.execute(
+            "SELECT coalesce(sum(decision = 'keep'), 0), coalesce(sum(decision = 'drop'), 0) FROM manual_decisions"
+        ).fetchone()
+        return int(keep), int(drop)
+
     def manual_decision(self, artwork_id: str, page: int) -> dict[str, str] | None:
         """``{"decision": "keep"|"drop", "decided_at": ...}`` when a person decided this picture."""
         row = self.conn.execute(
@@ -368,6 +375,37 @@ class CurationRecords(CatalogBase):
             [*params, limit, offset],
         ).fetchall()
         return rows, total
+
+    def review_queue(self, status: str | None = None, manual: bool | None = None, min_score: float | None = None,
+                     max_score: float | None = None) -> list[tuple[Any, ...]]:
+        """Every picture the labelling queue may offer (jobs/review_queue.py ``QueuedPicture``'s fields),
+        narrowed by status, by having a manual decision or not, and by classifier score (both ends in)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("i.status = ?")
+            params.append(status)
+        if manual is not None:
+            where.append("m.decision IS NOT NULL" if manual else "m.decision IS NULL")
+        if min_score is not None:
+            where.append("i.classifier_score >= ?")
+            params.append(min_score)
+        if max_score is not None:
+            where.append("i.classifier_score <= ?")
+            params.append(max_score)
+        return self.conn.execute(
+            f"""
+            SELECT i.artwork_id, i.page, i.status, i.reason, a.title, m.decision, i.classifier_score,
+                   i.classifier_label, i.classifier_model, i.sha256, i.phash, d.cluster, a.create_date,
+                   i.path IS NOT NULL
+            FROM images i LEFT JOIN artworks a ON a.id = i.artwork_id
+            LEFT JOIN manual_decisions m ON m.artwork_id = i.artwork_id AND m.page = i.page
+            LEFT JOIN identity d ON d.artwork_id = i.artwork_id AND d.page = i.page
+            {"WHERE " + " AND ".join(where) if where else ""}
+            ORDER BY i.artwork_id, i.page
+            """,
+            params,
+        ).fetchall()
 
     def last_crawl(self) -> tuple[int, str, int, int] | None:
         """(id, status, artworks seen, artworks fetched) of the newest crawl."""

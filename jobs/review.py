@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -39,9 +41,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from aiohttp import web
 
 from catalog.store import LOCAL_PREFIX, Catalog, utc_now
+from catalog.tags import pictures_with
 from core.output_lock import OutputLock
 from core.storage import move_to_status
 from jobs.report import make_thumbnail
+from jobs.review_queue import DEFAULT_THRESHOLD, ORDERS, QueuedPicture, order_queue
+from models.classifier import model_version
 from stages.decide import manual_reason
 
 logger = logging.getLogger(__name__)
@@ -49,6 +54,7 @@ logger = logging.getLogger(__name__)
 STATUSES = ("kept", "dropped", "failed")
 PER_PAGE = 60
 THUMBNAIL_SIZE = 256
+QUEUE_DEFAULT, QUEUE_MAX = 20, 500  # pictures GET /api/queue answers by default, at most
 MAX_PAGE = 1_000_000  # a page number (of the listing, or an artwork's page) larger than this is refused
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 SECURITY_HEADERS = {
@@ -105,17 +111,23 @@ class Listed:
 class ReviewSite:
     """The review page over one catalogue; ``app()`` is the aiohttp application."""
 
-    def __init__(self, catalog_path: Path, root: Path, lock: OutputLock):
+    def __init__(self, catalog_path: Path, root: Path, lock: OutputLock, classifier_model: Path | None = None,
+                 phash_distance: int = 6):
         self.catalog = Catalog(catalog_path)
         self.root = root
         self.lock = lock
         self.token = secrets.token_urlsafe(24)
+        self.classifier_model = classifier_model  # its card gives the queue's threshold and GET /api/model
+        self.phash_distance = phash_distance  # near duplicates for the diverse sample (CURATE_PHASH_DISTANCE)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.guard])
         app.router.add_get("/", self.index)
         app.router.add_get("/thumb", self.thumbnail)
         app.router.add_post("/decide", self.decide)
+        app.router.add_get("/api/queue", self.api_queue)
+        app.router.add_post("/api/decide", self.api_decide)
+        app.router.add_get("/api/model", self.api_model)
         app.on_cleanup.append(self._close)
         return app
 
@@ -204,6 +216,99 @@ class ReviewSite:
             self.lock.release()
         raise web.HTTPSeeOther(f"{back}&{urlencode({'said': said})}")
 
+    # --- the JSON API (docs/review.md): what the one-picture mode uses, and scripts may too -------------
+    async def api_queue(self, request: web.Request) -> web.Response:
+        """``GET /api/queue?order=uncertain&n=K`` and filters: the next pictures to label, in order."""
+        query = request.query
+        order = query.get("order", "uncertain")
+        if order not in ORDERS:
+            raise json_error(web.HTTPBadRequest, f"order must be one of {', '.join(ORDERS)}")
+        n = plain_number(query.get("n", str(QUEUE_DEFAULT)))
+        if n is None or not 1 <= n <= QUEUE_MAX:
+            raise json_error(web.HTTPBadRequest, f"n must be a whole number from 1 to {QUEUE_MAX}")
+        status = query.get("status", "all")
+        if status not in (*STATUSES, "all"):
+            raise json_error(web.HTTPBadRequest, f"status must be one of {', '.join(STATUSES)} or all")
+        manual_choices: dict[str, bool | None] = {"any": None, "yes": True, "no": False}
+        if query.get("manual", "any") not in manual_choices:
+            raise json_error(web.HTTPBadRequest, "manual must be yes, no or any")
+        manual = manual_choices[query.get("manual", "any")]
+        bounds = [score_bound(query.get(name), name) for name in ("min_score", "max_score", "threshold")]
+        model = self.model_card()
+        threshold = bounds[2] if bounds[2] is not None else float(model.get("threshold", DEFAULT_THRESHOLD))
+        rows = self.catalog.review_queue(None if status == "all" else status, manual, bounds[0], bounds[1])
+        pictures = [QueuedPicture(*row) for row in rows]
+        tag = query.get("tag", "").strip()
+        if tag:
+            tagged = {(t.artwork_id, t.page) for t in pictures_with(self.catalog.conn, tag, STATUSES)}
+            pictures = [p for p in pictures if (p.artwork_id, p.page) in tagged]
+        ordered = order_queue(pictures, order, threshold, self.phash_distance)
+        listed = []
+        for picture in ordered[:n]:
+            entry = picture.as_json(threshold)
+            if picture.has_file:
+                entry["thumbnail"] = "/thumb?" + urlencode({"artwork_id": picture.artwork_id, "page": picture.page})
+            listed.append(entry)
+        return web.json_response({"order": order, "threshold": threshold, "matching": len(ordered),
+                                  "model": model.get("version"), "pictures": listed})
+
+    async def api_decide(self, request: web.Request) -> web.Response:
+        """``POST /api/decide`` with a JSON body {artwork_id, page, decision: keep|drop|clear, token}:
+        the form's rules (token, lock), answered in JSON."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise json_error(web.HTTPBadRequest, "the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise json_error(web.HTTPBadRequest, "the body must be a JSON object")
+        if not secrets.compare_digest(str(body.get("token", "")), self.token):
+            raise json_error(web.HTTPForbidden, "the page's token is missing or wrong: reload the review page")
+        decision = body.get("decision")
+        if decision not in ("keep", "drop", "clear"):
+            raise json_error(web.HTTPBadRequest, "decision must be keep, drop or clear")
+        artwork_id, page = body.get("artwork_id"), body.get("page")
+        if not isinstance(artwork_id, str) or not artwork_id:
+            raise json_error(web.HTTPBadRequest, "artwork_id must be the artwork's id as text")
+        if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page <= MAX_PAGE:
+            raise json_error(web.HTTPBadRequest, f"page must be a whole number from 0 to {MAX_PAGE}")
+        holder = self.lock.acquire("scrapy review")
+        if holder is not None:
+            raise json_error(web.HTTPConflict, f"OUTPUT_DIR is busy ({holder}); nothing was changed: try again when it is done")
+        try:
+            said = apply_manual_decision(self.catalog, self.root, artwork_id, page, None if decision == "clear" else decision)
+        except LookupError as exc:
+            raise json_error(web.HTTPNotFound, str(exc)) from None
+        except (ValueError, OSError) as exc:
+            raise json_error(web.HTTPUnprocessableEntity, f"nothing changed: {exc}") from None
+        finally:
+            self.lock.release()
+        picture = self.catalog.picture(artwork_id, page)
+        return web.json_response({"said": said, "artwork_id": artwork_id, "page": page,
+                                  "status": picture.status if picture else None,
+                                  "manual": None if decision == "clear" else decision})
+
+    async def api_model(self, request: web.Request) -> web.Response:
+        """``GET /api/model``: the classifier the queue's scores come from (its version, what it learned
+        from, its held-out figures from its card) and how many labels the catalogue holds now."""
+        card = self.model_card()
+        keep, drop = self.catalog.manual_decision_counts()
+        return web.json_response({"model": card or None, "labels": {"keep": keep, "drop": drop, "total": keep + drop}})
+
+    def model_card(self) -> dict[str, Any]:
+        """The configured classifier's card, as GET /api/model shows it; {} without one."""
+        path = self.classifier_model
+        if path is None or not path.is_file():
+            return {}
+        try:
+            card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            card = {}
+        data = card.get("data") or {}
+        return {"version": model_version(path), "path": str(path), "target": card.get("target"),
+                "classes": card.get("classes"), "threshold": card.get("threshold", DEFAULT_THRESHOLD),
+                "learned_from": data.get("images"), "per_class": data.get("per_class"),
+                "held_out": card.get("metrics"), "created": card.get("created")}
+
     # --- reading and drawing ------------------------------------------------------------------------------
     def _listed(self, status: str, page_number: int) -> tuple[list[Listed], int]:
         rows, total = self.catalog.review_listing(None if status == "all" else status, PER_PAGE,
@@ -262,6 +367,24 @@ nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
             f'<input type="hidden" name="page" value="{item.page}">'
             f'<input type="hidden" name="back" value="{esc(here)}">{buttons}</form></div>'
         )
+
+
+def json_error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An HTTP error whose body is {"error": message}, for the JSON API."""
+    return kind(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def score_bound(text: str | None, what: str) -> float | None:
+    """A score from 0 to 1 in a query; None when not given; else 400."""
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise json_error(web.HTTPBadRequest, f"{what} must be a number from 0 to 1")
+    return value
 
 
 def plain_number(text: str) -> int | None:

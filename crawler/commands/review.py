@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import sys
 from pathlib import Path
 
 from aiohttp import web
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from core.errors import ProjectError
 from core.output_lock import OutputLock
 from core.storage import catalog_path, files_root
 from crawler.command_base import OfflineCommand, refuse_unknown_options
 from jobs.review import ReviewSite
+from models.registry import resolve_setting
 
 
 class Command(OfflineCommand):
@@ -31,7 +34,9 @@ class Command(OfflineCommand):
             "buttons. A click is stored in the catalogue's manual_decisions table, moves a crawled picture "
             "between images/ and dropped/, and outranks every rule and model in later crawls, curate runs "
             "and exports. Clear gives the picture back to the rules. Only 127.0.0.1 is listened on; every "
-            "change carries the page's token and takes OUTPUT_DIR's lock for a moment."
+            "change carries the page's token and takes OUTPUT_DIR's lock for a moment. A JSON API beside the page "
+            "(GET /api/queue, POST /api/decide, GET /api/model; docs/curation.md) serves labelling: "
+            "/api/queue?order=uncertain puts first the pictures the classifier (CLASSIFIER_MODEL) is least sure of."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -51,7 +56,14 @@ class Command(OfflineCommand):
                              print_help=False)
         configure_logging(self.settings)
         root = files_root(self.settings)
-        site = ReviewSite(catalog, root, OutputLock.for_settings(self.settings))
+        try:
+            classifier = resolve_setting(self.settings, "CLASSIFIER_MODEL")
+        except ProjectError as exc:  # a catalogue name that cannot be pulled here: the page works without it
+            print(f"CLASSIFIER_MODEL: {exc}; the queue orders without its threshold", file=sys.stderr)
+            classifier = ""
+        site = ReviewSite(catalog, root, OutputLock.for_settings(self.settings),
+                          classifier_model=Path(classifier) if classifier else None,
+                          phash_distance=self.settings.getint("CURATE_PHASH_DISTANCE"))
         listening = socket.socket()
         try:
             listening.bind(("127.0.0.1", opts.port))

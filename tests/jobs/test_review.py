@@ -29,9 +29,10 @@ def status_of(output: Path, artwork_id: str, page: int = 0) -> tuple:
                             [artwork_id, page]).fetchone()
 
 
-def start_review(output: Path) -> tuple[subprocess.Popen, str]:
+def start_review(output: Path, *settings: str) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "scrapy", "review", "--port", "0", "-s", f"OUTPUT_DIR={output}"],
+        [sys.executable, "-m", "scrapy", "review", "--port", "0", "-s", f"OUTPUT_DIR={output}",
+         *(arg for setting in settings for arg in ("-s", setting))],
         cwd=REPO, env=crawl_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     line = server.stdout.readline()
