@@ -114,12 +114,16 @@ class ActionCommand(OfflineCommand):
         assert self.settings is not None
         refuse_unknown_options(args)
         action, operands = split_action(args, self.actions)
-        wanted = self.actions[action][0]
+        wanted = self.operands_wanted(action, opts)
         if len(operands) != len(wanted) and not (action in self.variadic and len(operands) > len(wanted)):
             raise UsageError(f"usage: scrapy {self.name} {' '.join([action, *wanted])}", print_help=False)
         if self.sets_up_logging:
             configure_logging(self.settings)
         self.act(action, operands, opts)
+
+    def operands_wanted(self, action: str, opts: argparse.Namespace) -> list[str]:
+        """The operands ``action`` takes (an option may change them: ``classifier train --from-catalog``)."""
+        return self.actions[action][0]
 
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         raise NotImplementedError

@@ -9,15 +9,24 @@ imported only when an action runs. The crawl uses the model through ``CLASSIFIER
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
+from pathlib import Path
 from types import ModuleType
 
+from scrapy.exceptions import UsageError
+
+from core.storage import catalog_path, files_root
 from crawler.command_base import ActionCommand
 
 ACTIONS = {
     "train": (["DATA", "OUT"], "train on DATA (one sub-folder per class: mona/, other/); writes OUT/classifier.keras, "
-                               "its card classifier.json and the plots history.png, confusion.png"),
+                               "its card classifier.json and the plots history.png, confusion.png. The target class "
+                               "is the first folder not named other/others/negative; a picture is that class when "
+                               "its score reaches the card's threshold (0.5). With --from-catalog, only OUT: the "
+                               "pictures kept and dropped by hand in scrapy review are the two classes"),
     "evaluate": (["MODEL", "DATA"], "score MODEL on a labelled folder (same layout): accuracy, per-class "
                                     "precision and recall, confusion matrix, as JSON"),
     "predict": (["MODEL", "PATH..."], "print path<TAB>label<TAB>confidence for each picture (files or folders)"),
@@ -33,6 +42,7 @@ class Command(ActionCommand):
     )
     examples = (
         "scrapy classifier train data/ models/mona/          # data/mona/*.png, data/other/*.jpg",
+        "scrapy classifier train --from-catalog --class-name mona models/mona/   # labels from scrapy review",
         "scrapy classifier evaluate models/mona/classifier.keras labelled/",
         "scrapy classifier predict models/mona/classifier.keras some/folder/",
         "scrapy crawl pixiv -a tag=原神 -s CLASSIFIER_MODEL=models/mona/classifier.keras",
@@ -48,21 +58,58 @@ class Command(ActionCommand):
         group.add_argument("--image-size", type=int, default=96, metavar="PX", help="square input side (default 96)")
         group.add_argument("--backbone", metavar="NAME", help="a keras.applications name, e.g. MobileNetV2")
         group.add_argument("--seed", type=int, default=1337, metavar="N", help="default 1337")
+        group.add_argument("--from-catalog", action="store_true",
+                           help="train on the catalogue's manual decisions (OUTPUT_DIR's): keep is the target "
+                                "class, drop is other; then train takes only OUT")
+        group.add_argument("--class-name", default="wanted", metavar="NAME",
+                           help="the target class's name with --from-catalog (default wanted)")
         group = parser.add_argument_group("all actions")
         group.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
+
+    def operands_wanted(self, action: str, opts: argparse.Namespace) -> list[str]:
+        if opts.from_catalog:
+            if action != "train":
+                raise UsageError("--from-catalog goes with train only", print_help=False)
+            return ["OUT"]
+        return super().operands_wanted(action, opts)
 
     def act(self, action: str, operands: list[str], opts: argparse.Namespace) -> None:
         from models import classifier
 
-        if action == "train":
-            result = classifier.train(operands[0], operands[1], epochs=opts.epochs, image_size=opts.image_size,
-                                      batch_size=opts.batch_size, backbone=opts.backbone, seed=opts.seed)
+        if action == "train" and opts.from_catalog:
+            self.train_from_catalog(operands[0], opts)
+        elif action == "train":
+            with contextlib.redirect_stdout(sys.stderr):  # Keras's epoch bars: stdout is the JSON result's
+                result = classifier.train(operands[0], operands[1], epochs=opts.epochs, image_size=opts.image_size,
+                                          batch_size=opts.batch_size, backbone=opts.backbone, seed=opts.seed)
             print(json.dumps({"model": str(result.model_path), **result.card["metrics"]}, indent=2))
         elif action == "evaluate":
             scores = classifier.evaluate(operands[0], operands[1], batch_size=opts.batch_size, progress=True)
             print(json.dumps(scores, indent=2))
         else:
             self.predict(classifier, operands[0], operands[1:], opts.batch_size)
+
+    def train_from_catalog(self, out: str, opts: argparse.Namespace) -> None:
+        """The labels ``scrapy review`` stored, laid out as class folders in a scratch folder and trained
+        on as any folder is; the card's ``data`` says they came from the catalogue."""
+        from jobs.catalog_labels import NotEnoughLabels, lay_out
+        from models import classifier, training
+
+        assert self.settings is not None
+        catalog = catalog_path(self.settings)
+        if not catalog.is_file():
+            raise UsageError(f"no catalogue at {catalog}: crawl first, or set OUTPUT_DIR or CATALOG_DB", print_help=False)
+        with tempfile.TemporaryDirectory(prefix="labels-") as scratch:
+            try:
+                labels = lay_out(catalog, files_root(self.settings), Path(scratch), opts.class_name)
+            except NotEnoughLabels as exc:
+                raise UsageError(str(exc), print_help=False) from None
+            with contextlib.redirect_stdout(sys.stderr):
+                result = classifier.train(scratch, out, epochs=opts.epochs, image_size=opts.image_size,
+                                          batch_size=opts.batch_size, backbone=opts.backbone, seed=opts.seed)
+        card = {**result.card, "data": {**result.card["data"], **labels.card_section()}}
+        training.write_card(result.card_path, card)
+        print(json.dumps({"model": str(result.model_path), "labels": labels.per_class, **card["metrics"]}, indent=2))
 
     @staticmethod
     def predict(classifier: ModuleType, model: str, arguments: list[str], batch_size: int) -> None:
