@@ -70,7 +70,7 @@ CURATE_MAX_WAIT = 250  # ms an image waits for its batch to fill before a partia
 CURATE_RULES: list[dict[str, object]] = []  # keep/drop rules, first match decides (stages/decide.py); empty: keep all
 CURATE_RULES_FILE = ""  # a file holding the rules instead: YAML if it ends in .yaml/.yml, else JSON
 CURATE_PHASH_DISTANCE = 6  # bits: the duplicate rule's default near-duplicate distance (as EXPORT_PHASH_DISTANCE)
-CLASSIFIER_MODEL = ""  # a classifier.keras trained by `scrapy classifier train`; empty: off
+CLASSIFIER_MODEL = ""  # a classifier.keras or classifier-linear.npz (`scrapy classifier train`); empty: off
 TAGGER_CATEGORY_THRESHOLDS: dict[str, float] = {}  # per category, e.g. {"General": 0.35, "Character": 0.85}
 # A DeepDanbooru project folder (project.json, tags.txt, model-*.h5), or a WD14 tagger: a folder with
 # model.onnx + selected_tags.csv, or the .onnx file beside that CSV (models/wd14.py); empty: no tagging.

@@ -5,7 +5,8 @@ A person who labels pictures in ``scrapy review`` has already made the "mona/" a
 the classifier trains on; they just live in the catalogue. This lays them out as those folders (hard
 links where the file system allows, else copies; the pictures stay where they are) and hands them to
 the same trainer, so the split, the class weights and the card are the folder trainer's own, and the
-card says where the labels came from. Keep is the target class, drop is ``other``.
+card says where the labels came from. Keep is the target class, drop is ``other``. ``train_linear``
+is the fast learner instead (models/label_learner.py): no folders, features of the labelled pictures.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from catalog.schema import connect_read_only
+from catalog.store import utc_now
 from core.errors import ProjectError
 
 OTHER_CLASS = "other"  # models.classifier.target_class treats this name as the negative class
@@ -80,3 +83,44 @@ def lay_out(catalog: Path, root: Path, folder: Path, target: str = "wanted") -> 
             + (f" ({missing} more without a file)" if missing else "")
             + "; training needs at least two of each: label more in scrapy review")
     return CatalogLabels(counts, missing, str(catalog))
+
+
+LINEAR_MODEL_NAME = "classifier-linear.npz"
+
+
+def train_linear(catalog: Path, root: Path, out_dir: Path, target: str = "wanted") -> tuple[Path, dict[str, Any]]:
+    """The fast learner (models/label_learner.py) on the catalogue's manual decisions: features of each
+    labelled picture, a logistic regression, its held-out figures by cross-validation over the labels;
+    written to ``out_dir/classifier-linear.npz`` with its card. Returns the model's path and card."""
+    import time
+
+    from PIL import Image
+
+    from models.label_learner import LinearClassifier, PictureFeatures, cross_validated
+
+    started = time.perf_counter()
+    images, wanted, missing = [], [], 0
+    for _artwork_id, _page, decision, stored in manual_labels(catalog):
+        source = Path(stored) if Path(stored).is_absolute() else root / stored
+        try:
+            with Image.open(source) as image:
+                images.append(image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB"))
+        except OSError:
+            missing += 1
+            continue
+        wanted.append(decision == "keep")
+    counts = {target: sum(wanted), OTHER_CLASS: len(wanted) - sum(wanted)}
+    if min(counts.values()) < 2:
+        raise NotEnoughLabels(f"{catalog}: {counts[target]} pictures kept and {counts[OTHER_CLASS]} dropped by hand"
+                              + (f" ({missing} more without a readable file)" if missing else "")
+                              + "; training needs at least two of each: label more in scrapy review")
+    features = PictureFeatures()(images)
+    model = LinearClassifier.fit(features, wanted, (target, OTHER_CLASS))
+    held_out = cross_validated(features, wanted)
+    labels = CatalogLabels(counts, missing, str(catalog))
+    path = out_dir / LINEAR_MODEL_NAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(path, {"data": {"images": len(wanted), "per_class": counts, **labels.card_section()},
+                      "metrics": {"cross_validated": held_out}, "seconds": round(time.perf_counter() - started, 2),
+                      "created": utc_now()})
+    return path, model.card

@@ -16,7 +16,8 @@ from stages.picture_model import PictureModel
 
 
 class Classify(PictureModel):
-    """A ``classifier.keras`` (with its card beside it) as a stage; TensorFlow is imported on load."""
+    """A ``classifier.keras`` (with its card beside it) as a stage, TensorFlow imported on load; or a
+    ``.npz`` linear model of the labelling loop (``scrapy classifier train --from-catalog``)."""
 
     name = "classify"
 
@@ -33,6 +34,10 @@ class Classify(PictureModel):
         return model_version(self.model_path)
 
     def _load(self) -> Any:
+        if self.model_path.suffix == ".npz":  # the labelling loop's linear model (models/label_learner.py)
+            from models.label_learner import LinearClassifier
+
+            return LinearClassifier.load(self.model_path)
         from models.classifier import CharacterClassifier
 
         return CharacterClassifier.load(self.model_path)

@@ -26,7 +26,8 @@ ACTIONS = {
                                "its card classifier.json and the plots history.png, confusion.png. The target class "
                                "is the first folder not named other/others/negative; a picture is that class when "
                                "its score reaches the card's threshold (0.5). With --from-catalog, only OUT: the "
-                               "pictures kept and dropped by hand in scrapy review are the two classes"),
+                               "pictures kept and dropped by hand in scrapy review are the two classes, learned "
+                               "by --learner"),
     "evaluate": (["MODEL", "DATA"], "score MODEL on a labelled folder (same layout): accuracy, per-class "
                                     "precision and recall, confusion matrix, as JSON"),
     "predict": (["MODEL", "PATH..."], "print path<TAB>label<TAB>confidence for each picture (files or folders)"),
@@ -43,6 +44,7 @@ class Command(ActionCommand):
     examples = (
         "scrapy classifier train data/ models/mona/          # data/mona/*.png, data/other/*.jpg",
         "scrapy classifier train --from-catalog --class-name mona models/mona/   # labels from scrapy review",
+        "scrapy curate --stages classify -s CLASSIFIER_MODEL=models/mona/classifier-linear.npz",
         "scrapy classifier evaluate models/mona/classifier.keras labelled/",
         "scrapy classifier predict models/mona/classifier.keras some/folder/",
         "scrapy crawl pixiv -a tag=原神 -s CLASSIFIER_MODEL=models/mona/classifier.keras",
@@ -63,6 +65,10 @@ class Command(ActionCommand):
                                 "class, drop is other; then train takes only OUT")
         group.add_argument("--class-name", default="wanted", metavar="NAME",
                            help="the target class's name with --from-catalog (default wanted)")
+        group.add_argument("--learner", choices=("linear", "cnn"), default="linear",
+                           help="with --from-catalog: linear (default; a logistic regression over frozen "
+                                "EfficientNet-Lite0 features, seconds, writes OUT/classifier-linear.npz) or cnn "
+                                "(the small CNN above, from scratch, writes OUT/classifier.keras)")
         group = parser.add_argument_group("all actions")
         group.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
 
@@ -99,6 +105,16 @@ class Command(ActionCommand):
         catalog = catalog_path(self.settings)
         if not catalog.is_file():
             raise UsageError(f"no catalogue at {catalog}: crawl first, or set OUTPUT_DIR or CATALOG_DB", print_help=False)
+        if opts.learner == "linear":
+            from jobs.catalog_labels import train_linear
+
+            try:
+                path, card = train_linear(catalog, files_root(self.settings), Path(out), opts.class_name)
+            except NotEnoughLabels as exc:
+                raise UsageError(str(exc), print_help=False) from None
+            print(json.dumps({"model": str(path), "labels": card["data"]["labels"], **card["metrics"]}, indent=2,
+                             ensure_ascii=False))
+            return
         with tempfile.TemporaryDirectory(prefix="labels-") as scratch:
             try:
                 labels = lay_out(catalog, files_root(self.settings), Path(scratch), opts.class_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 from catalog.store import Catalog
 from jobs.catalog_labels import NotEnoughLabels, lay_out
 from mocksites.runner import REPO
+from models.classifier import model_version
 from tests.conftest import crawl_env
 from tests.crawler.small_crawl import crawled_copy
 from tests.jobs.test_review import kept_ids
@@ -52,7 +54,8 @@ def test_the_labels_are_laid_out_as_class_folders_and_trained_on(pixiv_site, tmp
     with pytest.raises(NotEnoughLabels, match="cannot name"):
         lay_out(output / "catalog.db", output, tmp_path / "x", "other")
 
-    done = train(output, "--class-name", "mona", "--epochs", "2", "--image-size", "32", str(tmp_path / "model"))
+    done = train(output, "--learner", "cnn", "--class-name", "mona", "--epochs", "2", "--image-size", "32",
+                 str(tmp_path / "model"))
     assert done.returncode == 0, done.stderr[-3000:]
     printed = json.loads(done.stdout)  # the result alone: Keras's epoch bars go to stderr
     assert printed["labels"] == {"mona": 4, "other": 7}, done.stdout[-2000:]
@@ -65,3 +68,28 @@ def test_the_labels_are_laid_out_as_class_folders_and_trained_on(pixiv_site, tmp
     wrong = subprocess.run([sys.executable, "-m", "scrapy", "classifier", "predict", "--from-catalog", "m.keras", "x.jpg"],
                            cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "--from-catalog goes with train only" in wrong.stderr
+
+
+def test_the_fast_learner_trains_on_the_labels_and_curate_scores_every_picture_with_it(pixiv_site, tmp_path_factory,
+                                                                                        tmp_path):
+    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
+    ids = kept_ids(output)
+    label(output, ids[:5], ids[5:10])
+    done = train(output, "--learner", "linear", "--class-name", "mona", str(tmp_path / "model"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = json.loads(done.stdout)
+    model = tmp_path / "model" / "classifier-linear.npz"
+    assert printed["model"] == str(model) and printed["labels"] == {"mona": 5, "other": 5}
+    assert printed["cross_validated"]["labels"] == 10 and printed["cross_validated"]["folds"] == 5
+    card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["learner"] == "lite0-linear-v1" and card["target"] == "mona" and card["data"]["labels"] == {"mona": 5, "other": 5}
+
+    curated = subprocess.run([sys.executable, "-m", "scrapy", "curate", "--stages", "classify", "--no-progress",
+                              "-s", f"OUTPUT_DIR={output}", "-s", f"CLASSIFIER_MODEL={model}"],
+                             cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=600)
+    assert curated.returncode == 0, curated.stderr[-3000:]
+    with sqlite3.connect(output / "catalog.db") as conn:
+        rows = conn.execute("SELECT classifier_model, classifier_score, classifier_label FROM images "
+                            "WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'").fetchall()
+    assert rows and {r[0] for r in rows} == {model_version(model)}
+    assert all(0.0 <= r[1] <= 1.0 and r[2] in ("mona", "other") for r in rows)
