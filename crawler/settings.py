@@ -127,6 +127,11 @@ EXPORT_WHERE_TIMEOUT = 30  # seconds
 # at 160 px), where Datasette shows them next to each picture's status and reason.
 REPORT_MODEL_TAGS = 8  # model tags shown per picture, highest scores first
 REPORT_THUMBNAIL_SIZE = 160  # px, longest side
+# `scrapy review` learns from the labels (jobs/review_learning.py): after every N keep/drop clicks it
+# retrains a fast classifier in the background, scores every picture again and re-applies the rules
+REVIEW_RETRAIN_EVERY = 20  # labels between retrains; 0: never retrain
+REVIEW_MODEL_DIR = ""  # where the retrained models go; empty: OUTPUT_DIR/review-model/
+REVIEW_CLASS_NAME = "wanted"  # the kept pictures' class name in those models' cards
 
 # --- Pixiv ---------------------------------------------------------------------------------------
 PIXIV_BASE_URL = "https://www.pixiv.net"

@@ -33,6 +33,7 @@ import math
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from catalog.tags import pictures_with
 from core.output_lock import OutputLock
 from core.storage import move_to_status
 from jobs.report import make_thumbnail
+from jobs.review_learning import Learner
 from jobs.review_queue import DEFAULT_THRESHOLD, ORDERS, QueuedPicture, order_queue
 from models.classifier import model_version
 from stages.decide import manual_reason
@@ -97,6 +99,10 @@ def apply_manual_decision(catalog: Catalog, root: Path, artwork_id: str, page: i
     return f"{artwork_id} p{page}: {status} by hand"
 
 
+class Busy(Exception):
+    """OUTPUT_DIR's lock is held by another process; the message says by whom."""
+
+
 @dataclass
 class Listed:
     artwork_id: str
@@ -112,13 +118,33 @@ class ReviewSite:
     """The review page over one catalogue; ``app()`` is the aiohttp application."""
 
     def __init__(self, catalog_path: Path, root: Path, lock: OutputLock, classifier_model: Path | None = None,
-                 phash_distance: int = 6):
+                 phash_distance: int = 6, learner: Learner | None = None, write_lock: threading.Lock | None = None):
         self.catalog = Catalog(catalog_path)
         self.root = root
         self.lock = lock
         self.token = secrets.token_urlsafe(24)
         self.classifier_model = classifier_model  # its card gives the queue's threshold and GET /api/model
         self.phash_distance = phash_distance  # near duplicates for the diverse sample (CURATE_PHASH_DISTANCE)
+        self.learner = learner  # retrains after every N labels (jobs/review_learning.py); None: never
+        self.write_lock = write_lock or threading.Lock()  # a click waits while a retrain writes
+
+    async def _apply(self, artwork_id: str, page: int, decision: str | None) -> str:
+        """A click: wait for a retrain's writes to end, take OUTPUT_DIR's lock (409 when another process
+        holds it), store the decision, and tell the learner there is one more label."""
+        await asyncio.to_thread(self.write_lock.acquire)
+        try:
+            holder = self.lock.acquire("scrapy review")
+            if holder is not None:
+                raise Busy(holder)
+            try:
+                said = apply_manual_decision(self.catalog, self.root, artwork_id, page, decision)
+            finally:
+                self.lock.release()
+        finally:
+            self.write_lock.release()
+        if self.learner is not None and decision is not None:
+            self.learner.labels_changed(sum(self.catalog.manual_decision_counts()))
+        return said
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.guard])
@@ -202,18 +228,14 @@ class ReviewSite:
             raise web.HTTPBadRequest(text="decision must be keep, drop or clear")
         artwork_id, page = str(form.get("artwork_id", "")), number(str(form.get("page", "")), "page")
         back = safe_back(str(form.get("back", "/")))
-        holder = self.lock.acquire("scrapy review")
-        if holder is not None:
-            raise web.HTTPConflict(text=f"OUTPUT_DIR is busy ({holder}); nothing was changed: try again when it is done")
         try:
-            said = apply_manual_decision(self.catalog, self.root, artwork_id, page,
-                                         None if decision == "clear" else decision)
+            said = await self._apply(artwork_id, page, None if decision == "clear" else decision)
+        except Busy as exc:
+            raise web.HTTPConflict(text=f"OUTPUT_DIR is busy ({exc}); nothing was changed: try again when it is done") from None
         except LookupError as exc:
             raise web.HTTPNotFound(text=str(exc)) from None
         except (ValueError, OSError) as exc:
             said = f"nothing changed: {exc}"
-        finally:
-            self.lock.release()
         raise web.HTTPSeeOther(f"{back}&{urlencode({'said': said})}")
 
     # --- the JSON API (docs/review.md): what the one-picture mode uses, and scripts may too -------------
@@ -271,17 +293,14 @@ class ReviewSite:
             raise json_error(web.HTTPBadRequest, "artwork_id must be the artwork's id as text")
         if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page <= MAX_PAGE:
             raise json_error(web.HTTPBadRequest, f"page must be a whole number from 0 to {MAX_PAGE}")
-        holder = self.lock.acquire("scrapy review")
-        if holder is not None:
-            raise json_error(web.HTTPConflict, f"OUTPUT_DIR is busy ({holder}); nothing was changed: try again when it is done")
         try:
-            said = apply_manual_decision(self.catalog, self.root, artwork_id, page, None if decision == "clear" else decision)
+            said = await self._apply(artwork_id, page, None if decision == "clear" else decision)
+        except Busy as exc:
+            raise json_error(web.HTTPConflict, f"OUTPUT_DIR is busy ({exc}); nothing was changed: try again when it is done") from None
         except LookupError as exc:
             raise json_error(web.HTTPNotFound, str(exc)) from None
         except (ValueError, OSError) as exc:
             raise json_error(web.HTTPUnprocessableEntity, f"nothing changed: {exc}") from None
-        finally:
-            self.lock.release()
         picture = self.catalog.picture(artwork_id, page)
         return web.json_response({"said": said, "artwork_id": artwork_id, "page": page,
                                   "status": picture.status if picture else None,
@@ -292,11 +311,16 @@ class ReviewSite:
         from, its held-out figures from its card) and how many labels the catalogue holds now."""
         card = self.model_card()
         keep, drop = self.catalog.manual_decision_counts()
-        return web.json_response({"model": card or None, "labels": {"keep": keep, "drop": drop, "total": keep + drop}})
+        answer: dict[str, Any] = {"model": card or None, "labels": {"keep": keep, "drop": drop, "total": keep + drop}}
+        if self.learner is not None:
+            answer["learning"] = self.learner.status()
+        return web.json_response(answer)
 
     def model_card(self) -> dict[str, Any]:
-        """The configured classifier's card, as GET /api/model shows it; {} without one."""
-        path = self.classifier_model
+        """The card of the model the scores come from: the learner's latest, else the configured
+        classifier's; {} without either."""
+        learned = self.learner.model_path if self.learner is not None else None
+        path = learned or self.classifier_model
         if path is None or not path.is_file():
             return {}
         try:
@@ -341,10 +365,34 @@ nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
 <nav>{tabs}</nav>
 <p>{total} pictures, page {page_number} of {pages}. {" ".join(nav)}</p>
 {f'<p class="said" role="status">{esc(message)}</p>' if message else ""}
+{self._learning_line()}
 <div class="grid">
 {cards}
 </div></body></html>
 """
+
+    def _learning_line(self) -> str:
+        """Where the background learner stands, for the page (no JavaScript needed to see it)."""
+        if self.learner is None:
+            return ""
+        status = self.learner.status()
+        labels = sum(self.catalog.manual_decision_counts())
+        last = status["last"]
+        if status["state"] == "training":
+            text = f"Learning from {status['trained_on']} labels…"
+        elif status["state"] == "waiting":
+            text = f"Not learning yet: {status['error']}"
+        elif status["state"] == "failed":
+            text = (f"The last retrain failed: {status['error']}. Every label is stored; the next one tries again.")
+        elif last:
+            change = last["change"]
+            text = (f"Model {last['version']} is live: learned from {last['labels']} labels, "
+                    f"+{change['kept']} kept, −{change['dropped']}.")
+        elif status["model"]:
+            text = f"Model {Path(status['model']).name} (from an earlier session); it learns again every {status['every']} labels."
+        else:
+            text = f"No model yet: it learns after every {status['every']} labels (you have {labels})."
+        return f'<p class="learning" role="status" data-state="{_esc(status["state"])}">{_esc(text)}</p>'
 
     def _card(self, item: Listed, here: str) -> str:
         esc = _esc

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from aiohttp import web
@@ -14,9 +15,10 @@ from scrapy.utils.log import configure_logging
 
 from core.errors import ProjectError
 from core.output_lock import OutputLock
-from core.storage import catalog_path, files_root
+from core.storage import catalog_path, files_root, output_dir
 from crawler.command_base import OfflineCommand, refuse_unknown_options
 from jobs.review import ReviewSite
+from jobs.review_learning import Learner
 from models.registry import resolve_setting
 
 
@@ -36,7 +38,9 @@ class Command(OfflineCommand):
             "and exports. Clear gives the picture back to the rules. Only 127.0.0.1 is listened on; every "
             "change carries the page's token and takes OUTPUT_DIR's lock for a moment. A JSON API beside the page "
             "(GET /api/queue, POST /api/decide, GET /api/model; docs/curation.md) serves labelling: "
-            "/api/queue?order=uncertain puts first the pictures the classifier (CLASSIFIER_MODEL) is least sure of."
+            "/api/queue?order=uncertain puts first the pictures the classifier is least sure of. After every "
+            "REVIEW_RETRAIN_EVERY (20) labels, a fast classifier is retrained on them in the background, every "
+            "picture is scored again and the rules re-applied (manual decisions still win)."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -61,9 +65,13 @@ class Command(OfflineCommand):
         except ProjectError as exc:  # a catalogue name that cannot be pulled here: the page works without it
             print(f"CLASSIFIER_MODEL: {exc}; the queue orders without its threshold", file=sys.stderr)
             classifier = ""
-        site = ReviewSite(catalog, root, OutputLock.for_settings(self.settings),
-                          classifier_model=Path(classifier) if classifier else None,
-                          phash_distance=self.settings.getint("CURATE_PHASH_DISTANCE"))
+        lock, write_lock = OutputLock.for_settings(self.settings), threading.Lock()
+        model_dir = Path(self.settings.get("REVIEW_MODEL_DIR") or output_dir(self.settings) / "review-model")
+        learner = Learner(self.settings, catalog, root, model_dir, self.settings.getint("REVIEW_RETRAIN_EVERY"),
+                          write_lock, lock, self.settings.get("REVIEW_CLASS_NAME") or "wanted")
+        site = ReviewSite(catalog, root, lock, classifier_model=Path(classifier) if classifier else None,
+                          phash_distance=self.settings.getint("CURATE_PHASH_DISTANCE"), learner=learner,
+                          write_lock=write_lock)
         listening = socket.socket()
         try:
             listening.bind(("127.0.0.1", opts.port))

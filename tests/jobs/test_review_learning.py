@@ -1,0 +1,108 @@
+"""`scrapy review` learns from the labels: after REVIEW_RETRAIN_EVERY clicks a background worker
+retrains, rescores every picture and decides again (manual decisions still win); a worker that fails
+says so on the page and loses no label."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import requests
+
+from tests.crawler.small_crawl import crawled_copy
+from tests.jobs.test_review import kept_ids, start_review, status_of
+
+
+def token_of(url: str) -> str:
+    return requests.get(url, timeout=30).text.split('name="token" value="')[1].split('"')[0]
+
+
+def label(url: str, token: str, artwork_id: str, decision: str) -> None:
+    answer = requests.post(url + "api/decide", json={"artwork_id": artwork_id, "page": 0, "decision": decision,
+                                                     "token": token}, timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
+def settled(url: str, timeout: float = 240) -> dict:
+    """GET /api/model once the learner is no longer training."""
+    deadline = time.monotonic() + timeout
+    while True:
+        model = requests.get(url + "api/model", timeout=30).json()
+        if model["learning"]["state"] != "training":
+            return model
+        assert time.monotonic() < deadline, model
+        time.sleep(0.5)
+
+
+def test_six_labels_retrain_rescore_and_decide_again_without_overriding_a_hand(pixiv_site, tmp_path_factory, tmp_path):
+    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
+    ids = kept_ids(output)
+    server, url = start_review(output, "REVIEW_RETRAIN_EVERY=6")
+    try:
+        before = requests.get(url + "api/model", timeout=30).json()
+        assert before["model"] is None and before["learning"]["state"] == "idle" and before["learning"]["last"] is None
+        assert "No model yet: it learns after every 6 labels (you have 0)" in requests.get(url, timeout=30).text
+        unscored = [p["artwork_id"] for p in requests.get(url + "api/queue", params={"n": 10}, timeout=30).json()["pictures"]]
+        token = token_of(url)
+        hands = {ids[0]: "keep", ids[1]: "keep", ids[2]: "keep", ids[3]: "drop", ids[4]: "drop"}
+        for artwork_id, decision in hands.items():
+            label(url, token, artwork_id, decision)
+        assert requests.get(url + "api/model", timeout=30).json()["learning"]["state"] == "idle"  # 5: not yet
+        label(url, token, ids[5], "drop")
+        hands[ids[5]] = "drop"
+        model = settled(url)
+        learning = model["learning"]
+        assert learning["state"] == "idle" and learning["error"] is None, learning
+        last = learning["last"]
+        assert last["labels"] == 6 and set(last["change"]) == {"kept", "dropped", "scored"} and last["change"]["scored"] > 6
+        assert model["model"]["version"] == last["version"] and model["model"]["learned_from"] == 6
+        assert f"Model {last['version']} is live: learned from 6 labels" in requests.get(url, timeout=30).text
+
+        with sqlite3.connect(output / "catalog.db") as conn:
+            versions = {r[0] for r in conn.execute(
+                "SELECT classifier_model FROM images WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'")}
+            reasons = dict(conn.execute("SELECT artwork_id, reason FROM images WHERE page = 0").fetchall())
+        assert versions == {last["version"]}  # every stored still was scored by the new model
+        for artwork_id, decision in hands.items():  # the rules ran again, and the hands still win
+            assert status_of(output, artwork_id)[0] == ("kept" if decision == "keep" else "dropped")
+            assert reasons[artwork_id].startswith(f"{decision}: manual review")
+        decided_by_model = [r for i, r in reasons.items() if i not in hands and r and "classifier" in r]
+        assert decided_by_model  # the others were decided again, by the labelling rule on the new scores
+
+        queue = requests.get(url + "api/queue", params={"n": 10}, timeout=30).json()
+        distances = [p["scores"]["distance_to_threshold"] for p in queue["pictures"]]
+        assert queue["model"] == last["version"] and distances == sorted(distances)  # nearest the threshold first
+        assert [p["artwork_id"] for p in queue["pictures"]] != unscored  # the order changed with the model
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_failed_retrain_is_reported_and_loses_no_label(pixiv_site, tmp_path_factory, tmp_path):
+    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
+    ids = kept_ids(output)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the model folder should be")
+    server, url = start_review(output, "REVIEW_RETRAIN_EVERY=2", f"REVIEW_MODEL_DIR={blocker}")
+    try:
+        token = token_of(url)
+        label(url, token, ids[0], "keep")
+        label(url, token, ids[1], "keep")
+        learning = settled(url)["learning"]  # two labels, one kind: it waits, it has not failed
+        assert learning["state"] == "waiting" and "2 pictures kept and 0 dropped" in learning["error"], learning
+        assert "Not learning yet" in requests.get(url, timeout=30).text
+        label(url, token, ids[2], "drop")  # the next label tries again ...
+        label(url, token, ids[3], "drop")
+        learning = settled(url)["learning"]  # ... and the worker breaks on the model folder
+        assert learning["state"] == "failed" and "not-a-folder" in learning["error"], learning
+        page = requests.get(url, timeout=30).text
+        assert "The last retrain failed" in page and "Every label is stored" in page
+        with sqlite3.connect(output / "catalog.db") as conn:
+            stored = dict(conn.execute("SELECT artwork_id, decision FROM manual_decisions").fetchall())
+        assert stored == {ids[0]: "keep", ids[1]: "keep", ids[2]: "drop", ids[3]: "drop"}
+        assert [status_of(output, i)[0] for i in ids[:4]] == ["kept", "kept", "dropped", "dropped"]
+        label(url, token, ids[4], "keep")  # labelling goes on after a failure
+        assert status_of(output, ids[4])[0] == "kept"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
