@@ -354,6 +354,13 @@ class CurationRecords(CatalogBase):
             "SELECT artwork_id, page, tag, score, model FROM image_tags ORDER BY artwork_id, page, score DESC, tag"
         )
 
+    def face_crops_of(self, artwork_id: str, page: int) -> list[tuple[int, str]]:
+        """(index, crop path) of one picture's stored face crops, in face order."""
+        return self.conn.execute(
+            "SELECT idx, path FROM faces WHERE artwork_id = ? AND page = ? AND path IS NOT NULL ORDER BY idx",
+            [artwork_id, page],
+        ).fetchall()
+
     def face_crop_paths(self) -> dict[tuple[str, int], list[str]]:
         """The stored face crops of each picture, in face order."""
         faces: dict[tuple[str, int], list[str]] = {}

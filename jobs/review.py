@@ -59,6 +59,10 @@ THUMBNAIL_SIZE = 256
 QUEUE_DEFAULT, QUEUE_MAX = 20, 500  # pictures GET /api/queue answers by default, at most
 MAX_PAGE = 1_000_000  # a page number (of the listing, or an artwork's page) larger than this is refused
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
+LABEL_SCRIPT = Path(__file__).with_name("review_static") / "label.js"
+# the one-picture page runs its own script (this server's only) and calls the JSON API; nothing else
+LABEL_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self'; style-src 'unsafe-inline'; "
+             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -151,6 +155,11 @@ class ReviewSite:
         app.router.add_get("/", self.index)
         app.router.add_get("/thumb", self.thumbnail)
         app.router.add_post("/decide", self.decide)
+        app.router.add_get("/favicon.ico", lambda _request: web.Response(status=204))  # none, and no 404 in the console
+        app.router.add_get("/label", self.label_page)
+        app.router.add_get("/static/label.js", self.label_script)
+        app.router.add_get("/picture", self.picture_file)
+        app.router.add_get("/face", self.face_file)
         app.router.add_get("/api/queue", self.api_queue)
         app.router.add_post("/api/decide", self.api_decide)
         app.router.add_get("/api/model", self.api_model)
@@ -170,7 +179,10 @@ class ReviewSite:
         except web.HTTPException as exc:
             exc.headers.update(SECURITY_HEADERS)
             raise
+        policy = response.headers.get("Content-Security-Policy")
         response.headers.update(SECURITY_HEADERS)
+        if policy == LABEL_CSP:  # the one-picture page's own policy, which lets its script run
+            response.headers["Content-Security-Policy"] = policy
         return response
 
     @staticmethod
@@ -238,7 +250,56 @@ class ReviewSite:
             said = f"nothing changed: {exc}"
         raise web.HTTPSeeOther(f"{back}&{urlencode({'said': said})}")
 
-    # --- the JSON API (docs/review.md): what the one-picture mode uses, and scripts may too -------------
+    # --- the one-picture mode: a page, its script, and the full picture and face crops it shows ---------
+    async def label_page(self, request: web.Request) -> web.Response:
+        """GET /label: one picture at a time, labelled with the keyboard (jobs/review_static/label.js)."""
+        order = request.query.get("order", "uncertain")
+        if order not in ORDERS:
+            raise web.HTTPBadRequest(text=f"order must be one of {', '.join(ORDERS)}")
+        orders = " ".join(f'<a href="/label?order={o}"{" class=on" if o == order else ""}>{o}</a>' for o in ORDERS)
+        page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Label: {_esc(order)}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 1em; }} nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
+main {{ display: flex; gap: 1.5em; }} #picture {{ max-width: 70vw; max-height: 80vh; }}
+#faces img {{ width: 96px; height: 96px; margin: 2px; }} .reason {{ color: #555; word-break: break-word; }}
+#said, #model {{ background: #ffd; padding: 4px; min-height: 1.2em; }} kbd {{ border: 1px solid #999; padding: 0 3px; }}
+</style></head><body>
+<nav><a href="/">grid</a> order: {orders}</nav>
+<p>Keys: <kbd>k</kbd> keep, <kbd>d</kbd> drop, <kbd>u</kbd> undo, <kbd>s</kbd> skip, <kbd>←</kbd> <kbd>→</kbd> move.</p>
+<p id="model" role="status"></p>
+<p id="said" role="status"></p>
+<main data-token="{_esc(self.token)}"><img id="picture" alt=""><div><div id="faces"></div><div id="facts"></div></div></main>
+<script src="/static/label.js"></script>
+</body></html>
+"""
+        return web.Response(text=page, content_type="text/html", charset="utf-8",
+                            headers={"Content-Security-Policy": LABEL_CSP})
+
+    async def label_script(self, request: web.Request) -> web.Response:
+        return web.Response(body=LABEL_SCRIPT.read_bytes(), content_type="text/javascript", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def picture_file(self, request: web.Request) -> web.StreamResponse:
+        """GET /picture?artwork_id=…&page=…: the stored picture itself, as the catalogue names it."""
+        picture = self.catalog.picture(request.query.get("artwork_id", ""), number(request.query.get("page", ""), "page"))
+        if picture is None or picture.path is None:
+            raise web.HTTPNotFound(text="no such picture")
+        file = Path(picture.path) if Path(picture.path).is_absolute() else self.root / picture.path
+        if not file.is_file():
+            raise web.HTTPNotFound(text="the picture's file is gone")
+        return web.FileResponse(file, headers={"Cache-Control": "no-cache"})
+
+    async def face_file(self, request: web.Request) -> web.StreamResponse:
+        """GET /face?artwork_id=…&page=…&idx=…: one stored face crop."""
+        artwork_id = request.query.get("artwork_id", "")
+        page, index = number(request.query.get("page", ""), "page"), number(request.query.get("idx", ""), "idx")
+        crops = dict(self.catalog.face_crops_of(artwork_id, page))
+        if index not in crops or not (self.root / crops[index]).is_file():
+            raise web.HTTPNotFound(text="no such face crop")
+        return web.FileResponse(self.root / crops[index], headers={"Cache-Control": "no-cache"})
+
+    # --- the JSON API (docs/curation.md): what the one-picture mode uses, and scripts may too ----------
     async def api_queue(self, request: web.Request) -> web.Response:
         """``GET /api/queue?order=uncertain&n=K`` and filters: the next pictures to label, in order."""
         query = request.query
@@ -269,7 +330,11 @@ class ReviewSite:
         for picture in ordered[:n]:
             entry = picture.as_json(threshold)
             if picture.has_file:
-                entry["thumbnail"] = "/thumb?" + urlencode({"artwork_id": picture.artwork_id, "page": picture.page})
+                key = {"artwork_id": picture.artwork_id, "page": picture.page}
+                entry["thumbnail"] = "/thumb?" + urlencode(key)
+                entry["picture"] = "/picture?" + urlencode(key)
+                entry["faces"] = ["/face?" + urlencode({**key, "idx": index})
+                                  for index, _ in self.catalog.face_crops_of(picture.artwork_id, picture.page)]
             listed.append(entry)
         return web.json_response({"order": order, "threshold": threshold, "matching": len(ordered),
                                   "model": model.get("version"), "pictures": listed})
@@ -362,7 +427,7 @@ nav a {{ margin-right: 1em; }} nav a.on {{ font-weight: bold; }}
 .card.manual {{ border-color: #36c; }} .reason {{ color: #555; font-size: 12px; word-break: break-word; }}
 .said {{ background: #ffd; padding: 4px; }}
 </style></head><body>
-<nav>{tabs}</nav>
+<nav>{tabs} <a href="/label">label one at a time</a></nav>
 <p>{total} pictures, page {page_number} of {pages}. {" ".join(nav)}</p>
 {f'<p class="said" role="status">{esc(message)}</p>' if message else ""}
 {self._learning_line()}

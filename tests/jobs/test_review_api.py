@@ -42,6 +42,15 @@ def test_the_queue_its_orders_filters_and_bad_input(pixiv_site, tmp_path_factory
         assert top["manual"] is None and top["status"] == "kept"
         thumbnail = requests.get(url + top["thumbnail"].lstrip("/"), timeout=30)
         assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+        full = requests.get(url + top["picture"].lstrip("/"), timeout=30)
+        assert full.status_code == 200 and full.content == (output / f"images/{scored[3]}_p0.jpg").read_bytes()
+        assert requests.get(url + "picture", params={"artwork_id": "nope", "page": 0}, timeout=30).status_code == 404
+        assert requests.get(url + "face", params={"artwork_id": scored[3], "page": 0, "idx": "x"}, timeout=30).status_code == 400
+        assert requests.get(url + "face", params={"artwork_id": scored[3], "page": 0, "idx": 99}, timeout=30).status_code == 404
+        label_page = requests.get(url + "label", timeout=30)
+        assert "script-src 'self'" in label_page.headers["Content-Security-Policy"]  # its own script only
+        assert "script-src" not in requests.get(url, timeout=30).headers["Content-Security-Policy"]  # the grid: none
+        assert requests.get(url + "label", params={"order": "bogus"}, timeout=30).status_code == 400
         assert queue(order="uncertain", n=1, threshold=0.9)["pictures"][0]["artwork_id"] == scored[0]
         assert [p["scores"]["classifier"] for p in queue(order="score", n=5)["pictures"]] == sorted(SCORES, reverse=True)
         assert {p["artwork_id"] for p in queue(order="newest", n=500, min_score=0.5)["pictures"]} == {scored[0], scored[1]}
@@ -85,7 +94,8 @@ def test_the_queue_its_orders_filters_and_bad_input(pixiv_site, tmp_path_factory
         assert (scored[3], 0) not in offered and (scored[2], 0) in offered  # a label now, not a question
         assert [(p["artwork_id"], p["page"]) for p in queue(order="newest", manual="yes")["pictures"]] == [(scored[3], 0)]
         model = requests.get(url + "api/model", timeout=30).json()
-        assert model == {"model": None, "labels": {"keep": 0, "drop": 1, "total": 1}}
+        assert model["model"] is None and model["labels"] == {"keep": 0, "drop": 1, "total": 1}
+        assert model["learning"]["state"] == "idle" and model["learning"]["every"] == 20
         assert decide({**keep, "decision": "clear"}).json()["manual"] is None
         assert requests.get(url + "api/model", timeout=30).json()["labels"]["total"] == 0
     finally:

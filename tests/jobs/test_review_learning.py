@@ -7,10 +7,11 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
 import requests
 
 from tests.crawler.small_crawl import crawled_copy
-from tests.jobs.test_review import kept_ids, start_review, status_of
+from tests.jobs.test_review import CHROMIUM, kept_ids, start_review, status_of
 
 
 def token_of(url: str) -> str:
@@ -106,3 +107,83 @@ def test_a_failed_retrain_is_reported_and_loses_no_label(pixiv_site, tmp_path_fa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian's chromium; scripts/setup.sh installs it)")
+def test_labelling_with_the_keyboard_in_chromium_sees_a_retrain_and_the_order_change(pixiv_site, tmp_path_factory,
+                                                                                     tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
+    server, url = start_review(output, "REVIEW_RETRAIN_EVERY=4")
+    problems: list[str] = []
+
+    def manual(key: str):
+        artwork_id, page = key.split(":")
+        with sqlite3.connect(output / "catalog.db") as conn:
+            row = conn.execute("SELECT decision FROM manual_decisions WHERE artwork_id = ? AND page = ?",
+                               [artwork_id, int(page)]).fetchone()
+        return row[0] if row else None
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+            try:
+                page = browser.new_page()
+                page.on("pageerror", lambda error: problems.append(str(error)))
+                page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+                page.goto(url + "label", wait_until="load")
+                main = page.locator("main")
+
+                def current() -> str:
+                    return main.get_attribute("data-current") or ""
+
+                def press_and_wait(key: str) -> str:
+                    shown = current()
+                    page.keyboard.press(key)
+                    deadline = time.monotonic() + 30
+                    while current() == shown:
+                        assert time.monotonic() < deadline, f"{key} did not move on from {shown}"
+                        page.wait_for_timeout(50)
+                    return current()
+
+                deadline = time.monotonic() + 30
+                while not current():
+                    assert time.monotonic() < deadline, "no picture shown"
+                    page.wait_for_timeout(50)
+                before = main.get_attribute("data-queue").split()
+                assert current() == before[0]
+                while not page.evaluate("document.getElementById('picture').complete && "
+                                        "document.getElementById('picture').naturalWidth > 0"):
+                    assert time.monotonic() < deadline, "the picture did not load under the page's policy"
+                    page.wait_for_timeout(50)
+
+                first = current()
+                second = press_and_wait("k")
+                assert manual(first) == "keep"
+                press_and_wait("d")
+                assert manual(second) == "drop"
+                assert press_and_wait("u") == second and manual(second) is None  # undone: back, and cleared
+                third = press_and_wait("d")
+                fourth = press_and_wait("k")
+                assert (manual(second), manual(third)) == ("drop", "keep")
+                press_and_wait("d")  # the fourth label: a retrain starts
+                assert manual(fourth) == "drop"
+
+                deadline = time.monotonic() + 240
+                while not main.get_attribute("data-model"):
+                    assert time.monotonic() < deadline, page.locator("#model").inner_text()
+                    page.wait_for_timeout(200)
+                assert "New model live (4 labels)" in page.locator("#model").inner_text()
+                page.wait_for_timeout(500)  # the queue is read again after the banner
+                after = main.get_attribute("data-queue").split()
+                assert after != before[4:] and not {first, second, third, fourth} & set(after)  # new order, labels out
+                shown = current()
+                moved = press_and_wait("s")
+                assert press_and_wait("ArrowLeft") == shown and moved != shown
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert problems == []
