@@ -1,6 +1,6 @@
 """`scrapy review` learns from the labels: after REVIEW_RETRAIN_EVERY clicks a background worker
-retrains, rescores every picture and decides again (manual decisions still win); a worker that fails
-says so on the page and loses no label."""
+retrains, rescores every picture and decides again (manual decisions still win), seen from a real
+Chromium labelling with the keyboard; a worker that fails says so on the page and loses no label."""
 
 from __future__ import annotations
 
@@ -33,50 +33,6 @@ def settled(url: str, timeout: float = 240) -> dict:
             return model
         assert time.monotonic() < deadline, model
         time.sleep(0.5)
-
-
-def test_six_labels_retrain_rescore_and_decide_again_without_overriding_a_hand(pixiv_site, tmp_path_factory, tmp_path):
-    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
-    ids = kept_ids(output)
-    server, url = start_review(output, "REVIEW_RETRAIN_EVERY=6")
-    try:
-        before = requests.get(url + "api/model", timeout=30).json()
-        assert before["model"] is None and before["learning"]["state"] == "idle" and before["learning"]["last"] is None
-        assert "No model yet: it learns after every 6 labels (you have 0)" in requests.get(url, timeout=30).text
-        unscored = [p["artwork_id"] for p in requests.get(url + "api/queue", params={"n": 10}, timeout=30).json()["pictures"]]
-        token = token_of(url)
-        hands = {ids[0]: "keep", ids[1]: "keep", ids[2]: "keep", ids[3]: "drop", ids[4]: "drop"}
-        for artwork_id, decision in hands.items():
-            label(url, token, artwork_id, decision)
-        assert requests.get(url + "api/model", timeout=30).json()["learning"]["state"] == "idle"  # 5: not yet
-        label(url, token, ids[5], "drop")
-        hands[ids[5]] = "drop"
-        model = settled(url)
-        learning = model["learning"]
-        assert learning["state"] == "idle" and learning["error"] is None, learning
-        last = learning["last"]
-        assert last["labels"] == 6 and set(last["change"]) == {"kept", "dropped", "scored"} and last["change"]["scored"] > 6
-        assert model["model"]["version"] == last["version"] and model["model"]["learned_from"] == 6
-        assert f"Model {last['version']} is live: learned from 6 labels" in requests.get(url, timeout=30).text
-
-        with sqlite3.connect(output / "catalog.db") as conn:
-            versions = {r[0] for r in conn.execute(
-                "SELECT classifier_model FROM images WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'")}
-            reasons = dict(conn.execute("SELECT artwork_id, reason FROM images WHERE page = 0").fetchall())
-        assert versions == {last["version"]}  # every stored still was scored by the new model
-        for artwork_id, decision in hands.items():  # the rules ran again, and the hands still win
-            assert status_of(output, artwork_id)[0] == ("kept" if decision == "keep" else "dropped")
-            assert reasons[artwork_id].startswith(f"{decision}: manual review")
-        decided_by_model = [r for i, r in reasons.items() if i not in hands and r and "classifier" in r]
-        assert decided_by_model  # the others were decided again, by the labelling rule on the new scores
-
-        queue = requests.get(url + "api/queue", params={"n": 10}, timeout=30).json()
-        distances = [p["scores"]["distance_to_threshold"] for p in queue["pictures"]]
-        assert queue["model"] == last["version"] and distances == sorted(distances)  # nearest the threshold first
-        assert [p["artwork_id"] for p in queue["pictures"]] != unscored  # the order changed with the model
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_a_failed_retrain_is_reported_and_loses_no_label(pixiv_site, tmp_path_factory, tmp_path):
@@ -183,6 +139,22 @@ def test_labelling_with_the_keyboard_in_chromium_sees_a_retrain_and_the_order_ch
                 assert press_and_wait("ArrowLeft") == shown and moved != shown
             finally:
                 browser.close()
+
+        # what the retrain did, through the API and the catalogue
+        model = settled(url)
+        last = model["learning"]["last"]
+        assert last["labels"] == 4 and set(last["change"]) == {"kept", "dropped", "scored"} and last["change"]["scored"] > 4
+        assert model["model"]["version"] == last["version"] and model["model"]["learned_from"] == 4
+        assert f"Model {last['version']} is live: learned from 4 labels" in requests.get(url, timeout=30).text
+        with sqlite3.connect(output / "catalog.db") as conn:
+            versions = {r[0] for r in conn.execute(
+                "SELECT classifier_model FROM images WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'")}
+            reasons = {f"{a}:{p}": r for a, p, r in conn.execute("SELECT artwork_id, page, reason FROM images")}
+        assert versions == {last["version"]}  # every stored still was scored by the new model
+        hands = {first: "keep", second: "drop", third: "keep", fourth: "drop"}
+        for key, decision in hands.items():  # the rules ran again, and the hands still win
+            assert manual(key) == decision and reasons[key].startswith(f"{decision}: manual review"), (key, reasons[key])
+        assert [r for k, r in reasons.items() if k not in hands and r and "classifier" in r]  # the rest: by the new scores
     finally:
         server.terminate()
         server.wait(timeout=30)

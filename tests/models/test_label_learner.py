@@ -36,9 +36,9 @@ def test_it_learns_from_forty_labels_and_scores_pictures_it_has_not_seen(feature
     vectors = features(images)
     assert vectors.shape == (40, 2560) and np.isfinite(vectors).all()
     model = LinearClassifier.fit(vectors, wanted, ("mona", "other"))
-    unseen, truth = pictures(tmp_path / "unseen", 30, seed=2)
+    unseen, truth = pictures(tmp_path / "unseen", 20, seed=2)
     said = [p.label == "mona" for p in model.predict(unseen)]
-    assert sum(s == t for s, t in zip(said, truth)) >= 48, (said, truth)  # 0.8 of 60; 0.88 seen here
+    assert sum(s == t for s, t in zip(said, truth)) >= 32, (said, truth)  # 0.8 of 40
     untrained = LinearClassifier(model.mean, model.std, np.zeros_like(model.coef), 0.0, ("mona", "other"))
     assert set(untrained.scores(vectors)) == {0.5}  # the scores come from what was learned
 
