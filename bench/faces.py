@@ -372,20 +372,15 @@ def learned_rows(pictures: list[tuple[str, str, Image.Image]], verified: dict[st
         held_out = [(key, kind, image) for key, kind, image in pictures if fold_of[character[key]] == fold]
         for key, kind, image in held_out:
             score_at_thresholds(detector, key, kind, image, verified[key], alone, union)
-        for t, row in checked.items():  # the verifier's rule depends on the threshold: one run each
-            detector = face_heatmap.HeatmapDetector(net, threshold=t)
+        rules = [(row, face_heatmap.HeatmapDetector(net, threshold=t), True) for t, row in checked.items()]
+        rules.append((earlier, face_heatmap.HeatmapDetector(net, threshold=0.6, ask_from=0.3), False))
+        for row, detector, veto in rules:  # the verifier's rule depends on the threshold: one run each
             for key, kind, image in held_out:
                 started = time.perf_counter()
                 found = detector.detect(image)
-                pair = detector.vetoed(image, verified[key])  # what detect_faces does with the pair's boxes
+                pair = detector.vetoed(image, verified[key]) if veto else verified[key]  # as detect_faces does
                 row.seconds += time.perf_counter() - started
                 row.add(key, kind, suppress_overlaps([*pair, *found]))
-        detector = face_heatmap.HeatmapDetector(net, threshold=0.6, ask_from=0.3)
-        for key, kind, image in held_out:
-            started = time.perf_counter()
-            found = detector.detect(image)
-            earlier.seconds += time.perf_counter() - started
-            earlier.add(key, kind, suppress_overlaps([*verified[key], *found]))
     if keep:  # the last fold's net (and its verifier), for print_throughput
         face_heatmap.save(net, keep)
     for t in LEARNED_THRESHOLDS:  # the two run one after the other

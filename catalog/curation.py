@@ -277,10 +277,6 @@ class CurationRecords(CatalogBase):
             [status, reason, path, artwork_id, page],
         )
 
-    def kept_pictures(self) -> list[tuple[str, int]]:
-        """(artwork id, page) of every kept picture: what a retrain compares before and after."""
-        return self.conn.execute("SELECT artwork_id, page FROM images WHERE status = 'kept'").fetchall()
-
     def manual_decision_counts(self) -> tuple[int, int]:
         """(keeps, drops) said by hand: the labels the review page's learning has."""
         keep, drop = self.conn.execute(

@@ -56,6 +56,15 @@ def manual_labels(catalog: Path) -> list[tuple[str, int, str, str]]:
             raise NotEnoughLabels(f"{catalog}: no manual decisions to train on ({exc})") from None
 
 
+def _enough(catalog: Path, counts: dict[str, int], target: str, missing: int) -> None:
+    """Refuse fewer than two labels of either class, saying how many there are."""
+    if min(counts.values()) < 2:
+        raise NotEnoughLabels(
+            f"{catalog}: {counts[target]} pictures kept and {counts[OTHER_CLASS]} dropped by hand"
+            + (f" ({missing} more without a readable file)" if missing else "")
+            + "; training needs at least two of each: label more in scrapy review")
+
+
 def lay_out(catalog: Path, root: Path, folder: Path, target: str = "wanted") -> CatalogLabels:
     """Write ``folder/{target}/`` (kept by hand) and ``folder/other/`` (dropped by hand) from the
     catalogue's manual decisions; ``root`` is where relative picture paths live (FILES_STORE)."""
@@ -64,7 +73,7 @@ def lay_out(catalog: Path, root: Path, folder: Path, target: str = "wanted") -> 
     counts = {target: 0, OTHER_CLASS: 0}
     missing = 0
     for artwork_id, page, decision, stored in manual_labels(catalog):
-        source = Path(stored) if Path(stored).is_absolute() else root / stored
+        source = root / stored  # an absolute stored path (a picture curated from a folder) stays as it is
         if not source.is_file():
             missing += 1
             continue
@@ -77,11 +86,7 @@ def lay_out(catalog: Path, root: Path, folder: Path, target: str = "wanted") -> 
         except OSError:  # another file system, or links not allowed: a copy
             shutil.copyfile(source, destination)
         counts[name] += 1
-    if min(counts.values()) < 2:
-        raise NotEnoughLabels(
-            f"{catalog}: {counts[target]} pictures kept and {counts[OTHER_CLASS]} dropped by hand"
-            + (f" ({missing} more without a file)" if missing else "")
-            + "; training needs at least two of each: label more in scrapy review")
+    _enough(catalog, counts, target, missing)
     return CatalogLabels(counts, missing, str(catalog))
 
 
@@ -94,26 +99,16 @@ def train_linear(catalog: Path, root: Path, out_dir: Path, target: str = "wanted
     written to ``out_dir/classifier-linear.npz`` with its card. Returns the model's path and card."""
     import time
 
-    from PIL import Image
-
     from models.label_learner import LinearClassifier, PictureFeatures, cross_validated
+    from stages.picture_model import open_pictures
 
     started = time.perf_counter()
-    images, wanted, missing = [], [], 0
-    for _artwork_id, _page, decision, stored in manual_labels(catalog):
-        source = Path(stored) if Path(stored).is_absolute() else root / stored
-        try:
-            with Image.open(source) as image:
-                images.append(image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB"))
-        except OSError:
-            missing += 1
-            continue
-        wanted.append(decision == "keep")
+    labelled = manual_labels(catalog)
+    images, readable, _errors = open_pictures(root, [stored for *_, stored in labelled])  # as the classify stage reads them
+    wanted = [labelled[i][2] == "keep" for i in readable]
+    missing = len(labelled) - len(readable)
     counts = {target: sum(wanted), OTHER_CLASS: len(wanted) - sum(wanted)}
-    if min(counts.values()) < 2:
-        raise NotEnoughLabels(f"{catalog}: {counts[target]} pictures kept and {counts[OTHER_CLASS]} dropped by hand"
-                              + (f" ({missing} more without a readable file)" if missing else "")
-                              + "; training needs at least two of each: label more in scrapy review")
+    _enough(catalog, counts, target, missing)
     features = PictureFeatures()(images)
     model = LinearClassifier.fit(features, wanted, (target, OTHER_CLASS))
     held_out = cross_validated(features, wanted)

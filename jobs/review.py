@@ -290,7 +290,7 @@ main {{ display: flex; gap: 1.5em; }} #picture {{ max-width: 70vw; max-height: 8
         picture = self.catalog.picture(request.query.get("artwork_id", ""), number(request.query.get("page", ""), "page"))
         if picture is None or picture.path is None:
             raise web.HTTPNotFound(text="no such picture")
-        file = Path(picture.path) if Path(picture.path).is_absolute() else self.root / picture.path
+        file = self.root / picture.path  # an absolute stored path (a folder's picture) stays as it is
         if not file.is_file():
             raise web.HTTPNotFound(text="the picture's file is gone")
         return web.FileResponse(file, headers={"Cache-Control": "no-cache"})

@@ -11,7 +11,7 @@ which release the GIL) that
 3. then, holding OUTPUT_DIR's lock and the page's own write lock (so a click waits a moment instead
    of racing it), stores the scores and decides every picture again as ``scrapy curate --stages
    classify`` would (the same ``Curator``, which finds the scores already there and only decides):
-   the user's rules when one of them reads the classifier, else ``LABELLING_RULES`` (keep from the
+   the user's rules when one of them reads the classifier, else ``LABELLING_RULE`` (keep from the
    model's threshold, drop the rest). Manual decisions outrank every rule, as everywhere.
 
 Nothing of a person's labels lives in the worker: each one is in the catalogue before its click is
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LABELLING_RULES = [{"action": "keep", "if": "classifier", "min": 0.5}]  # with CURATE_DEFAULT drop
+LABELLING_RULE = {"action": "keep", "if": "classifier"}  # from the model's threshold; CURATE_DEFAULT drop
 LOCK_WAIT = 60.0  # seconds the worker waits for OUTPUT_DIR's lock (a crawl there) before giving up this round
 
 
@@ -87,11 +87,6 @@ class Learner:
             self._thread.start()
         return True
 
-    def join(self, timeout: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
     # --- the worker -------------------------------------------------------------------------------------
     def _work(self, labels: int) -> None:
         try:
@@ -136,7 +131,7 @@ class Learner:
 
     def _retrain(self, labels: int) -> dict[str, Any]:
         from jobs.catalog_labels import train_linear
-        from models.label_learner import LinearClassifier
+        from stages.classify import Classify
 
         scratch = self.model_dir / f".training-{labels}"
         path, card = train_linear(self.catalog_path, self.root, scratch, self.class_name)
@@ -144,16 +139,14 @@ class Learner:
         path.replace(final)  # the arrays first, then the card: a model file is never without its card
         path.with_suffix(".json").replace(final.with_suffix(".json"))
         scratch.rmdir()
-        model = LinearClassifier.load(final)
-        scores = self._score_all(model)
-        change = self._apply(final, model, scores)
-        return {"model": str(final), "version": model.version, "labels": labels, "finished_at": utc_now(),
+        stage = Classify(final)  # what the crawl and `scrapy curate` score with: the same results
+        scores = self._score_all(stage)
+        change = self._apply(final, stage, scores)
+        return {"model": str(final), "version": stage.version, "labels": labels, "finished_at": utc_now(),
                 "held_out": card["metrics"].get("cross_validated"), "change": change}
 
-    def _score_all(self, model: Any) -> dict[tuple[str, int], dict[str, Any]]:
-        """Every curatable picture's score by ``model`` (no lock held: this is the slow part)."""
-        from stages.picture_model import open_pictures
-
+    def _score_all(self, stage: Any) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every curatable picture's classify result (no lock held: this is the slow part)."""
         catalog = Catalog(self.catalog_path)
         try:
             pictures = catalog.curatable_pictures()
@@ -162,24 +155,20 @@ class Learner:
         scores = {}
         for start in range(0, len(pictures), 32):
             chunk = pictures[start:start + 32]
-            images, readable, _errors = open_pictures(self.root, [p.path or "" for p in chunk])
-            for i, prediction in zip(readable, model.predict(images) if images else []):
-                picture = chunk[i]
-                scores[(picture.artwork_id, picture.page)] = {
-                    "label": prediction.label, "score": float(prediction.target_score), "model": model.version,
-                    "target": model.target}
+            for picture, result in zip(chunk, stage.results(self.root, [p.path or "" for p in chunk])):
+                if isinstance(result, dict):  # a str: the picture could not be read; curate says so itself
+                    scores[(picture.artwork_id, picture.page)] = result
         return scores
 
-    def _apply(self, model_path: Path, model: Any, scores: dict[tuple[str, int], dict[str, Any]]) -> dict[str, int]:
+    def _apply(self, model_path: Path, stage: Any, scores: dict[tuple[str, int], dict[str, Any]]) -> dict[str, int]:
         """Store the scores and decide every picture again, under both locks; what changed."""
         from jobs.curate import Curator
 
         settings = self.settings.copy()
         settings.set("CLASSIFIER_MODEL", str(model_path), priority="cmdline")
-        rules = load_rules(self.settings)
-        if not any(condition_of(rule) == "classifier" for rule in rules):
+        if not any(condition_of(rule) == "classifier" for rule in load_rules(self.settings)):
             settings.set("CURATE_RULES_FILE", "", priority="cmdline")
-            settings.set("CURATE_RULES", [{**LABELLING_RULES[0], "min": model.threshold}], priority="cmdline")
+            settings.set("CURATE_RULES", [{**LABELLING_RULE, "min": stage.load().threshold}], priority="cmdline")
             settings.set("CURATE_DEFAULT", "drop", priority="cmdline")
         with self.write_lock:
             deadline = time.monotonic() + LOCK_WAIT
@@ -190,24 +179,18 @@ class Learner:
             try:
                 catalog = Catalog(self.catalog_path)
                 try:
-                    before = set(catalog.kept_pictures())
                     now = utc_now()
                     with catalog.batch():
                         for (artwork_id, page), result in scores.items():
                             catalog.set_classifier(artwork_id, page, result)
-                            catalog.record_stage_run(artwork_id, page, "classify", model.version, None, now)
+                            catalog.record_stage_run(artwork_id, page, "classify", stage.version, None, now)
                 finally:
                     catalog.close()
-                curator = Curator(settings, ["classify"], progress=False)
+                curator = Curator(settings, ["classify"], progress=False)  # finds the scores there: only decides
                 try:
-                    curator.run(curator.collect([]))
+                    summary = curator.run(curator.collect([]))
                 finally:
                     curator.close()
-                catalog = Catalog(self.catalog_path)
-                try:
-                    after = set(catalog.kept_pictures())
-                finally:
-                    catalog.close()
             finally:
                 self.output_lock.release()
-        return {"kept": len(after - before), "dropped": len(before - after), "scored": len(scores)}
+        return {"kept": summary.now_kept, "dropped": summary.now_dropped, "scored": len(scores)}

@@ -36,7 +36,7 @@ ASK_FROM = 0.4  # detector scores from which a candidate below the detector's th
 THRESHOLD = 0.5  # verifier probability that makes such a candidate a face
 # a box the classic pair (cascade and animeface) agreed on is dropped only when the verifier is this
 # sure it is no face: held out, their boxes on heads scored 0.1-1.0 and their boxes elsewhere on
-# full-body cards (a chest ornament, a belt buckle) 0.00-0.04 (docs/curation.md, "Face crops")
+# full-body cards (on the body, far below the head) 0.00-0.04 (docs/curation.md, "Face crops")
 VETO = 0.1
 
 Box = tuple[float, float, float, float]

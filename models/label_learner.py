@@ -91,9 +91,8 @@ class LinearClassifier:
 
     @classmethod
     def fit(cls, features: np.ndarray, wanted: Sequence[bool], classes: tuple[str, str] = ("wanted", "other"),
-            weights: Sequence[float] | None = None, regularisation: float = REGULARISATION) -> LinearClassifier:
-        """Learn from ``features`` (N, D) and whether each picture is the target; ``weights`` (N) lets
-        a weak label count less than a person's."""
+            regularisation: float = REGULARISATION) -> LinearClassifier:
+        """Learn from ``features`` (N, D) and whether each picture is the target."""
         from sklearn.linear_model import LogisticRegression
 
         y = np.asarray(wanted, dtype=bool)
@@ -102,7 +101,7 @@ class LinearClassifier:
         mean = features.mean(axis=0)
         std = features.std(axis=0) + 1e-6
         model = LogisticRegression(C=regularisation, class_weight="balanced", max_iter=5000)
-        model.fit((features - mean) / std, y, sample_weight=None if weights is None else np.asarray(weights, float))
+        model.fit((features - mean) / std, y)
         return cls(mean.astype(np.float32), std.astype(np.float32), model.coef_[0].astype(np.float32),
                    float(model.intercept_[0]), classes)
 
