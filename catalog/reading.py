@@ -128,10 +128,12 @@ PICTURE_COLUMNS = (
 )
 
 
-def picture_query(statuses: Sequence[str], where_sql: str | None) -> str:
-    """The SELECT behind an export, runnable as it is (it goes into the manifest)."""
+def picture_query(statuses: Sequence[str], where_sql: str | None, exclude_ai: bool = False) -> str:
+    """The SELECT behind an export, runnable as it is (it goes into the manifest). ``exclude_ai``
+    leaves out AI-generated works (Pixiv's aiType 2)."""
     wanted = ", ".join(f"'{s}'" for s in statuses if s in STATUSES)
-    extra = f"\n  AND ({where_sql}\n  )" if where_sql else ""  # newline: a trailing -- comment stays inside
+    extra = "\n  AND coalesce(a.ai_type, 0) != 2" if exclude_ai else ""
+    extra += f"\n  AND ({where_sql}\n  )" if where_sql else ""  # newline: a trailing -- comment stays inside
     return (
         f"SELECT {', '.join(PICTURE_COLUMNS)}\n"
         "FROM images i JOIN artworks a ON a.id = i.artwork_id\n"

@@ -428,6 +428,13 @@ def _names(conn: sqlite3.Connection, index: TagIndex) -> dict[str, dict[str, str
     return groups
 
 
+def is_known(conn: sqlite3.Connection, name: str, index: TagIndex | None = None) -> bool:
+    """Whether ``name`` is in the catalogue at all: a Pixiv tag or its translation, a model tag, an
+    alias or an implication (any case, width or spacing)."""
+    index = index if index is not None else TagIndex.load(conn)
+    return index.key(name) in _names(conn, index)
+
+
 def search(conn: sqlite3.Connection, query: str, limit: int = 20, index: TagIndex | None = None) -> list[TagMatch]:
     """Tags whose names (any alias, translation, Pixiv or model tag) contain or resemble ``query``.
 

@@ -32,5 +32,12 @@ class ArgumentError(ProjectError, ValueError):
     """An argument the user gave (a spider's ``-a NAME=VALUE``) that cannot be used; the message says which."""
 
 
+class DataError(ProjectError):
+    """The command line was right but the data cannot give what it asked for (a selection that matched
+    nothing, too few labels to train on): one line and exit code 1, no usage banner."""
+
+    exit_code = EXIT_FAILED
+
+
 class SettingError(ProjectError, ValueError):
     """A setting whose value cannot be used (a model path that is no model); the message names it."""

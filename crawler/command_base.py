@@ -31,6 +31,10 @@ class OfflineCommand(ScrapyCommand):
     requires_crawler_process = False
     name = ""  # as typed after ``scrapy``; empty: the module's name (crawler/commands/NAME.py)
 
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.formatter_class = ProjectHelpFormatter
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         try:
             self.perform(args, opts)
@@ -53,7 +57,32 @@ def fail(command: str, error: ProjectError, usage: bool = True) -> int:
     return error.exit_code
 
 
-class ActionsHelpFormatter(argparse.RawDescriptionHelpFormatter, ScrapyHelpFormatter):
+class ProjectHelpFormatter(ScrapyHelpFormatter):
+    """Scrapy's help layout, with headings found only where argparse puts them.
+
+    Scrapy's formatter takes every part of the help that ends in ``":\n"`` for a section heading and
+    title-cases and underlines it, so an option whose wrapped help ends a line with a colon came out
+    as a garbled heading.
+    """
+
+    def format_part_strings(self, part_strings: list[str]) -> list[str]:
+        held = [i for i, part in enumerate(part_strings) if part.endswith(":\n") and not _is_heading(part_strings, i)]
+        for i in held:
+            part_strings[i] = part_strings[i][:-2] + _COLON_HELD
+        parts = super().format_part_strings(part_strings)
+        return [part.replace(_COLON_HELD, ":\n") for part in parts]
+
+
+_COLON_HELD = "\x00:\n\x00"  # a colon at a line's end, hidden from the heading test for a moment
+
+
+def _is_heading(parts: list[str], i: int) -> bool:
+    """argparse writes a section as the parts ``"\n"``, ``"heading:\n"``, items: unindented, after a
+    blank line. A help line is indented, or follows its option's name on the same line."""
+    return not parts[i][:1].isspace() and (i == 0 or parts[i - 1] == "\n")
+
+
+class ActionsHelpFormatter(argparse.RawDescriptionHelpFormatter, ProjectHelpFormatter):
     """Scrapy's headings, and the description's own line breaks (the list of actions)."""
 
 

@@ -21,13 +21,14 @@ from typing import Any
 
 from catalog.schema import connect_read_only
 from catalog.store import utc_now
-from core.errors import ProjectError
+from core.errors import DataError
 
 OTHER_CLASS = "other"  # models.classifier.target_class treats this name as the negative class
 
 
-class NotEnoughLabels(ProjectError, ValueError):
-    """Too few manual decisions (or their files are gone) to train on."""
+class NotEnoughLabels(DataError, ValueError):
+    """Too few manual decisions (or their files are gone) to train on: the data's fault, not the
+    command line's (exit code 1, no usage banner)."""
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,12 @@ class Summary:
             )
             if self.duplicates_found:
                 out.append(f"  duplicates: {self.duplicates_found} copies of kept pictures found (duplicate rule)")
+        elif self.new_pictures:
+            out.append(
+                f"  decisions: none (no curation rules: CURATE_RULES or CURATE_RULES_FILE); the {self.new_pictures} "
+                "pictures new from folders are catalogued as kept, as chosen by hand, so `scrapy export` takes them "
+                "all. Rules over the stages' results (classifier, tag, faces) keep or drop them instead"
+            )
         else:
             out.append("  decisions: unchanged (no curation rules configured)")
         if self.identity:

@@ -76,7 +76,7 @@ from jobs.export_selection import (
     usable_items,
     without_duplicates,
 )
-from jobs.export_writers import CaptionStyle, KohyaSubset, Writer, dump_json, export_bytes, kohya_subsets
+from jobs.export_writers import AI_GENERATED, AI_TAG, CaptionStyle, KohyaSubset, Writer, dump_json, export_bytes, kohya_subsets
 from models.crops import RATIOS
 from stages.dedup import Duplicate
 
@@ -157,8 +157,30 @@ class ExportResult:
             f"  classes: {', '.join(f'{label} {n}' for label, n in sorted(m['class_totals'].items()))}",
             f"  duplicates left out: {len(m['duplicates'])} ({exact} exact, {len(m['duplicates']) - exact} near); "
             f"skipped: {len(m['skipped'])}; re-encoded to JPEG: {len(m['converted'])}",
+            *self.enlarged_lines(),
+            *([f"  AI-generated (Pixiv aiType 2): {len(m['ai_generated'])}, captioned {AI_TAG} (--exclude-ai leaves "
+                "them out)"] if m.get("ai_generated") else []),
+            *self.held_back_lines(),
             f"  manifest: {self.dest / MANIFEST_NAME}",
         ]
+
+    def held_back_lines(self) -> list[str]:
+        """kohya with --split holding pictures back: say that sd-scripts will not train on them."""
+        m = self.manifest
+        held = {name: n for name, n in m["totals"].items() if name != SPLIT_NAMES[0] and n}
+        if m["format"] != "kohya" or not held:
+            return []
+        return [f"  not trained on: {', '.join(f'{name} {n}' for name, n in held.items())} (their folders are not in "
+                f"{m['kohya']['config'] or 'dataset.toml'}; --split 1,0 trains on all)"]
+
+    def enlarged_lines(self) -> list[str]:
+        """How many samples --size enlarged, and by how much at most: an enlarged crop is blurrier."""
+        enlarged = self.manifest.get("enlarged") or {}
+        if not enlarged:
+            return []
+        limit = (self.manifest.get("fit") or {}).get("max_upscale")
+        return [f"  enlarged to --size: {len(enlarged)} of {self.manifest['total']} (up to x{max(enlarged.values()):g}; "
+                f"--max-upscale {limit:g} allowed, 1 skips them instead)"]
 
 
 def export(settings: BaseSettings, options: ExportOptions) -> ExportResult:
@@ -187,7 +209,7 @@ def _build(db: Path, root: Path, build: Path, options: ExportOptions) -> dict[st
     usable = usable_items(selected.items, root, options, selected.skipped)
     chosen, duplicates = without_duplicates(usable, options.phash_distance)
     class_from, folders, class_index = label_and_split(chosen, options, selected.translations, selected.tags)
-    style = CaptionStyle.of(options, selected.tags, chosen)
+    style = CaptionStyle.of(options, selected.tags, chosen, selected.translations, selected.model_characters)
     kohya = {} if options.format != "kohya" else kohya_subsets(Counter(item.label for item in chosen), folders, options)
     writer = Writer(build, options, folders, class_index, selected.translations,
                     lambda item: export_bytes(item, usable_file(item), options), style, kohya)
@@ -234,6 +256,9 @@ def _manifest(options: ExportOptions, selected: Selected, chosen: list[Item], du
         "duplicates": [d.as_dict() for d in duplicates],
         "skipped": selected.skipped,
         "converted": [item.key for item in chosen if item.convert],
+        "exclude_ai": options.exclude_ai,
+        "ai_generated": [item.key for item in chosen if item.row["ai_type"] == AI_GENERATED],
+        "enlarged": {item.key: round(item.upscale, 2) for item in chosen if item.upscale > 1 + 1e-9},
         "settings": {
             "EXPORT_PHASH_DISTANCE": options.phash_distance,
             "EXPORT_SHARD_SIZE": options.shard_size if options.format == "webdataset" else None,

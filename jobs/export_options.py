@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalog.reading import STATUSES, SelectionError, check_one_expression
-from core.errors import ProjectError
+from core.errors import EXIT_FAILED, DataError, ProjectError
 from models.crops import CROP_KINDS, FITS, Fit, parse_colour
 from stages.rules import RuleError, check_rules, parse_rules_text, rules_in_file
 
@@ -25,15 +25,32 @@ UNLABELLED = "unlabelled"  # class of a picture the classifier never saw (--clas
 NO_TAG_CLASS = "other"  # class of a picture with none of the --class-from tags
 SINGLE_CLASS = "all"  # the one class of --class-from none
 UNDERSCORE_STYLES = ("keep", "space")  # --caption-underscores
+# --split's default per format. sd-scripts trains on every picture its dataset.toml names and has no
+# validation folder of its own, so a kohya export keeps them all in train; the others hold 10% back.
+DEFAULT_SPLITS = {"kohya": (("train", 1.0), ("val", 0.0))}
+DEFAULT_SPLIT = (("train", 0.9), ("val", 0.1))
 
 # Upper bounds, checked before any work: --size and EXPORT_KOHYA_RESOLUTION (SDXL trains at 1024; 8192 px
 # square is 64 MP a sample, as far as IMAGE_MAX_PIXELS lets a crawl store), and --max-upscale.
 MAX_SIZE = 8192  # px
 MAX_UPSCALE = 16.0
+# --max-upscale's defaults. A whole picture is never enlarged: a small one is kept small (resize) or
+# skipped (pad, crop). A head on a Pixiv picture is a fraction of it, so a head crop at a training size
+# (512 px) usually needs enlarging; up to 8x is allowed, and the summary and manifest say which were.
+# A crop that would need more (a head under 64 px at 512) is too small to teach anything: skipped.
+PICTURE_MAX_UPSCALE = 1.0
+CROP_MAX_UPSCALE = 8.0
 
 
 class ExportError(ProjectError, ValueError):
     """An export that cannot be made (bad option, unsafe DEST, empty selection); the message says why."""
+
+
+class NothingToExport(ExportError, DataError):
+    """The options were right but no picture could be exported (none matched, every one was skipped):
+    a failed run on its data (exit code 1), not a wrong command line."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)
@@ -74,13 +91,14 @@ class ExportOptions:
     # From the command line.
     format: str = "imagefolder"
     selection: Selection = Selection()
-    split: tuple[tuple[str, float], ...] = (("train", 0.9), ("val", 0.1))
+    split: tuple[tuple[str, float], ...] = ()  # empty: the format's own (DEFAULT_SPLITS)
     seed: int = 0
     faces: bool = False
     class_from: str = "auto"
     statuses: tuple[str, ...] = ("kept",)
     force: bool = False
     progress: bool = True
+    exclude_ai: bool = False  # leave out AI-generated works (Pixiv aiType 2); kept ones are captioned ai-generated
     # Captions (every format; kohya's defaults differ: underscores as spaces, characters first).
     caption_underscores: str = ""  # keep | space; empty: space for kohya, keep for the others
     rating_tags: bool = True  # False: rating tags (rating:safe, a "Rating" category) left out of captions
@@ -93,14 +111,15 @@ class ExportOptions:
     fit: str = "resize"  # pad | crop | resize
     pad_colour: str = "white"  # a colour name or #rrggbb, or edge
     multiple: int = 64  # resize: both sides cut down to a multiple of this
-    max_upscale: float = 1.0  # no picture is enlarged more than this (1: never)
+    max_upscale: float | None = None  # enlarge no picture more than this; None: by --crop (see above)
 
     @property
     def fitting(self) -> Fit | None:
         """The --size alignment, or None."""
         if self.size is None:
             return None
-        return Fit(self.size, self.fit, parse_colour(self.pad_colour), self.multiple, self.max_upscale)
+        return Fit(self.size, self.fit, parse_colour(self.pad_colour), self.multiple,
+                   PICTURE_MAX_UPSCALE if self.max_upscale is None else self.max_upscale)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings, dest: str | os.PathLike[str], **given: Any) -> ExportOptions:
@@ -155,20 +174,24 @@ class ExportOptions:
         if self.faces and self.crop not in ("none", "face"):
             raise ExportError(f"--faces is --crop face: give one of --faces and --crop {self.crop}")
         crop = "face" if self.faces else self.crop
+        max_upscale = self.max_upscale
+        if max_upscale is None:
+            max_upscale = PICTURE_MAX_UPSCALE if crop == "none" else CROP_MAX_UPSCALE
         if self.size is not None:
             if self.fit not in FITS:
                 raise ExportError(f"--fit must be one of {', '.join(FITS)}, not {self.fit!r}")
             for name, value in (("--size", self.size), ("--multiple", self.multiple)):
                 if not 1 <= value <= MAX_SIZE:
                     raise ExportError(f"{name} must be from 1 to {MAX_SIZE} (pixels), not {value}")
-            if not 1 <= self.max_upscale <= MAX_UPSCALE:
-                raise ExportError(f"--max-upscale must be from 1 (never enlarge) to {MAX_UPSCALE:g}, not {self.max_upscale}")
+            if not 1 <= max_upscale <= MAX_UPSCALE:
+                raise ExportError(f"--max-upscale must be from 1 (never enlarge) to {MAX_UPSCALE:g}, not {max_upscale}")
             try:
                 parse_colour(self.pad_colour)
             except ValueError:
                 raise ExportError(f"--pad-colour must be a colour (white, #808080) or edge, not {self.pad_colour!r}") from None
-        return replace(self, statuses=tuple(sorted(set(self.statuses))), caption_underscores=underscores,
-                       crop=crop, faces=crop == "face")
+        split = self.split or DEFAULT_SPLITS.get(self.format, DEFAULT_SPLIT)
+        return replace(self, statuses=tuple(sorted(set(self.statuses))), caption_underscores=underscores, split=split,
+                       crop=crop, faces=crop == "face", max_upscale=max_upscale)
 
 
 def parse_split(text: str) -> tuple[tuple[str, float], ...]:

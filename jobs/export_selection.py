@@ -11,7 +11,7 @@ import io
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -30,7 +30,7 @@ from catalog.reading import (
 from catalog.store import Catalog
 from catalog.tags import TagIndex
 from core.progress import progress_bar
-from jobs.export_options import NO_TAG_CLASS, SINGLE_CLASS, UNLABELLED, ExportError, ExportOptions, tag_list
+from jobs.export_options import NO_TAG_CLASS, SINGLE_CLASS, UNLABELLED, ExportError, ExportOptions, NothingToExport, tag_list
 from models.crops import Box, TooSmall, crop_box, face_box_problem, plan
 from stages.decide import decide
 from stages.dedup import Candidate, Duplicate, find_duplicates, phash_image, sha256_bytes
@@ -57,6 +57,7 @@ class Item:
     convert: bool = False
     region: Box | None = None  # --crop head/upper_body: the part of the picture exported
     focus: tuple[float, float] | None = None  # --fit crop: the point its square is centred on (the face)
+    upscale: float = 1.0  # --size: how many times it is enlarged (1: not at all)
 
     @property
     def artwork_id(self) -> str:
@@ -174,6 +175,7 @@ def shape_output(item: Item, file: Path, options: ExportOptions) -> str | None:
     except TooSmall as exc:
         return f"too small for --size {fit.size} --fit {fit.mode}: {exc}"
     item.width, item.height = steps.canvas
+    item.upscale = max(1.0, steps.scale)
     return None
 
 
@@ -188,6 +190,7 @@ class Selected:
     tags: TagIndex | None  # aliases and implications, as the crawl's rules see them
     items: list[Item]
     skipped: list[dict[str, str]]  # {"key", "reason"} of each picture left out so far
+    model_characters: list[str] = field(default_factory=list)  # tags a tagger called Character, anywhere
 
 
 def read_selection(db: Path, options: ExportOptions) -> Selected:
@@ -196,7 +199,7 @@ def read_selection(db: Path, options: ExportOptions) -> Selected:
     catalog = Catalog(db)
     conn = open_read_only(db)
     try:
-        query = picture_query(options.statuses, options.selection.sql)
+        query = picture_query(options.statuses, options.selection.sql, options.exclude_ai)
         try:
             rows = select_pictures(conn, query, options.where_timeout)
         except SelectionError as exc:
@@ -205,14 +208,16 @@ def read_selection(db: Path, options: ExportOptions) -> Selected:
         updated = catalog_updated(conn)
         faces = face_rows(conn) if options.faces else {}
         tags = TagIndex.load(conn) or None
+        model_characters = [tag for (tag,) in conn.execute(
+            "SELECT DISTINCT tag FROM image_tags WHERE lower(category) = 'character' ORDER BY tag")]
         skipped: list[dict[str, str]] = []
         items = _items(rows, catalog, options, faces, tags, skipped)
     finally:
         conn.close()
         catalog.close()
     if not items:
-        raise ExportError("the selection matched no pictures" + ("" if options.crop == "none" else " with faces"))
-    return Selected(query, len(rows), updated, translations, tags, items, skipped)
+        raise NothingToExport("the selection matched no pictures" + ("" if options.crop == "none" else " with faces"))
+    return Selected(query, len(rows), updated, translations, tags, items, skipped, model_characters)
 
 
 def usable_items(items: list[Item], root: Path, options: ExportOptions, skipped: list[dict[str, str]]) -> list[Item]:
@@ -235,7 +240,7 @@ def usable_items(items: list[Item], root: Path, options: ExportOptions, skipped:
     progress.close()
     if not usable:  # an empty export must not replace a good DEST
         reasons = "; ".join(f"{s['key']}: {s['reason']}" for s in skipped[:3])
-        raise ExportError(f"every selected picture was skipped ({len(skipped)}), nothing exported: {reasons}"
+        raise NothingToExport(f"every selected picture was skipped ({len(skipped)}), nothing exported: {reasons}"
                           + (" ..." if len(skipped) > 3 else ""))
     return usable
 

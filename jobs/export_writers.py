@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ from models.imaging import flatten_on_white
 
 logger = logging.getLogger("jobs.export")
 
+AI_TAG = "ai-generated"  # Danbooru's name, in the caption of an AI-generated work (Pixiv aiType 2)
+AI_GENERATED = 2  # Pixiv's aiType of an AI-generated work
+# Danbooru's way of writing a character: name_(series), as mona_(genshin_impact), or Pixiv's モナ(原神).
+QUALIFIED = re.compile(r"^(?P<name>.+?)_?\((?P<series>[^()]+)\)$")
+LOOSE_SEPARATORS = re.compile(r"[\s_\-・·]+")
 KOHYA_CONFIG = "dataset.toml"  # sd-scripts' --dataset_config, written by the kohya format
 KOHYA_BALANCE_CAP = 4  # a balanced class is repeated at most this many times EXPORT_KOHYA_REPEATS
 KAOMOJI_LENGTH = 3  # tags this short keep their underscores (^_^, >_<), as sd-scripts' WD14 tagger does
@@ -47,18 +53,41 @@ class CaptionStyle:
     merge_aliases: bool = False  # kohya: two names of one tag (モナ, mona_(genshin_impact)) written once
 
     @classmethod
-    def of(cls, options: ExportOptions, index: TagIndex | None = None,
-           items: Iterable[Item] = ()) -> CaptionStyle:
-        """The style of an export; kohya puts characters first: those the tagger calls Character in
-        any exported picture, and the Pixiv tags that are one of them (through an alias)."""
+    def of(cls, options: ExportOptions, index: TagIndex | None = None, items: Iterable[Item] = (),
+           translations: dict[str, str] | None = None, model_characters: Iterable[str] = ()) -> CaptionStyle:
+        """The style of an export; kohya puts characters first (``characters``)."""
         index = index or TagIndex()
         kohya = options.format == "kohya"
-        characters = {index.key(t["tag"]) for item in items for t in item.state["record"]["model_tags"]
-                      if is_character(t)} if kohya else set()
+        characters = known_characters(index, list(items), translations or {}, model_characters) if kohya else set()
         undesired = {k for tag in options.undesired_tags for k in (normalise(tag), index.key(tag))}
         return cls(underscores=options.caption_underscores or ("space" if kohya else "keep"),
                    undesired=frozenset(undesired), rating_tags=options.rating_tags, characters_first=kohya,
                    characters=frozenset(characters), index=index, merge_aliases=kohya)
+
+
+def known_characters(index: TagIndex, items: Sequence[Item], translations: dict[str, str],
+                     model_characters: Iterable[str] = ()) -> set[str]:
+    """Keys of the tags that name a character, so that a caption can put them first with or without a
+    tagger: every tag a tagger called Character anywhere in the catalogue (``model_characters``) or in
+    these pictures, and each Pixiv tag of these pictures that is one of those through an alias, or is
+    written as Danbooru writes a character, ``name_(series)`` (モナ(原神), Mona (Genshin Impact),
+    or what an alias makes of it), where the series is itself a tag these pictures carry."""
+    characters = {index.key(tag) for tag in model_characters}
+    characters |= {index.key(t["tag"]) for item in items for t in item.state["record"]["model_tags"] if is_character(t)}
+    names = {name for item in items for tag in item.state["artwork"]["tags"]
+             for name in (tag["name"], translations.get(tag["name"])) if name}
+    series = {k for name in names for k in (normalise(name), index.key(name))}
+    for name in names:
+        for key in (normalise(name), index.key(name)):
+            qualified = QUALIFIED.match(key)
+            if qualified and (qualified["series"] in series or index.key(qualified["series"]) in series):
+                characters.add(index.key(name))
+    return characters
+
+
+def loose_key(key: str) -> str:
+    """A tag key without its separators: GenshinImpact and Genshin Impact, long_hair and long-hair are one."""
+    return LOOSE_SEPARATORS.sub("", key)
 
 
 def is_character(tag: dict[str, Any]) -> bool:
@@ -84,6 +113,8 @@ def caption_tags(item: Item, trigger_word: str, translations: dict[str, str],
     for tag in item.state["record"]["model_tags"]:  # score descending, then name
         if style.rating_tags or not is_rating(tag["tag"], tag.get("category")):
             candidates.append((tag["tag"], (tag["tag"],), is_character(tag)))
+    if item.state["artwork"].get("ai_type") == AI_GENERATED:
+        candidates.insert(0, (AI_TAG, (AI_TAG,), False))  # a tag to leave out, or to prompt against
     for tag in item.state["artwork"]["tags"]:  # Pixiv's order
         written = translations.get(tag["name"]) or tag["name"]
         names: tuple[str, ...] = (tag["name"], written)
@@ -103,8 +134,8 @@ def caption_tags(item: Item, trigger_word: str, translations: dict[str, str],
             if style.underscores == "space" and len(tag) > KAOMOJI_LENGTH:
                 tag = tag.replace("_", " ")
         tag = " ".join(tag.replace(",", " ").split())
-        if style.merge_aliases:  # any name of a tag already written: the same tag
-            keys = {index.key(n) for n in (*names, tag)}
+        if style.merge_aliases:  # any name of a tag already written (spaces and case aside): the same tag
+            keys = {loose_key(k) for n in (*names, tag) for k in (index.key(n), normalise(n))}
         else:  # as before: by case only (space: long hair and long_hair are one)
             keys = {normalise(tag) if style.underscores == "space" else tag.casefold()}
         if tag and not keys & seen:

@@ -98,7 +98,7 @@ class Command(ActionCommand):
     def train_from_catalog(self, out: str, opts: argparse.Namespace) -> None:
         """The labels ``scrapy review`` stored, laid out as class folders in a scratch folder and trained
         on as any folder is; the card's ``data`` says they came from the catalogue."""
-        from jobs.catalog_labels import NotEnoughLabels, lay_out
+        from jobs.catalog_labels import lay_out
         from models import classifier, training
 
         assert self.settings is not None
@@ -108,18 +108,12 @@ class Command(ActionCommand):
         if opts.learner == "linear":
             from jobs.catalog_labels import train_linear
 
-            try:
-                path, card = train_linear(catalog, files_root(self.settings), Path(out), opts.class_name)
-            except NotEnoughLabels as exc:
-                raise UsageError(str(exc), print_help=False) from None
+            path, card = train_linear(catalog, files_root(self.settings), Path(out), opts.class_name)
             print(json.dumps({"model": str(path), "labels": card["data"]["labels"], **card["metrics"]}, indent=2,
                              ensure_ascii=False))
             return
         with tempfile.TemporaryDirectory(prefix="labels-") as scratch:
-            try:
-                labels = lay_out(catalog, files_root(self.settings), Path(scratch), opts.class_name)
-            except NotEnoughLabels as exc:
-                raise UsageError(str(exc), print_help=False) from None
+            labels = lay_out(catalog, files_root(self.settings), Path(scratch), opts.class_name)
             with contextlib.redirect_stdout(sys.stderr):
                 result = classifier.train(scratch, out, epochs=opts.epochs, image_size=opts.image_size,
                                           batch_size=opts.batch_size, backbone=opts.backbone, seed=opts.seed)

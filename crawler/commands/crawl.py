@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 
 from core.errors import EXIT_FAILED, ProjectError
 from core.output_lock import EXIT_LOCKED
-from crawler.command_base import fail, take_output_lock
+from crawler.command_base import ProjectHelpFormatter, fail, take_output_lock
 from pipelines.guarded import STATUS_STAT
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ class Command(ScrapyCrawlCommand):
             "A setting the crawl cannot use stops it before any request with one line and exit code 2; "
             f"a crawl that ends failed (crawls.status) exits with {EXIT_FAILED}."
         )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.formatter_class = ProjectHelpFormatter
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:

@@ -64,8 +64,9 @@ class Command(OfflineCommand):
                  "(e.g. '{\"if\": \"tag\", \"any\": [\"mona\"]}'; see stages/decide.py). The SQL may read "
                  "only the picture and tag tables and is stopped after EXPORT_WHERE_TIMEOUT seconds (default 30)",
         )
-        parser.add_argument("--split", metavar="TRAIN,VAL[,TEST]", default="0.9,0.1",
-                            help="shares of the artworks per split (default 0.9,0.1)")
+        parser.add_argument("--split", metavar="TRAIN,VAL[,TEST]",
+                            help="shares of the artworks per split. Default 0.9,0.1; kohya 1,0 (sd-scripts trains on "
+                                 "all it is given: its dataset.toml names the train folders only)")
         parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the split (default 0)")
         parser.add_argument("--faces", action="store_true", help="export the stored face crops (same as --crop face)")
         parser.add_argument(
@@ -87,8 +88,10 @@ class Command(OfflineCommand):
         parser.add_argument("--multiple", type=int, metavar="M",
                             help="--fit resize: both sides a multiple of M px (default 64, as kohya's buckets)")
         parser.add_argument("--max-upscale", type=float, metavar="X",
-                            help="enlarge no picture more than X times (default 1: never). pad and crop skip a "
-                                 "picture that would need more (listed in the manifest); resize keeps it smaller")
+                            help="enlarge no picture more than X times. Default: 1 (never) for whole pictures, 8 "
+                                 "for --crop (a head is a small part of a picture); the summary and the manifest "
+                                 "list what was enlarged. pad and crop skip a picture that would need more (listed "
+                                 "in the manifest); resize keeps it smaller")
         parser.add_argument(
             "--class-from", metavar="SOURCE", default="auto",
             help="the class of a picture: classifier (its stored label; 'unlabelled' without one), decision "
@@ -111,6 +114,9 @@ class Command(OfflineCommand):
         parser.add_argument("--repeats", type=int, metavar="N",
                             help="kohya: num_repeats of every class folder. Default: EXPORT_KOHYA_REPEATS (10) for "
                                  "one class; with several, balanced (the largest class gets it, smaller ones more)")
+        parser.add_argument("--exclude-ai", action="store_true",
+                            help="leave out AI-generated works (Pixiv's aiType 2). Without it they are exported, "
+                                 "with ai-generated in their captions and the summary saying how many")
         parser.add_argument("--force", action="store_true", help="replace a DEST that is not empty")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -128,8 +134,8 @@ class Command(OfflineCommand):
         try:
             options = ExportOptions.from_settings(
                 self.settings, args[0], format=opts.format, selection=parse_where(opts.where),
-                split=parse_split(opts.split), seed=opts.seed, faces=opts.faces, class_from=opts.class_from,
-                statuses=parse_statuses(opts.status) if opts.status else None, force=opts.force,
+                split=parse_split(opts.split) if opts.split else None, seed=opts.seed, faces=opts.faces, class_from=opts.class_from,
+                statuses=parse_statuses(opts.status) if opts.status else None, force=opts.force, exclude_ai=opts.exclude_ai,
                 progress=not opts.no_progress, caption_underscores=opts.caption_underscores,
                 undesired_tags=parse_tags(opts.undesired_tags), rating_tags=False if opts.no_rating_tags else None,
                 repeats=opts.repeats, crop=opts.crop, size=opts.size, fit=opts.fit, pad_colour=opts.pad_colour,

@@ -99,13 +99,22 @@ class Command(ActionCommand):
         canonical = index.canonical(operands[0])
         key = index.key(canonical)
         aliases = sorted(index.written[k] for k in index.aliases if k != key and index.key(index.written[k]) == key)
-        shown = {"tag": operands[0], "canonical": canonical, "aliases": aliases, "implies": index.implied(canonical)}
+        known = tags.is_known(catalog.conn, operands[0], index)
+        similar = [] if known else [m.tag for m in tags.search(catalog.conn, operands[0], limit=3, index=index)]
+        implied = index.implied(canonical)
+        shown = {"tag": operands[0], "canonical": canonical, "aliases": aliases, "implies": implied,
+                 "known": known, "similar": similar}
         if opts.json:
             print(json.dumps(shown, ensure_ascii=False))
             return
         print(f"{operands[0]} → {canonical}" if canonical != operands[0] else canonical)
         print(f"  aliases: {', '.join(aliases) or '-'}")
-        print(f"  implies: {', '.join(shown['implies']) or '-'}")
+        print(f"  implies: {', '.join(implied) or '-'}")
+        if not known:
+            print(f"  not in the catalogue: no artwork or picture carries {operands[0]!r} and no alias or implication "
+                  "names it" + (f"; similar: {', '.join(similar)}" if similar else ""))
+            print(f"  `scrapy tags search {operands[0]}` looks by similarity; `scrapy tags alias {operands[0]} TAG` "
+                  "makes it another name of TAG")
 
     def _alias(self, catalog: Catalog, operands: list[str], opts: argparse.Namespace) -> None:
         alias, tag = operands

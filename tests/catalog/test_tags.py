@@ -269,6 +269,11 @@ def test_scrapy_tags_on_a_crawled_catalogue(pixiv_site, tmp_path_factory, tmp_pa
     translated = cat.conn.execute("SELECT count(*) FROM tags WHERE translation_en IS NOT NULL").fetchone()[0]
     assert translated > 5 and tags.seed_from_translations(cat.conn).added == translated
     cat.close()
+    unknown = scrapy(output, "tags", "show", "莫娜")  # Chinese for Mona: no artwork or alias has it yet
+    assert unknown.returncode == 0, unknown.stderr
+    assert "  aliases: -" in unknown.stdout
+    assert "not in the catalogue: no artwork or picture carries '莫娜' and no alias or implication names it" in unknown.stdout
+    assert "`scrapy tags alias 莫娜 TAG` makes it another name of TAG" in unknown.stdout
     loaded = scrapy(output, "tags", "load", str(tags_file))
     assert loaded.returncode == 0, loaded.stderr
     assert "removed the translation alias mona_(genshin_impact) → モナ(原神)" in loaded.stdout
@@ -279,6 +284,12 @@ def test_scrapy_tags_on_a_crawled_catalogue(pixiv_site, tmp_path_factory, tmp_pa
         mona_artworks = conn.execute("SELECT count(*) FROM artwork_tags WHERE tag = 'モナ(原神)'").fetchone()[0]
     assert (match["tag"], match["matched"], match["artworks"]) == (MONA, "莫娜", mona_artworks)
     assert mona_artworks > 0
+    shown = scrapy(output, "tags", "show", "莫娜", "--json")
+    assert json.loads(shown.stdout) | {"aliases": None} == {
+        "tag": "莫娜", "canonical": MONA, "aliases": None, "implies": ["原神"], "known": True, "similar": []}
+    assert "莫娜" in json.loads(shown.stdout)["aliases"]
+    close = scrapy(output, "tags", "show", "genshin_inpact", "--json")  # a typo: not known, the near names said
+    assert json.loads(close.stdout)["known"] is False and "原神" in json.loads(close.stdout)["similar"]
     looped = scrapy(output, "tags", "alias", MONA, "莫娜")
     assert looped.returncode == 2
     assert "would make a loop: mona_(genshin_impact) → 莫娜 → mona_(genshin_impact)" in looped.stderr

@@ -168,6 +168,9 @@ def test_folder_pictures_are_content_addressed_and_stay_where_they_are(tmp_path)
     assert [line["path"] for line in report] == [str(red), str(blue), str(copy), str(inside)]  # input order
     assert report[2] == {**report[0], "path": str(copy)}  # one picture, two files
     assert (summary.pictures, summary.new_pictures, summary.duplicates) == (3, 3, 1)
+    # No rules: what the new pictures became, and why, is said (not just "unchanged").
+    said = "\n".join(summary.lines(db, None))
+    assert "the 3 pictures new from folders are catalogued as kept, as chosen by hand" in said
 
     # the library moved: the same pictures, found elsewhere, keep their rows and get their new place
     before = rows(db, "SELECT * FROM artworks")
@@ -175,6 +178,7 @@ def test_folder_pictures_are_content_addressed_and_stay_where_they_are(tmp_path)
     red.rename(moved)
     summary, _ = run(out, [moved])
     assert summary.new_pictures == 0
+    assert "  decisions: unchanged (no curation rules configured)" in summary.lines(db, None)
     assert rows(db, "SELECT path FROM images WHERE artwork_id = ?", (local_id(moved),)) == [(str(moved),)]
     assert rows(db, "SELECT * FROM artworks") == before
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import unicodedata
 from collections import defaultdict
 from contextlib import closing
 from pathlib import Path
@@ -51,7 +52,7 @@ def settings_for(output: Path, **extra) -> Settings:
 def run_export(output: Path, dest: Path, where: str | None = None, **given) -> dict:
     settings = settings_for(output)
     options = ExportOptions.from_settings(
-        settings, dest, selection=parse_where(where), split=parse_split(given.pop("split", "0.8,0.2")),
+        settings, dest, selection=parse_where(where), split=parse_split(split) if (split := given.pop("split", "0.8,0.2")) else (),
         seed=given.pop("seed", 3), progress=False, **given,
     )
     return export(settings, options).manifest
@@ -123,7 +124,8 @@ def catalogue(tmp_path_factory, pixiv_site):
 def exports(catalogue, tmp_path_factory):
     """Each format exported once (the tests below read them back), with its manifest."""
     root = tmp_path_factory.mktemp("exports")
-    return {fmt: (root / fmt, run_export(catalogue["output"], root / fmt, format=fmt)) for fmt in FORMATS}
+    return {fmt: (root / fmt, run_export(catalogue["output"], root / fmt, format=fmt, split="" if fmt == "kohya" else "0.8,0.2"))
+            for fmt in FORMATS}  # kohya: its own default split
 
 
 def expected_caption(db: Path, artwork_id: str, page: int) -> list[str]:
@@ -208,26 +210,35 @@ PICTURE_SUFFIXES = (".jpg", ".png")
 
 
 def kohya_caption(db: Path, artwork_id: str, page: int, trigger: str = TRIGGER) -> list[str]:
-    """What a kohya caption should be, worked out from the catalogue: the trigger, the model's character
-    tags by score, its other tags by score, the Pixiv tags (English when known); long_hair as long hair."""
+    """What a kohya caption should be, worked out from the catalogue: the trigger, the character tags
+    (the model's by score, then the Pixiv tags that are one: a tag the tagger calls Character, or written
+    name (series) with the series among the artwork's tags), ai-generated for an AI work, the model's
+    other tags by score, the other Pixiv tags (English when known); long_hair as long hair; two names
+    that differ only in case, spaces or underscores (GenshinImpact, Genshin Impact) written once."""
     with closing(sqlite3.connect(db)) as conn:
         model = conn.execute("SELECT tag, category FROM image_tags WHERE artwork_id = ? AND page = ? "
                              "ORDER BY score DESC, tag", [artwork_id, page]).fetchall()
-        pixiv = [en or name for name, en in conn.execute(
-            "SELECT t.name, t.translation_en FROM artwork_tags x JOIN tags t ON t.name = x.tag "
-            "WHERE x.artwork_id = ? ORDER BY x.position", [artwork_id])]
-        characters = {t.casefold() for (t,) in conn.execute("SELECT tag FROM image_tags WHERE category = 'Character'")}
+        pixiv = conn.execute("SELECT t.name, t.translation_en FROM artwork_tags x JOIN tags t ON t.name = x.tag "
+                             "WHERE x.artwork_id = ? ORDER BY x.position", [artwork_id]).fetchall()
+        characters = {key(t) for (t,) in conn.execute("SELECT tag FROM image_tags WHERE category = 'Character'")}
+        ai = conn.execute("SELECT ai_type FROM artworks WHERE id = ?", [artwork_id]).fetchone()[0] == 2
+    series = {key(n) for names in pixiv for n in names if n}
 
-    def key(tag: str) -> str:
-        return tag.casefold().replace(" ", "_")
+    def character(names: tuple[str, str | None]) -> bool:
+        qualified = [re.match(r"^(.+?)_?\((.+)\)$", key(n)) for n in names if n]
+        return any(key(n) in characters for n in names if n) or any(q and q[2] in series for q in qualified)
 
-    # Pixiv's "Mona (Genshin Impact)" is the tagger's mona_(genshin_impact): a character, written once.
-    ordered = ([t for t, c in model if c == "Character"] + [t for t in pixiv if key(t) in characters]
-               + [t for t, c in model if c != "Character"] + [t for t in pixiv if key(t) not in characters])
+    written = [(en or name, character((name, en))) for name, en in pixiv]
+    ordered = ([t for t, c in model if c == "Character"] + [t for t, c in written if c] + (["ai-generated"] if ai else [])
+               + [t for t, c in model if c != "Character"] + [t for t, c in written if not c])
     out: dict[str, str] = {}
     for tag in ordered:
-        out.setdefault(key(tag), tag.replace("_", " ") if len(tag) > 3 else tag)
+        out.setdefault(re.sub(r"[\s_\-・·]", "", key(tag)), tag.replace("_", " ") if len(tag) > 3 else tag)
     return [trigger, *out.values()]
+
+
+def key(tag: str) -> str:
+    return re.sub(r"\s+", "_", unicodedata.normalize("NFKC", tag).casefold().strip())
 
 
 def kohya_pictures(folder: Path) -> list[Path]:
@@ -273,8 +284,11 @@ def test_kohya_is_what_sd_scripts_reads(exports, catalogue):
     assert sorted(in_config) == sorted(p for p in (dest / "train").rglob("*") if p.suffix in PICTURE_SUFFIXES)
     assert len(in_config) == manifest["totals"]["train"]
 
+    # sd-scripts trains on every picture it is given: by default none is held back in a val folder.
+    assert manifest["split"] == {"train": 1.0, "val": 0.0} and manifest["totals"]["val"] == 0
+    assert not (dest / "val").exists() and not (dest / "meta_cap_val.json").exists()
     character_first = 0
-    for split in ("train", "val"):
+    for split in ("train",):
         metadata = json.loads((dest / f"meta_cap_{split}.json").read_text(encoding="utf-8"))
         pictures = sorted(p for p in (dest / split).rglob("*") if p.suffix in PICTURE_SUFFIXES)
         assert len(pictures) == len(metadata) == manifest["totals"][split]
@@ -284,7 +298,7 @@ def test_kohya_is_what_sd_scripts_reads(exports, catalogue):
             artwork_id, page = picture.stem.split("_p")
             assert caption.split(", ") == kohya_caption(catalogue["db"], artwork_id, int(page))
             assert "_" not in caption.replace("(genshin_impact)", "")  # long hair, mona (genshin impact)
-            character_first += caption.startswith(f"{TRIGGER}, mona (genshin impact), long hair")
+            character_first += caption.startswith(f"{TRIGGER}, mona (genshin impact), ")
             key = f"{picture.parent.name}/{picture.stem}"  # sd-scripts: image_dir/key + an image suffix
             entry = metadata[key]  # sd-scripts trains on caption + ", " + tags
             assert (dest / split / f"{key}{picture.suffix}").is_file()
@@ -332,11 +346,48 @@ def test_kohya_caption_options_from_the_command_line(catalogue, tmp_path):
         return found.read_text(encoding="utf-8").split(", ")
 
     plain = tmp_path / "plain"
-    done = scrapy_export(output, plain, "--format", "kohya", "--class-from", "none", "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}")
+    done = scrapy_export(output, plain, "--format", "kohya", "--class-from", "none", "--split", "0.8,0.2",
+                         "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}")
     assert done.returncode == 0, done.stderr[-3000:]
+    held_back = json.loads((plain / "manifest.json").read_text(encoding="utf-8"))["totals"]["val"]
+    assert held_back and f"not trained on: val {held_back} (their folders are not in dataset.toml" in done.stdout
     assert [p.name for p in (plain / "train").iterdir()] == [f"10_{TRIGGER}"]
-    assert caption_of(plain, key)[:6] == [TRIGGER, "mona (genshin impact)", "rating:safe", "long hair", "^_^", "questionable"]
-    assert caption_of(plain, untagged)[:2] == [TRIGGER, shown.replace("_", " ") if len(shown) > 3 else shown]
+    # Characters first: the model's, then the artwork's Pixiv tags written name (series); one name per tag.
+    caption = caption_of(plain, key)
+    characters = [t for t in caption if t.casefold().endswith("(genshin impact)")]
+    assert caption[1] == "mona (genshin impact)" and caption[1:1 + len(characters)] == characters
+    assert caption[1 + len(characters):5 + len(characters)] == ["rating:safe", "long hair", "^_^", "questionable"]
+    assert len({re.sub(r"[\s_]", "", t.casefold()) for t in caption}) == len(caption)
+    # AI-generated works (aiType 2) are captioned so, counted, and left out with --exclude-ai.
+    manifest = json.loads((plain / "manifest.json").read_text(encoding="utf-8"))
+    with closing(sqlite3.connect(db)) as conn:
+        ai_works = {a for (a,) in conn.execute("SELECT id FROM artworks WHERE ai_type = 2")}
+    exported_ai = sorted(k for k in manifest["ai_generated"])
+    assert exported_ai and {stem_artwork(k) for k in exported_ai} <= ai_works
+    assert f"AI-generated (Pixiv aiType 2): {len(exported_ai)}, captioned ai-generated" in done.stdout
+    for stem in exported_ai:
+        assert "ai-generated" in caption_of(plain, stem)
+    assert not any("ai-generated" in caption_of(plain, p.stem) for p in plain.rglob("*.txt")
+                   if stem_artwork(p.stem) not in ai_works)
+    without_ai = tmp_path / "without-ai"
+    done = scrapy_export(output, without_ai, "--format", "kohya", "--exclude-ai", "-s", f"EXPORT_TRIGGER_WORD={TRIGGER}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = json.loads((without_ai / "manifest.json").read_text(encoding="utf-8"))
+    assert kept["total"] == manifest["total"] - len(exported_ai) and not kept["ai_generated"]
+    assert "AI-generated" not in done.stdout
+    # One name per tag: the site's GenshinImpact tag and 原神's translation Genshin Impact are written once.
+    with closing(sqlite3.connect(db)) as conn:
+        doubles = {a for (a,) in conn.execute("SELECT artwork_id FROM artwork_tags WHERE tag = 'GenshinImpact' "
+                                              "INTERSECT SELECT artwork_id FROM artwork_tags WHERE tag = '原神'")}
+    both = [p.stem for p in plain.rglob("*.txt") if stem_artwork(p.stem) in doubles]
+    assert both and all("Genshin Impact" in caption_of(plain, stem) and "GenshinImpact" not in caption_of(plain, stem)
+                        for stem in both)
+
+    # No model tags at all: the Pixiv tag aliased to the character still comes right after the trigger,
+    # among the artwork's other character tags.
+    untagged_caption = caption_of(plain, untagged)
+    aliased = untagged_caption.index(shown.replace("_", " ") if len(shown) > 3 else shown)
+    assert all(t.casefold().endswith("(genshin impact)") for t in untagged_caption[1:aliased])
 
     options = tmp_path / "options"
     done = scrapy_export(output, options, "--format", "kohya", "--class-from", "none", "--repeats", "3",
@@ -345,7 +396,8 @@ def test_kohya_caption_options_from_the_command_line(catalogue, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in (options / "train").iterdir()] == [f"3_{TRIGGER}"]
     caption = caption_of(options, key)
-    assert caption[:2] == [TRIGGER, "^_^"] and not {"long_hair", "rating:safe", "questionable"} & set(caption)
+    others = [t for t in caption if t.casefold().endswith("(genshin impact)")]  # Keqing, ...: not undesired
+    assert caption[:2 + len(others)] == [TRIGGER, *others, "^_^"] and not {"long_hair", "rating:safe", "questionable"} & set(caption)
     assert pixiv_tag not in caption_of(options, untagged) and shown not in caption_of(options, untagged)  # by alias
     config = tomllib.loads((options / "dataset.toml").read_text(encoding="utf-8"))
     assert config["datasets"][0]["resolution"] == 1024
@@ -583,6 +635,13 @@ def assert_usage_error(done: subprocess.CompletedProcess, message: str) -> None:
     assert "Traceback" not in done.stderr and message in done.stderr, done.stderr[-3000:]
 
 
+def assert_data_error(done: subprocess.CompletedProcess, message: str) -> None:
+    """The command line was right, the data could not give an export: exit 1, one line, no usage banner."""
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"scrapy export: error: {message}" in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "usage:" not in done.stderr.casefold(), done.stderr[-3000:]
+
+
 def catalogue_files_exist(output: Path) -> bool:
     with closing(sqlite3.connect(output / "catalog.db")) as conn:
         paths = [p for (p,) in conn.execute("SELECT path FROM images WHERE path IS NOT NULL")]
@@ -647,10 +706,10 @@ def test_an_export_that_skips_every_picture_fails_and_keeps_the_old_dest(catalog
         run_export(output, dest, format="hf", force=True)
     assert file_hashes(dest) == before and not list(tmp_path.glob(".*"))
     done = scrapy_export(output, dest, "--force", "--format", "hf")
-    assert_usage_error(done, "every selected picture was skipped")
+    assert_data_error(done, "every selected picture was skipped")
     assert file_hashes(dest) == before and not list(tmp_path.glob(".*"))
     fresh = tmp_path / "fresh"
-    assert_usage_error(scrapy_export(output, fresh), "every selected picture was skipped")
+    assert_data_error(scrapy_export(output, fresh), "every selected picture was skipped")
     assert not fresh.exists()
 
 
@@ -800,12 +859,19 @@ def test_size_and_fit_on_the_command_line(catalogue, tmp_path):
     again = scrapy_export(output, tmp_path / "resize", *resize, "--force")
     assert again.returncode == 0 and file_hashes(tmp_path / "resize") == before
 
-    # pad: the head crops (45 px at most) would need enlarging to 64: all skipped, the export refused.
+    # pad: the head crops (45 px at most) need enlarging to 64. --max-upscale 1 skips them all and the
+    # export fails on its data; by default a crop may be enlarged (up to 8x), and the summary says so.
     pad = ("--crop", "head", "--size", "64", "--fit", "pad", "--pad-colour", "#000000", "--class-from", "none")
-    assert_usage_error(scrapy_export(output, tmp_path / "pad", *pad), "too small for --size 64 --fit pad")
+    refused = scrapy_export(output, tmp_path / "pad", *pad, "--max-upscale", "1")
+    assert_data_error(refused, "every selected picture was skipped")
+    assert "too small for --size 64 --fit pad" in refused.stderr
     assert not (tmp_path / "pad").exists()
-    done = scrapy_export(output, tmp_path / "pad", *pad, "--max-upscale", "2")
+    done = scrapy_export(output, tmp_path / "pad", *pad)
     assert done.returncode == 0 and "head crops" in done.stdout, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "pad" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["fit"]["max_upscale"] == 8.0 and len(manifest["enlarged"]) == manifest["total"]
+    assert f"enlarged to --size: {manifest['total']} of {manifest['total']}" in done.stdout
+    assert all(1 < factor <= 8 for factor in manifest["enlarged"].values())
     boxes = face_boxes(output)
     crops = sorted((tmp_path / "pad").rglob("*.jpg"))
     assert crops
@@ -813,7 +879,7 @@ def test_size_and_fit_on_the_command_line(catalogue, tmp_path):
         picture, face = boxes[crop.stem]
         with Image.open(picture) as source:
             left, top, right, bottom = crop_box("head", face, *source.size)
-        steps = plan(right - left, bottom - top, Fit(64, "pad", (0, 0, 0), max_upscale=2.0))
+        steps = plan(right - left, bottom - top, Fit(64, "pad", (0, 0, 0), max_upscale=8.0))
         pixels = np.asarray(Image.open(crop).convert("RGB"), dtype=int)
         assert pixels.shape == (64, 64, 3) and steps.size != (64, 64)
         (x, y), (w, h) = steps.offset, steps.size
