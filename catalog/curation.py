@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from catalog.schema import CatalogBase, connect_read_only
+from catalog.schema import LOCAL_PREFIX, CatalogBase, connect_read_only
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class StoredPicture:
     status: str
     reason: str | None
 
+    @property
+    def still(self) -> bool:
+        return is_still(self.artwork_id, self.path or "")
+
+
+def is_still(artwork_id: str, path: str) -> bool:
+    """A still picture the curation stages read: a crawled JPEG, or any file from a folder (local:).
+    A crawled ugoira (its animated WebP) is not: only the rules decide it, by its artwork and tags."""
+    return artwork_id.startswith(LOCAL_PREFIX) or path.lower().endswith(".jpg")
+
 
 class CurationRecords(CatalogBase):
     """What curation, review, the report and the export read and write."""
@@ -36,10 +46,11 @@ class CurationRecords(CatalogBase):
     _PICTURE = "SELECT artwork_id, page, path, sha256, status, reason FROM images"
 
     def curatable_pictures(self) -> list[StoredPicture]:
-        """Every stored still picture: kept or dropped, with a file (JPEGs; any format for local:)."""
+        """Every stored picture, kept or dropped, with a file: the stills the stages read (JPEGs; any
+        format for local:) and the ugoira animations, which only the rules decide."""
         rows = self.conn.execute(
             f"""{self._PICTURE} WHERE status IN ('kept', 'dropped') AND path IS NOT NULL
-                AND (path LIKE '%.jpg' OR artwork_id LIKE 'local:%') ORDER BY artwork_id, page"""
+                ORDER BY artwork_id, page"""
         ).fetchall()
         return [StoredPicture(*row) for row in rows]
 
@@ -429,6 +440,14 @@ class CurationRecords(CatalogBase):
 
     def artwork_status_counts(self) -> list[tuple[str, int]]:
         return self.conn.execute("SELECT status, count(*) FROM artworks GROUP BY status").fetchall()
+
+    def face_counts(self) -> dict[str, int]:
+        """Faces found on kept and dropped pictures: how many faces, on how many pictures (of how many)."""
+        faces, with_faces = self.conn.execute(
+            "SELECT count(*), count(DISTINCT f.artwork_id || '_' || f.page) FROM faces f JOIN images i "
+            "USING (artwork_id, page) WHERE i.status IN ('kept', 'dropped')").fetchone()
+        stored = self.conn.execute("SELECT count(*) FROM images WHERE status IN ('kept', 'dropped')").fetchone()[0]
+        return {"faces": faces, "pictures_with_faces": with_faces, "pictures": stored}
 
     def decided_pictures(self) -> list[tuple[str, str, str | None]]:
         """(artwork id, status, reason) of every kept or dropped picture."""

@@ -310,6 +310,7 @@ class Curator:
                     seen.add(picture.key)
                     if picture.from_catalogue:
                         self.summary.from_catalogue += 1
+                        self.summary.animations += not picture.still
                     else:
                         self.summary.from_folders += 1
                     batch.append(picture)
@@ -417,6 +418,8 @@ class Curator:
         for stage in self.stages:
             todo = []
             for picture in batch:
+                if not picture.still:
+                    continue
                 if picture.error is not None:
                     self.failed(picture.label, picture.error, stage.name)
                 elif not self.force and picture.new_row is None and self.catalog.stage_done(
@@ -482,7 +485,7 @@ class Curator:
         """The pixel statistics of the batch's readable pictures that have none stored yet."""
         measured = []
         for picture in batch:
-            if picture.error is not None or (
+            if not picture.still or picture.error is not None or (
                 picture.new_row is None and self.catalog.picture_stats(picture.artwork_id, picture.page) is not None
             ):
                 continue

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from catalog.curation import is_still
 from catalog.store import LOCAL_PREFIX
 from core.errors import EXIT_FAILED, ProjectError
 
@@ -70,6 +71,10 @@ class Picture:
     def local(self) -> bool:
         return self.artwork_id.startswith(LOCAL_PREFIX)
 
+    @property
+    def still(self) -> bool:
+        return is_still(self.artwork_id, self.path)
+
 
 def is_catalogue_file(path: Path) -> bool:
     try:
@@ -123,6 +128,7 @@ class Summary:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     failures: dict[str, str] = field(default_factory=dict)  # picture -> first reason
+    animations: int = 0  # ugoira: decided by the rules, not run through the picture stages
     decided: int = 0
     now_kept: int = 0
     now_dropped: int = 0
@@ -147,6 +153,8 @@ class Summary:
             out.append("  no stage ran (none named with --stages, or none configured)")
         if self.measured:
             out.append(f"  pixel statistics: {self.measured} pictures measured (colorfulness, line art, phash)")
+        if self.animations:
+            out.append(f"  animations: {self.animations} ugoira decided by the rules alone (no picture stage reads them)")
         out.append(f"  failed: {len(self.failures)} pictures")
         for label, reason in list(self.failures.items())[:20]:
             out.append(f"    {label}: {reason}")

@@ -149,7 +149,7 @@ class Learner:
         """Every curatable picture's classify result (no lock held: this is the slow part)."""
         catalog = Catalog(self.catalog_path)
         try:
-            pictures = catalog.curatable_pictures()
+            pictures = [p for p in catalog.curatable_pictures() if p.still]
         finally:
             catalog.close()
         scores = {}

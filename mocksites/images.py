@@ -61,6 +61,12 @@ CHARACTERS = (TARGET_CHARACTER, OTHER_CHARACTER)
 # Decoys give "other" pictures one cue of the target each, so no single colour gives it away.
 DECOYS = (None, None, None, "night_sky", "purple_shape", "gold_star", "other_hat")
 LABELLED_SEED_PREFIX = "labelled"  # seed keys of the labelled set; the site's start with its --seed
+# Faces (--characters): the target's under her hat, and most others' somewhere, drawn as anime faces are
+# (big eyes with a highlight, a fringe, a pointed chin) so that the crawl's default face detectors find
+# them: the demo's head crops and face counts have something to work on (tests/mocksites check it).
+OTHER_FACE_SHARE = 0.65  # "other" pictures with a face
+TARGET_HAIR_HUES = (0.70, 0.78)  # her dark violet hair; her eyes are teal
+FACE_SKINS = ((255, 228, 210), (250, 218, 196), (255, 236, 222))
 
 
 def pick_page_kind(rng: random.Random) -> str:
@@ -150,24 +156,32 @@ class _Canvas:
     def __init__(self, image: Image.Image, alpha: Image.Image | None) -> None:
         self.painter = ImageDraw.Draw(image)
         self.alpha_painter = ImageDraw.Draw(alpha) if alpha is not None else None
+        self.faces: list[tuple[float, float, float, float]] = []  # the faces drawn: (left, top, right, bottom)
 
-    def shape(self, kind: str, coordinates: list[Any] | tuple[Any, ...], fill: tuple[int, int, int]) -> None:
-        getattr(self.painter, kind)(coordinates, fill=fill)
+    def shape(self, kind: str, coordinates: list[Any] | tuple[Any, ...], fill: tuple[int, int, int],
+              **options: Any) -> None:
+        getattr(self.painter, kind)(coordinates, fill=fill, **options)
         if self.alpha_painter is not None:
-            getattr(self.alpha_painter, kind)(coordinates, fill=255)
+            getattr(self.alpha_painter, kind)(coordinates, fill=255, **options)
 
 
-def _hat(
-    canvas: _Canvas, rng: random.Random, width: int, height: int, colour: tuple[int, int, int],
-    *, star: tuple[int, int, int] | None,
-) -> None:
-    """A witch hat: a tall, slightly bent triangle on a flat brim, anywhere, at any scale."""
+def _hat_place(rng: random.Random, width: int, height: int) -> tuple[float, float, float, float, float]:
+    """Where a hat goes: (left, brim width, height, brim y, tip x), anywhere, at any scale."""
     side = min(width, height)
     size = rng.uniform(0.45, 0.75) * side  # brim width
     tall = size * rng.uniform(0.8, 1.1)
     left = rng.uniform(0, width - size)
     brim_y = rng.uniform(tall, height - size * 0.1)
     tip_x = left + size * rng.uniform(0.3, 0.75)
+    return left, size, tall, brim_y, tip_x
+
+
+def _hat(
+    canvas: _Canvas, rng: random.Random, place: tuple[float, float, float, float, float],
+    colour: tuple[int, int, int], *, star: tuple[int, int, int] | None,
+) -> None:
+    """A witch hat: a tall, slightly bent triangle on a flat brim."""
+    left, size, tall, brim_y, tip_x = place
     cone = [(left + size * 0.18, brim_y), (left + size * 0.82, brim_y), (tip_x, brim_y - tall)]
     canvas.shape("polygon", cone, colour)
     canvas.shape("ellipse", (left, brim_y - size * 0.09, left + size, brim_y + size * 0.09), colour)
@@ -175,6 +189,66 @@ def _hat(
         radius = size * rng.uniform(0.13, 0.18)
         centre_x = (cone[0][0] + cone[1][0] + cone[2][0]) / 3
         canvas.shape("polygon", _star(centre_x, brim_y - tall * 0.3, radius, rng.uniform(0, 1.2)), star)
+
+
+def _anime_face(canvas: _Canvas, rng: random.Random, centre_x: float, centre_y: float, width: float,
+                hair: tuple[int, int, int], iris: tuple[int, int, int]) -> None:
+    """A head ``width`` px across, centred on the face: hair behind, a face with a pointed chin, two big
+    eyes (white, iris, pupil, a highlight, a thick upper lash line), brows, a nose, a mouth, a jagged
+    fringe and side locks; and shoulders below."""
+    w, h, x, y = width, width * 1.1, centre_x, centre_y
+    canvas.faces.append((x - w / 2, y - h / 2, x + w / 2, y + h * 0.48))
+    skin = rng.choice(FACE_SKINS)
+    dark_hair = (hair[0] // 2, hair[1] // 2, hair[2] // 2)
+    canvas.shape("polygon", [(x - w * 0.9, y + h * 1.6), (x - w * 0.45, y + h * 0.55), (x + w * 0.45, y + h * 0.55),
+                             (x + w * 0.9, y + h * 1.6)], _hsv(rng.uniform(0, 1), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)))
+    canvas.shape("ellipse", (x - w * 0.75, y - h * 0.75, x + w * 0.75, y + h * 0.7), hair)
+    canvas.shape("ellipse", (x - w / 2, y - h / 2, x + w / 2, y + h * 0.25), skin)
+    canvas.shape("polygon", [(x - w / 2, y - 2), (x + w / 2, y - 2), (x + w * 0.12, y + h * 0.48),
+                             (x - w * 0.12, y + h * 0.48)], skin)
+    line = max(2, round(w * 0.03))
+    for side in (-1, 1):
+        eye_x, eye_y, eye_w, eye_h = x + side * w * 0.21, y + h * 0.06, w * 0.2, w * 0.25
+        canvas.shape("ellipse", (eye_x - eye_w / 2, eye_y - eye_h / 2, eye_x + eye_w / 2, eye_y + eye_h / 2), (255, 255, 255))
+        canvas.shape("ellipse", (eye_x - eye_w * 0.4, eye_y - eye_h * 0.42, eye_x + eye_w * 0.4, eye_y + eye_h / 2), iris)
+        canvas.shape("ellipse", (eye_x - eye_w * 0.2, eye_y - eye_h * 0.15, eye_x + eye_w * 0.2, eye_y + eye_h * 0.3),
+                     (iris[0] // 3, iris[1] // 3, iris[2] // 3))
+        canvas.shape("ellipse", (eye_x - eye_w * 0.3, eye_y - eye_h * 0.3, eye_x - eye_w * 0.05, eye_y - eye_h * 0.05),
+                     (255, 255, 255))
+        canvas.shape("line", [(eye_x - eye_w * 0.62, eye_y - eye_h * 0.3), (eye_x - eye_w * 0.2, eye_y - eye_h * 0.55),
+                              (eye_x + eye_w * 0.3, eye_y - eye_h * 0.55), (eye_x + eye_w * 0.6, eye_y - eye_h * 0.35)],
+                     (30, 20, 30), width=line)
+        canvas.shape("line", [(eye_x - eye_w * 0.5, eye_y - eye_h * 0.95), (eye_x + eye_w * 0.5, eye_y - eye_h)],
+                     dark_hair, width=max(1, line // 2))
+    canvas.shape("line", [(x, y + h * 0.2), (x - w * 0.01, y + h * 0.23)], (200, 150, 140), width=1)
+    canvas.shape("line", [(x - w * 0.05, y + h * 0.33), (x + w * 0.05, y + h * 0.33)], (170, 80, 90), width=max(1, line // 2))
+    top, locks = y - h * 0.55, 6
+    for lock in range(locks):
+        x0 = x - w * 0.55 + lock * w * 1.1 / locks
+        x1 = x0 + w * 1.1 / locks
+        tip = y - h * (0.12 if lock % 2 else 0.2) + rng.uniform(-0.03, 0.03) * h
+        canvas.shape("polygon", [(x0 - w * 0.05, top), (x1 + w * 0.05, top), ((x0 + x1) / 2 + rng.uniform(-0.05, 0.05) * w, tip)], hair)
+    canvas.shape("ellipse", (x - w * 0.6, top - h * 0.15, x + w * 0.6, top + h * 0.2), hair)
+    for side in (-1, 1):
+        canvas.shape("polygon", [(x + side * w * 0.5, y - h * 0.4), (x + side * w * 0.62, y - h * 0.3),
+                                 (x + side * w * 0.55, y + h * 0.5), (x + side * w * 0.45, y + h * 0.1)], hair)
+
+
+def _face_under(canvas: _Canvas, rng: random.Random, place: tuple[float, float, float, float, float], height: int,
+                hair: tuple[int, int, int], iris: tuple[int, int, int]) -> None:
+    """A face wearing the hat at ``place`` (drawn before the hat, which covers the top of the hair),
+    smaller when the hat sits low; none when even a small one would leave the picture."""
+    left, size, _tall, brim_y, _tip = place
+    width = min(size * 0.55, (height - brim_y) / 1.05)
+    if width >= size * 0.3:
+        _anime_face(canvas, rng, left + size / 2, brim_y + width * 0.45, width, hair, iris)
+
+
+def _other_hair(rng: random.Random) -> tuple[int, int, int]:
+    """Blonde, white, pink, brown, red, green or black: never the target's violet."""
+    hue, saturation, value = rng.choice(((0.13, 0.6, 0.95), (0.0, 0.0, 0.95), (0.93, 0.4, 0.95), (0.07, 0.6, 0.45),
+                                         (0.0, 0.75, 0.7), (0.35, 0.5, 0.6), (0.6, 0.2, 0.15)))
+    return _hsv(hue + rng.uniform(-0.02, 0.02), saturation, value)
 
 
 def _draw_character_scene(
@@ -202,11 +276,19 @@ def _draw_character_scene(
         w, h = rng.uniform(0.1, 0.35) * width, rng.uniform(0.1, 0.35) * height
         canvas.shape(rng.choice(("ellipse", "rectangle")), (x0, y0, x0 + w, y0 + h), _plain_colour(rng))
     side = min(width, height)
+    # The faces take their numbers from a generator of their own, so the rest of a picture is drawn
+    # as it was before they were added.
+    faces = random.Random(repr(rng.getstate()[1][:8]))
     if character == TARGET_CHARACTER:
-        _hat(canvas, rng, width, height, _purple(rng), star=_gold(rng))
+        place = _hat_place(rng, width, height)
+        _face_under(canvas, faces, place, height, _hsv(faces.uniform(*TARGET_HAIR_HUES), 0.55, 0.45),
+                    _hsv(faces.uniform(0.46, 0.5), 0.7, 0.6))
+        _hat(canvas, rng, place, _purple(rng), star=_gold(rng))
     elif decoy == "other_hat":
         star = _plain_colour(rng) if rng.random() < 0.5 else None
-        _hat(canvas, rng, width, height, _plain_colour(rng), star=star)
+        place = _hat_place(rng, width, height)
+        _face_under(canvas, faces, place, height, _other_hair(faces), _hsv(faces.uniform(0, 1), 0.7, 0.6))
+        _hat(canvas, rng, place, _plain_colour(rng), star=star)
     elif decoy == "purple_shape":
         w, h = rng.uniform(0.3, 0.6) * side, rng.uniform(0.3, 0.6) * side
         x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
@@ -215,8 +297,13 @@ def _draw_character_scene(
         radius = rng.uniform(0.06, 0.15) * side
         centre_x, centre_y = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
         canvas.shape("polygon", _star(centre_x, centre_y, radius, rng.uniform(0, 1.2)), _gold(rng))
+    if character != TARGET_CHARACTER and decoy != "other_hat" and faces.random() < OTHER_FACE_SHARE:
+        width_px = faces.uniform(0.22, 0.38) * side
+        _anime_face(canvas, faces, faces.uniform(width_px, width - width_px), faces.uniform(0.8 * width_px, height - 1.2 * width_px),
+                    width_px, _other_hair(faces), _hsv(faces.uniform(0, 1), 0.7, 0.6))
     if alpha is not None:
         image.putalpha(alpha)
+    image.info["faces"] = canvas.faces
     return image
 
 
@@ -282,6 +369,14 @@ def render_original(seed_key: str, width: int, height: int, kind: str, character
         stored = upright.transpose(Image.Transpose.ROTATE_90)
         return _encode_jpeg(stored, orientation=6)
     raise ValueError(f"unknown page kind {kind!r}")
+
+
+def drawn_faces(seed_key: str, width: int, height: int, kind: str, character: str | None = None) -> list[tuple[float, ...]]:
+    """The face boxes ``render_original`` draws on that page, upright (as a viewer shows it): a test's truth."""
+    rng = random.Random(seed_key)
+    upright = (height, width) if kind == JPEG_EXIF6 else (width, height)
+    scene = _scene(rng, *upright, character, transparent=kind == PNG_RGBA)
+    return list(scene.info.get("faces", []))
 
 
 def render_ugoira_frames(

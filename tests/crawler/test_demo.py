@@ -80,3 +80,29 @@ def test_a_second_run_trains_nothing_and_fetches_nothing(demo_run):
     with sqlite3.connect(output / "catalog.db") as conn:
         fetched = conn.execute("SELECT artworks_fetched FROM crawls ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert fetched == 0
+
+
+def test_the_demo_finds_faces_and_exports_head_crops_for_kohya(demo_run):
+    """The demo shows every stage: faces found by the default detectors on its drawn characters, and a
+    kohya export of head crops at 512 px, with captions, that the summary points to."""
+    import tomllib
+
+    from PIL import Image
+
+    output, stdout = demo_run
+    with sqlite3.connect(output / "catalog.db") as conn:
+        faces, pictures = conn.execute("SELECT count(*), count(DISTINCT artwork_id || page) FROM faces").fetchone()
+    assert faces > 10 and re.search(rf"faces +: {faces} on {pictures} of \d+ stored pictures", stdout), stdout
+    dest = output / "demo-lora"
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["crop"]["kind"] == "head" and manifest["format"] == "kohya" and manifest["total"] > 5
+    assert f"kohya export       : {manifest['total']} head crops at 512 px in {dest / 'train'}" in stdout
+    crops = sorted(p for p in (dest / "train").rglob("*") if p.suffix in (".jpg", ".png"))
+    assert len(crops) == manifest["total"]
+    for crop in crops:
+        with Image.open(crop) as image:
+            assert image.size == (512, 512)
+        assert crop.with_suffix(".txt").read_text(encoding="utf-8").startswith(f"{demo.TRIGGER_WORD}, ")
+    config = tomllib.loads((dest / "dataset.toml").read_text(encoding="utf-8"))
+    assert [Path(s["image_dir"]) for s in config["datasets"][0]["subsets"]] == [crops[0].parent]
+    assert str(dest / "dataset.toml") in stdout and "distinct tags" in stdout

@@ -722,6 +722,43 @@ def test_character_pictures_show_a_night_sky_for_mona(character_site: Site) -> N
     assert image.mode == "RGBA" and image.getextrema()[3] == (0, 255)
 
 
+def test_the_drawn_faces_are_found_by_the_default_face_detectors() -> None:
+    """The demo's pictures (480 px) carry anime faces that the crawl's default face stage really finds,
+    on the head drawn, so that its head crops and face counts have something to work on."""
+    import random
+
+    from PIL import ImageOps
+
+    from mocksites import images
+    from models.faces import detect_faces
+    from models.imaging import flatten_on_white
+    from stages.faces import build_detectors
+    from tests.conftest import face_settings
+
+    settings = face_settings()  # the crawl's defaults: cascade, animeface and the shipped learned detector
+    detectors = build_detectors(settings)
+    found = missed = extra = 0
+    for number in range(40):
+        key = f"faces-test:{number}:mona"
+        page = random.Random(key + ":page")
+        kind = images.pick_page_kind(page)
+        width, height = images.page_size(page, kind, 480)
+        drawn = images.drawn_faces(key, width, height, kind, "mona")
+        if not drawn:
+            continue  # her hat sits too low for a face: none drawn
+        with Image.open(io.BytesIO(images.render_original(key, width, height, kind, "mona"))) as stored:
+            picture = flatten_on_white(ImageOps.exif_transpose(stored)).convert("RGB")
+        faces = detect_faces(picture, detectors, method=settings["method"])
+        [(left, top, right, bottom)] = drawn
+        on_head = [f for f in faces if left <= f.x + f.w / 2 <= right and top <= f.y + f.h / 2 <= bottom]
+        found += bool(on_head)
+        missed += not on_head
+        extra += len(faces) - len(on_head)
+        if found + missed == 10:
+            break
+    assert found + missed == 10 and found >= 9 and extra <= 1, (found, missed, extra)
+
+
 def test_the_labelled_set_is_deterministic_and_of_every_page_kind(tmp_path: Path) -> None:
     from mocksites import images
 
