@@ -22,4 +22,4 @@ gpu: setup
 
 clean:
 	rm -rf output/images output/originals output/dropped output/catalog.db* output/last-crawl.log \
-		output/demo-training output/demo-rules.yaml
+		output/demo-training output/demo-rules.yaml output/demo-lora output/faces
