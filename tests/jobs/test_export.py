@@ -475,7 +475,7 @@ def test_webdataset_shards_read_back_with_tarfile(exports):
 def test_the_same_catalogue_and_seed_give_byte_identical_exports(exports, catalogue, tmp_path):
     for fmt in FORMATS:
         again = tmp_path / fmt
-        run_export(catalogue["output"], again, format=fmt)
+        run_export(catalogue["output"], again, format=fmt, split="" if fmt == "kohya" else "0.8,0.2")
         first, second = file_hashes(exports[fmt][0]), file_hashes(again)
         if fmt == "kohya":  # dataset.toml names its DEST: the same but for that path
             config = (again / "dataset.toml").read_text(encoding="utf-8")
@@ -485,7 +485,7 @@ def test_the_same_catalogue_and_seed_give_byte_identical_exports(exports, catalo
     # Into the same DEST again (--force): every byte the same, dataset.toml included.
     dest = exports["kohya"][0]
     before = file_hashes(dest)
-    run_export(catalogue["output"], dest, format="kohya", force=True)
+    run_export(catalogue["output"], dest, format="kohya", force=True, split="")
     assert file_hashes(dest) == before
 
 
@@ -927,6 +927,13 @@ def test_face_boxes_that_are_empty_or_outside_the_picture_are_skipped_with_a_rea
     crops = list((tmp_path / "dest" / "train").glob("*.jpg"))
     assert len(crops) == manifest["total"] == 3  # the other three good boxes of the fixture
     assert all(min(Image.open(c).size) > 1 for c in crops)
+
+
+def test_a_selection_without_faces_is_the_datas_fault_not_the_command_lines(catalogue, tmp_path):
+    """Right options, no picture with a face among those selected: exit 1 and one line, no usage banner."""
+    done = scrapy_export(catalogue["output"], tmp_path / "heads", "--crop", "head", "--where", "a.page_count > 99")
+    assert_data_error(done, "the selection matched no pictures with faces")
+    assert not (tmp_path / "heads").exists()
 
 
 def test_size_bounds_and_unusable_dest_are_refused_before_any_work(catalogue, tmp_path):

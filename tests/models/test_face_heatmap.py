@@ -2,12 +2,14 @@
 reads labelme boxes, and its command trains and measures it in a fresh process.
 
 The scenes are built here (models.faces.synthetic_face pasted on busy backgrounds, distractor
-shapes on the face-free ones), so these tests need no fixture. The net is trained once for the
-module, briefly, on the CPU: the point is that the machinery learns, not a good detector.
+shapes on the face-free ones), so these tests need no data fixture. The net (and its verifier, for
+tests/models/test_face_verifier.py) is trained once for the session, briefly, on the CPU
+(tests/models/conftest.py): the point is that the machinery learns, not a good detector.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -56,8 +58,12 @@ def train_on_scenes(steps: int, verifier_steps: int) -> tuple[face_heatmap.FaceH
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
-    return train_on_scenes(260, verifier_steps=0)
+def trained(drawn_heads_detector) -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
+    """The session's detector without its verifier: the heatmap net alone."""
+    net, result = drawn_heads_detector
+    alone = copy.deepcopy(net)
+    alone.verifier = None
+    return alone, result
 
 
 def test_it_learns_to_find_drawn_heads_it_has_not_seen(trained):

@@ -19,7 +19,7 @@ from models import face_heatmap, face_verifier
 from models.face_heatmap import HeatmapDetector, evaluate
 from models.face_verifier import Sample, VerifierConfig
 from models.faces import Face, detect_faces
-from tests.models.test_face_heatmap import scene, train_on_scenes
+from tests.models.test_face_heatmap import scene
 
 
 def test_a_crop_is_the_square_around_the_box_and_white_outside_the_picture():
@@ -65,8 +65,8 @@ def test_both_kinds_of_sample_are_needed():
 
 
 @pytest.fixture(scope="module")
-def with_verifier() -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
-    return train_on_scenes(200, verifier_steps=150)
+def with_verifier(drawn_heads_detector) -> tuple[face_heatmap.FaceHeatmapNet, face_heatmap.TrainResult]:
+    return drawn_heads_detector
 
 
 def test_training_adds_a_verifier_that_the_file_keeps(with_verifier, tmp_path):
