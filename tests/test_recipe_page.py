@@ -27,6 +27,7 @@ from PIL import Image
 
 from mocksites.pixiv import SiteConfig
 from mocksites.runner import REPO, LocalSite
+from models.classifier import model_version
 from tests.conftest import crawl_env
 from tests.models.hub_fixtures import hub_repos
 
@@ -122,8 +123,16 @@ def test_every_command_of_the_recipe_page_works_on_the_local_site(tmp_path, make
         decided = conn.execute("SELECT artwork_id, status, reason FROM images WHERE status IN ('kept', 'dropped')").fetchall()
         r18 = conn.execute("SELECT count(*) FROM artworks WHERE x_restrict > 0").fetchone()[0]
     assert faces > 10 and tagged > 10 and manual == LABELS and r18 > 0  # the cookie logged in: R-18 seen
-    assert (folder / "models" / "mona" / "classifier-linear.npz").is_file()
-    assert json.loads((folder / "models" / "mona" / "classifier-linear.json").read_text())["target"] == "mona"
+    # The fast learner trained on the labels, and curate scored every still picture with it.
+    model = folder / "models" / "mona" / "classifier-linear.npz"
+    card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["learner"] == "lite0-linear-v1" and card["target"] == "mona"
+    assert sum(card["data"]["labels"].values()) == LABELS and card["metrics"]["cross_validated"]["folds"] == 5
+    with closing(sqlite3.connect(output / "catalog.db")) as conn:
+        scored = conn.execute("SELECT classifier_model, classifier_score, classifier_label FROM images "
+                              "WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'").fetchall()
+    assert scored and {row[0] for row in scored} == {model_version(model)}
+    assert all(0.0 <= score <= 1.0 and label in ("mona", "other") for _, score, label in scored)
     kept = [artwork for artwork, status, _ in decided if status == "kept"]
     assert kept and sum(truth[a] == "mona" for a in kept) / len(kept) >= 0.75, [(a, truth[a], r) for a, s, r in decided if s == "kept"]
     assert (output / "report" / "index.html").is_file()

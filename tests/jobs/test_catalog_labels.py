@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 
@@ -14,7 +13,6 @@ import pytest
 from catalog.store import Catalog
 from jobs.catalog_labels import NotEnoughLabels, lay_out
 from mocksites.runner import REPO
-from models.classifier import model_version
 from tests.conftest import crawl_env
 from tests.crawler.small_crawl import crawled_copy
 from tests.jobs.test_review import kept_ids
@@ -71,26 +69,5 @@ def test_the_labels_are_laid_out_as_class_folders_and_trained_on(pixiv_site, tmp
     assert wrong.returncode == 2 and "--from-catalog goes with train only" in wrong.stderr
 
 
-def test_the_fast_learner_trains_on_the_labels_and_curate_scores_every_picture_with_it(pixiv_site, tmp_path_factory,
-                                                                                        tmp_path):
-    output = crawled_copy(pixiv_site, tmp_path_factory, tmp_path / "output")
-    ids = kept_ids(output)
-    label(output, ids[:5], ids[5:10])
-    done = train(output, "--learner", "linear", "--class-name", "mona", str(tmp_path / "model"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    printed = json.loads(done.stdout)
-    model = tmp_path / "model" / "classifier-linear.npz"
-    assert printed["model"] == str(model) and printed["labels"] == {"mona": 5, "other": 5}
-    assert printed["cross_validated"]["labels"] == 10 and printed["cross_validated"]["folds"] == 5
-    card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
-    assert card["learner"] == "lite0-linear-v1" and card["target"] == "mona" and card["data"]["labels"] == {"mona": 5, "other": 5}
-
-    curated = subprocess.run([sys.executable, "-m", "scrapy", "curate", "--stages", "classify", "--no-progress",
-                              "-s", f"OUTPUT_DIR={output}", "-s", f"CLASSIFIER_MODEL={model}"],
-                             cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=600)
-    assert curated.returncode == 0, curated.stderr[-3000:]
-    with sqlite3.connect(output / "catalog.db") as conn:
-        rows = conn.execute("SELECT classifier_model, classifier_score, classifier_label FROM images "
-                            "WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'").fetchall()
-    assert rows and {r[0] for r in rows} == {model_version(model)}
-    assert all(0.0 <= r[1] <= 1.0 and r[2] in ("mona", "other") for r in rows)
+# The fast learner (--learner linear) and curate scoring every picture with it: tests/test_recipe_page.py,
+# which runs both as docs/lora-recipe.md writes them.
