@@ -4,7 +4,7 @@ bundled Pixiv-style site labels itself, start that site on loopback, crawl a tag
 kept heads for a kohya LoRA with the real ``scrapy export``, and print what was kept, what was dropped
 and why, how well that matches the site's truth, and where each output is.
 
-    python -m crawler.demo [--tag 原神] [--size 240] [--output output] [--train-per-class 200] [--keep-r18]
+    python -m crawler.demo [--tag 原神] [--size 240] [--output output] [--keep-r18]
 
 The classifier is trained only when ``OUTPUT/demo-training/model/classifier.keras`` is missing
 (delete the folder to retrain), so a second run trains nothing and fetches nothing new.
@@ -69,7 +69,7 @@ def site_options(size: int) -> list[str]:
     return ["--size", str(size), "--broken-every", "40", "--ads", "--image-size", "480", "--characters"]
 
 
-def ensure_classifier(training_dir: Path, per_class: int = TRAIN_PER_CLASS) -> dict[str, Any]:
+def ensure_classifier(training_dir: Path) -> dict[str, Any]:
     """The classifier's card; trains it first when there is no model (the only slow step).
 
     Trained by the real command line, as a user would, in a process of its own.
@@ -80,7 +80,7 @@ def ensure_classifier(training_dir: Path, per_class: int = TRAIN_PER_CLASS) -> d
         print(f"Classifier: reusing {model} (delete {training_dir} to retrain)")
         reused: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
         return reused
-    counts = images.write_labelled(labelled, per_class, image_size=TRAIN_PICTURE_SIZE)
+    counts = images.write_labelled(labelled, TRAIN_PER_CLASS, image_size=TRAIN_PICTURE_SIZE)
     print(f"Classifier: {', '.join(f'{n} {name}' for name, n in counts.items())} pictures the site "
           f"labelled itself, in {labelled}")
     command = [
@@ -128,14 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="原神", help="tag to search (default: %(default)s)")
     parser.add_argument("--size", type=int, default=240, help="artworks on the demo site (default: %(default)s)")
     parser.add_argument("--output", default="output", help="OUTPUT_DIR (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=TRAIN_PER_CLASS, metavar="N",
-                        help="labelled pictures per class for the classifier (default: %(default)s)")
     parser.add_argument("--keep-r18", action="store_true", help="judge R-18 works like the rest, do not drop them")
     args = parser.parse_args(argv)
 
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    card = ensure_classifier(output / "demo-training", args.train_per_class)
+    card = ensure_classifier(output / "demo-training")
     model = output / "demo-training" / "model" / "classifier.keras"
     rules = output / "demo-rules.yaml"
     write_rules(rules, args.keep_r18)

@@ -22,13 +22,11 @@ from tests.conftest import crawl_env
 
 pytestmark = pytest.mark.slow
 SIZE = 90
-TRAIN_PER_CLASS = 120  # the demo's 200 train in 30 s of the suite; 120 are enough for its bar
 
 
 def run_demo(output: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "crawler.demo", "--size", str(SIZE), "--output", str(output),
-         "--train-per-class", str(TRAIN_PER_CLASS)],
+        [sys.executable, "-m", "crawler.demo", "--size", str(SIZE), "--output", str(output)],
         cwd=REPO, env=crawl_env(), capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -49,7 +47,7 @@ def test_the_demo_trains_a_classifier_and_says_how_good_it_is(demo_run):
     assert f"validation accuracy {card['metrics']['val_accuracy']:.3f}" in stdout
     assert "Running: scrapy classifier train" in stdout  # the real command, in a process of its own
     for character in ("mona", "other"):
-        assert len(list((output / "demo-training" / "labelled" / character).iterdir())) == TRAIN_PER_CLASS
+        assert len(list((output / "demo-training" / "labelled" / character).iterdir())) == demo.TRAIN_PER_CLASS
 
 
 def test_the_demo_keeps_and_drops_with_reasons_and_keeps_mostly_mona(demo_run):
