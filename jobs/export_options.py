@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalog.reading import STATUSES, SelectionError, check_one_expression
-from core.errors import EXIT_FAILED, DataError, ProjectError
+from core.errors import DataError, ProjectError
 from models.crops import CROP_KINDS, FITS, Fit, parse_colour
 from stages.rules import RuleError, check_rules, parse_rules_text, rules_in_file
 
@@ -48,9 +48,7 @@ class ExportError(ProjectError, ValueError):
 
 class NothingToExport(ExportError, DataError):
     """The options were right but no picture could be exported (none matched, every one was skipped):
-    a failed run on its data (exit code 1), not a wrong command line."""
-
-    exit_code = EXIT_FAILED
+    a failed run on its data (DataError's exit code 1), not a wrong command line."""
 
 
 @dataclass(frozen=True)
