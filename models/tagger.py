@@ -18,6 +18,10 @@ It matches TF's own ops to float rounding. Differences: transparency is composit
 where TF's decoder simply drops alpha; and a picture so thin that TF would fit it to 0 pixels (and
 fail) keeps one pixel.
 
+``features`` gives the penultimate layer (the labelling loop's linear model reads pictures through it,
+models/label_features.py): what the last layer with weights reads, DeepDanbooru's last feature map
+before its 1x1 conv head, averaged over space.
+
 Works under both Keras backends (TensorFlow, torch); ``KERAS_BACKEND`` must be set before Keras is
 first imported, so a process uses one. Keras and TensorFlow are imported only when a model loads.
 """
@@ -227,6 +231,7 @@ class DeepDanbooruTagger:
     loaded_with: str = "keras"  # or "tf_keras"
     threshold: float = 0.5
     category_thresholds: dict[str, float] = field(default_factory=dict)
+    _feature_model: Any = field(default=None, repr=False)  # built by the first ``features`` call
 
     def __post_init__(self) -> None:
         unknown = set(self.category_thresholds) - {category.name for category in self.categories}
@@ -291,7 +296,31 @@ class DeepDanbooruTagger:
             {self.tags[i]: float(row[i]) for i in np.flatnonzero(mask)} for row, mask in zip(scores, keep)
         ]
 
+    def features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(len(images), D) float32: the penultimate layer (module docstring); one model call per batch."""
+        if self._feature_model is None:
+            self._feature_model = penultimate_model(self.model, self.loaded_with)
+        width = int(self._feature_model.output_shape[-1])
+        return batched_scores(self._feature_model, self.preprocess, images, batch_size, width, self._to_numpy)
+
     def _to_numpy(self, output: Any) -> np.ndarray:
         if self.loaded_with == "keras":
             return to_numpy(output)
         return np.asarray(output.numpy() if hasattr(output, "numpy") else output)
+
+
+def penultimate_model(model: Any, loaded_with: str = "keras") -> Any:
+    """A model from ``model``'s input to what its last layer with weights (the tag head) reads,
+    averaged over space when that is a feature map."""
+    if loaded_with == "tf_keras":
+        import tf_keras as k
+    else:
+        import keras as k
+    head = next((layer for layer in reversed(model.layers) if getattr(layer, "kernel", None) is not None), None)
+    if head is None:
+        raise TaggerError(f"{model.name}: no layer with weights before the scores; cannot read its features")
+    tap = head.input
+    if len(tap.shape) == 4:
+        tap = k.layers.GlobalAveragePooling2D(name="penultimate_pool")(tap)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a list would make Keras warn per call
+    return k.Model(inputs, tap, name=f"{model.name}_penultimate")

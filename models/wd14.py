@@ -13,6 +13,11 @@ normalised, NHWC. The model's outputs are already sigmoid scores.
 Tags are kept per category: general at 0.35 and character at 0.85 by default (the space's
 defaults), overridable in ``category_thresholds`` by category name in any case; of the rating
 tags only the best one is kept, whatever its score, as the WD14 tools do.
+
+``features`` gives the penultimate layer instead (the labelling loop's linear model reads pictures
+through it, models/label_features.py): the tensor the last dense layer (MatMul or Gemm) or 1x1 conv
+head reads, found by walking back from the output through the sigmoid, bias and reshapes, added as a
+second output of a copy of the graph (``onnx``), pooled over space when it is a feature map.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ class WD14Tagger:
     fixed_batch: int | None = None  # the model's batch dimension when it is not dynamic
     threshold: float = 0.5  # for categories with no WD14 default (artist, copyright, meta)
     category_thresholds: dict[str, float] = field(default_factory=dict)
+    _penultimate: Any = field(default=None, repr=False)  # (session, output name, pooled) once ``features`` ran
 
     def __post_init__(self) -> None:
         present = set(self.tag_categories) - {RATING}
@@ -213,6 +219,22 @@ class WD14Tagger:
                               f"{TAGS_FILE} lists {len(self.tags)} tags")
         return scores[:count]
 
+    def features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(len(images), D) float32: the penultimate layer (module docstring), one run per batch."""
+        if self._penultimate is None:
+            self._penultimate = penultimate_session(self.model_path)
+        session, name, pooled = self._penultimate
+        step = self.fixed_batch or batch_size
+        rows = []
+        for start in range(0, len(images), step):
+            batch = np.stack([self.preprocess(image) for image in images[start:start + step]])
+            count = len(batch)
+            if self.fixed_batch and count < self.fixed_batch:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
+            out = np.asarray(session.run([name], {self.input_name: batch})[0], dtype=np.float32)[:count]
+            rows.append(out.mean(axis=(2, 3)) if pooled and out.ndim == 4 else out.reshape(count, -1))
+        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[dict[str, float]]:
         """Per picture, {tag: score}: the best rating tag, then the others at or above their threshold."""
         scores = self.predict_scores(images, batch_size=batch_size)
@@ -222,3 +244,44 @@ class WD14Tagger:
             best = ratings[np.argmax(scores[:, ratings], axis=1)]
             keep[np.arange(len(scores)), best] = True
         return [{self.tags[i]: float(row[i]) for i in np.flatnonzero(mask)} for row, mask in zip(scores, keep)]
+
+
+# walking back from the scores to the last dense layer passes these (they keep the features' meaning)
+PASS_THROUGH = {"Sigmoid", "Add", "Identity", "Flatten", "Reshape", "Squeeze", "Cast", "GlobalAveragePool",
+                "ReduceMean"}
+
+
+def penultimate_output(model_path: Path) -> tuple[Any, str, bool]:
+    """(the model with its penultimate tensor as a second output, that tensor's name, whether it is a
+    feature map to pool): the input of the MatMul / Gemm / Conv that makes the scores."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    name = graph.output[0].name
+    for _ in range(32):
+        node = producers.get(name)
+        if node is None or node.op_type not in PASS_THROUGH | {"MatMul", "Gemm", "Conv"}:
+            break
+        if node.op_type in ("MatMul", "Gemm", "Conv"):
+            feature = node.input[0]
+            if feature not in {output.name for output in graph.output}:
+                graph.output.append(onnx.helper.make_tensor_value_info(feature, onnx.TensorProto.FLOAT, None))
+            return model, feature, node.op_type == "Conv"
+        computed = [i for i in node.input if i in producers]  # not a weight, a bias or the graph's input
+        if not computed:
+            break
+        name = computed[0]
+    stopped = producers[name].op_type if name in producers else name
+    raise TaggerError(f"{model_path}: no dense layer or 1x1 conv found before the scores (stopped at {stopped!r}); "
+                      "cannot read its features")
+
+
+def penultimate_session(model_path: Path) -> tuple[Any, str, bool]:
+    """An onnxruntime session of ``penultimate_output``'s model: (session, feature name, pooled)."""
+    import onnxruntime
+
+    model, name, pooled = penultimate_output(model_path)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=onnx_providers())
+    return session, name, pooled

@@ -43,7 +43,14 @@ class Classify(PictureModel):
         return CharacterClassifier.load(self.model_path)
 
     def _predict(self, images: list[Image.Image]) -> list[dict[str, Any]]:
-        return [
-            {"label": p.label, "target": self.model.target, "score": float(p.target_score), "model": self.model.version}
-            for p in self.model.predict(images, batch_size=len(images))
-        ]
+        return [self._result(p) for p in self.model.predict(images, batch_size=len(images))]
+
+    def results_from_features(self, features: Any) -> list[dict[str, Any]]:
+        """A linear model's results from features computed already (the review's retrain reads them
+        from its feature cache): what ``results`` gives for the same pictures."""
+        model = self.load()
+        return [self._result(p) for p in model.predictions(model.scores(features))]
+
+    def _result(self, prediction: Any) -> dict[str, Any]:
+        return {"label": prediction.label, "target": self.model.target, "score": float(prediction.target_score),
+                "model": self.model.version}

@@ -126,8 +126,11 @@ def test_every_command_of_the_recipe_page_works_on_the_local_site(tmp_path, make
     # The fast learner trained on the labels, and curate scored every still picture with it.
     model = folder / "models" / "mona" / "classifier-linear.npz"
     card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
-    assert card["learner"] == "lite0-linear-v1" and card["target"] == "mona"
+    assert card["learner"] == "linear-v2" and card["target"] == "mona" and card["extractor"]["kind"] == "lite0"
     assert sum(card["data"]["labels"].values()) == LABELS and card["metrics"]["cross_validated"]["folds"] == 5
+    weak = card["data"]["weak_positives"]  # her tagged works nobody labelled, through the aliases
+    assert weak["tag"] == "mona_(genshin_impact)" and 0 < weak["pictures"] and weak["weight"] == 0.3, weak
+    assert (output / "label-features.sqlite").is_file()  # the features the training read, kept
     with closing(sqlite3.connect(output / "catalog.db")) as conn:
         scored = conn.execute("SELECT classifier_model, classifier_score, classifier_label FROM images "
                               "WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'").fetchall()

@@ -69,6 +69,11 @@ class Command(ActionCommand):
                            help="with --from-catalog: linear (default; a logistic regression over frozen "
                                 "EfficientNet-Lite0 features, seconds, writes OUT/classifier-linear.npz) or cnn "
                                 "(the small CNN above, from scratch, writes OUT/classifier.keras)")
+        group.add_argument("--weak-tag", metavar="TAG",
+                           help="with the linear learner: pictures carrying TAG (any alias) that nobody labelled "
+                                "count as the target class, weighted down (default: LABEL_WEAK_TAG, none)")
+        group.add_argument("--weak-weight", type=float, metavar="W",
+                           help="a weak positive's weight against a label's 1 (default: LABEL_WEAK_WEIGHT, 0.3)")
         group = parser.add_argument_group("all actions")
         group.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
 
@@ -106,12 +111,27 @@ class Command(ActionCommand):
         if not catalog.is_file():
             raise UsageError(f"no catalogue at {catalog}: crawl first, or set OUTPUT_DIR or CATALOG_DB", print_help=False)
         if opts.learner == "linear":
-            from jobs.catalog_labels import train_linear
+            from jobs.catalog_labels import features_cache, train_linear
+            from models.label_features import extractor_for
 
-            path, card = train_linear(catalog, files_root(self.settings), Path(out), opts.class_name)
-            print(json.dumps({"model": str(path), "labels": card["data"]["labels"], **card["metrics"]}, indent=2,
+            weight = self.settings.getfloat("LABEL_WEAK_WEIGHT") if opts.weak_weight is None else opts.weak_weight
+            if not 0 < weight <= 1:
+                raise UsageError(f"--weak-weight must be over 0 and at most 1, not {weight}", print_help=False)
+            cache = features_cache(self.settings)
+            try:
+                path, card = train_linear(catalog, files_root(self.settings), Path(out), opts.class_name, cache=cache,
+                                          weak_tag=opts.weak_tag or self.settings.get("LABEL_WEAK_TAG") or None,
+                                          weak_weight=weight, extractor=extractor_for(self.settings))
+            finally:
+                if cache is not None:
+                    cache.close()
+            weak = card["data"].get("weak_positives")
+            print(json.dumps({"model": str(path), "features": card["extractor"]["version"], "labels": card["data"]["labels"],
+                              **({"weak_positives": weak} if weak else {}), **card["metrics"]}, indent=2,
                              ensure_ascii=False))
             return
+        if opts.weak_tag or opts.weak_weight is not None:
+            raise UsageError("--weak-tag and --weak-weight go with the linear learner", print_help=False)
         with tempfile.TemporaryDirectory(prefix="labels-") as scratch:
             labels = lay_out(catalog, files_root(self.settings), Path(scratch), opts.class_name)
             with contextlib.redirect_stdout(sys.stderr):

@@ -151,6 +151,9 @@ def test_labelling_with_the_keyboard_in_chromium_sees_a_retrain_and_the_order_ch
                 "SELECT classifier_model FROM images WHERE status IN ('kept', 'dropped') AND path LIKE '%.jpg'")}
             reasons = {f"{a}:{p}": r for a, p, r in conn.execute("SELECT artwork_id, page, reason FROM images")}
         assert versions == {last["version"]}  # every stored still was scored by the new model
+        with sqlite3.connect(output / "label-features.sqlite") as conn:  # their features, kept for the next retrain
+            cached = conn.execute("SELECT count(*) FROM features").fetchone()[0]
+        assert cached == last["change"]["scored"]
         hands = {first: "keep", second: "drop", third: "keep", fourth: "drop"}
         for key, decision in hands.items():  # the rules ran again, and the hands still win
             assert manual(key) == decision and reasons[key].startswith(f"{decision}: manual review"), (key, reasons[key])

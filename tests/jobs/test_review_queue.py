@@ -1,6 +1,7 @@
 """The labelling queue's orders (jobs/review_queue.py) on rows made here: uncertain-first puts the
-scores nearest the threshold first and leaves labelled pictures out; with no scores it deals one
-picture per near-duplicate group across the identity clusters."""
+scores nearest the threshold first (every fifth question from the diverse sample) and leaves
+labelled pictures out; with no scores it deals one picture per near-duplicate group across the
+identity clusters."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ def test_uncertain_first_is_nearest_the_threshold_and_skips_labelled_and_fileles
     # the threshold moves the middle: at 0.9 the sure keep is the question
     assert keys(order_queue(rows, "uncertain", threshold=0.9))[:2] == ["1:0", "2:0"]
     assert keys(order_queue(rows, "score")) == ["1:0", "2:0", "5:0", "6:0", "4:0", "3:0", "7:0"]
+
+
+def test_with_a_model_every_fifth_question_comes_from_the_diverse_sample():
+    """The model's surest picture (newest, 0.95) is asked fifth: a group it is wrongly sure of would
+    never come near the threshold otherwise."""
+    scores = {"1": 0.51, "2": 0.48, "3": 0.53, "4": 0.46, "5": 0.56, "6": 0.43, "7": 0.60, "8": 0.95}
+    rows = [picture(artwork_id, score=score) for artwork_id, score in scores.items()]
+    assert keys(order_queue(rows, "uncertain", threshold=0.5)) == ["1:0", "2:0", "3:0", "4:0", "8:0", "5:0", "6:0", "7:0"]
 
 
 def test_without_scores_one_per_near_duplicate_group_dealt_across_clusters():

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from mocksites.images import TARGET_CHARACTER, write_labelled
-from models.label_learner import LinearClassifier, LinearClassifierError, PictureFeatures, cross_validated
+from models.label_features import Lite0Features
+from models.label_learner import LinearClassifier, LinearClassifierError, cross_validated
 
 
 @pytest.fixture(scope="module")
 def features():
-    return PictureFeatures()
+    return Lite0Features()
 
 
 def pictures(folder, per_class: int, seed: int):
