@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
 
-from jobs.review_queue import QueuedPicture, order_queue  # noqa: E402
+from jobs.review_queue import EXPLORE_EVERY, QueuedPicture, order_queue  # noqa: E402
 from stages.dedup import phash_image  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "anime"
@@ -160,19 +160,6 @@ Learner = Callable[[list[int], list[bool]], np.ndarray]  # labelled indexes and 
 def simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: int, seed: int = 0,
              explore: bool = True, weak: int = 0) -> list[tuple[int, float, float]]:
     """(labels, precision, recall) on the unlabelled pictures after each retrain."""
-    import jobs.review_queue as queue
-
-    explore_every = queue.EXPLORE_EVERY
-    if not explore:
-        queue.EXPLORE_EVERY = 10**9
-    try:
-        return _simulate(data, learn, order, every, max_labels, seed, weak)
-    finally:
-        queue.EXPLORE_EVERY = explore_every
-
-
-def _simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels: int, seed: int, weak: int
-              ) -> list[tuple[int, float, float]]:
     rng = random.Random(seed)
     shuffled = list(range(len(data.images)))
     rng.shuffle(shuffled)
@@ -187,7 +174,8 @@ def _simulate(data: Dataset, learn: Learner, order: str, every: int, max_labels:
                                   None if i not in labelled else ("keep" if labelled[i] else "drop"),
                                   None if scores is None else float(scores[i]), None, None, f"sha{i}",
                                   data.phashes[i], None, None) for i in range(len(data.images))]
-            batch = [int(p.artwork_id) - 1 for p in order_queue(rows, "uncertain", THRESHOLD)[:every]]
+            ordered = order_queue(rows, "uncertain", THRESHOLD, explore_every=EXPLORE_EVERY if explore else 0)
+            batch = [int(p.artwork_id) - 1 for p in ordered[:every]]
         for i in batch:
             labelled[i] = bool(data.wanted[i])
         answers = list(labelled.values())

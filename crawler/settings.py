@@ -132,6 +132,9 @@ REPORT_THUMBNAIL_SIZE = 160  # px, longest side
 REVIEW_RETRAIN_EVERY = 20  # labels between retrains; 0: never retrain
 REVIEW_MODEL_DIR = ""  # where the retrained models go; empty: OUTPUT_DIR/review-model/
 REVIEW_CLASS_NAME = "wanted"  # the kept pictures' class name in those models' cards
+# The uncertain order asks every Nth question from a diverse sample instead of nearest the threshold,
+# so that groups the model is wrongly sure of get asked about (bench/labelling.py); 0: nearest only
+REVIEW_EXPLORE_EVERY = 5
 # The fast learner (review's retrains and `scrapy classifier train --from-catalog`) reads pictures
 # through a pretrained network (models/label_features.py): ccip (IDENTITY_EMBEDDER's CCIP model), tagger
 # (TAGGER_PROJECT's penultimate layer), lite0 (ImageNet EfficientNet-Lite0, offline, nothing to

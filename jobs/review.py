@@ -47,7 +47,7 @@ from core.output_lock import OutputLock
 from core.storage import move_to_status
 from jobs.report import make_thumbnail
 from jobs.review_learning import Learner
-from jobs.review_queue import DEFAULT_THRESHOLD, ORDERS, QueuedPicture, order_queue
+from jobs.review_queue import DEFAULT_THRESHOLD, EXPLORE_EVERY, ORDERS, QueuedPicture, order_queue
 from models.classifier import model_version
 from stages.decide import manual_reason
 
@@ -122,13 +122,15 @@ class ReviewSite:
     """The review page over one catalogue; ``app()`` is the aiohttp application."""
 
     def __init__(self, catalog_path: Path, root: Path, lock: OutputLock, classifier_model: Path | None = None,
-                 phash_distance: int = 6, learner: Learner | None = None, write_lock: threading.Lock | None = None):
+                 phash_distance: int = 6, learner: Learner | None = None, write_lock: threading.Lock | None = None,
+                 explore_every: int = EXPLORE_EVERY):
         self.catalog = Catalog(catalog_path)
         self.root = root
         self.lock = lock
         self.token = secrets.token_urlsafe(24)
         self.classifier_model = classifier_model  # its card gives the queue's threshold and GET /api/model
         self.phash_distance = phash_distance  # near duplicates for the diverse sample (CURATE_PHASH_DISTANCE)
+        self.explore_every = explore_every  # uncertain order: every Nth question from the diverse sample
         self.learner = learner  # retrains after every N labels (jobs/review_learning.py); None: never
         self.write_lock = write_lock or threading.Lock()  # a click waits while a retrain writes
 
@@ -330,7 +332,7 @@ main {{ display: flex; gap: 1.5em; }} #picture {{ max-width: 70vw; max-height: 8
         if tag:
             tagged = {(t.artwork_id, t.page) for t in pictures_with(self.catalog.conn, tag, STATUSES)}
             pictures = [p for p in pictures if (p.artwork_id, p.page) in tagged]
-        ordered = order_queue(pictures, order, threshold, self.phash_distance)
+        ordered = order_queue(pictures, order, threshold, self.phash_distance, self.explore_every)
         listed = []
         for picture in ordered[:n]:
             entry = picture.as_json(threshold)

@@ -10,8 +10,9 @@ stages/dedup.py, as the export's duplicate check), dealt in turn from each ident
 ten copies of one popular picture. Once there is a model, every fifth question still comes from
 that diverse sample (``EXPLORE_EVERY``): a model is sure of a whole group of pictures it has never
 seen a label of, rightly or wrongly, and only questions away from its threshold find the wrong ones.
-On the shared anime fixtures, pure uncertainty needed 100 labels to reach precision and recall 0.95
-and this mix 50 (bench/labelling.py); on the demo site 50 against 50-60.
+On the shared anime fixtures' first draw, pure uncertainty needed 100 labels to reach precision and
+recall 0.95 and this mix 50 (bench/labelling.py --naive); on the demo site the mix costs up to 10
+labels (60, 60, 50 on three draws against 50, 50, 50).
 
 Pictures that already carry a manual decision are labels, not questions: the ``uncertain`` order
 leaves them out (the ``manual`` filter shows them). ``newest`` is the grid's order; ``score`` is the
@@ -31,7 +32,7 @@ from stages.dedup import Candidate, find_duplicates
 
 ORDERS = ("newest", "score", "uncertain")
 DEFAULT_THRESHOLD = 0.5  # the classifier's own default (models/classifier.py) when no card says otherwise
-EXPLORE_EVERY = 5  # with a model, every fifth question comes from the diverse sample instead
+EXPLORE_EVERY = 5  # with a model, every fifth question comes from the diverse sample (REVIEW_EXPLORE_EVERY)
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ def diverse_sample(pictures: Sequence[QueuedPicture], max_distance: int = 6) -> 
 
 
 def order_queue(pictures: Sequence[QueuedPicture], order: str, threshold: float = DEFAULT_THRESHOLD,
-                max_distance: int = 6) -> list[QueuedPicture]:
-    """``pictures`` in the queue's ``order`` (module docstring)."""
+                max_distance: int = 6, explore_every: int = EXPLORE_EVERY) -> list[QueuedPicture]:
+    """``pictures`` in the queue's ``order`` (module docstring); ``explore_every`` 0: nearest only."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     if order == "newest":
@@ -127,12 +128,14 @@ def order_queue(pictures: Sequence[QueuedPicture], order: str, threshold: float 
     scored = [p for p in open_questions if p.score is not None]
     unscored = [p for p in open_questions if p.score is None]
     nearest = sorted(newest_first(scored), key=lambda p: abs((p.score or 0.0) - threshold))
-    return explored(nearest, diverse_sample(open_questions, max_distance)) + diverse_sample(unscored, max_distance)
+    if explore_every > 0:
+        nearest = explored(nearest, diverse_sample(open_questions, max_distance), explore_every)
+    return nearest + diverse_sample(unscored, max_distance)
 
 
-def explored(nearest: list[QueuedPicture], varied: list[QueuedPicture]) -> list[QueuedPicture]:
-    """``nearest`` with every ``EXPLORE_EVERY``-th place given to the next picture of ``varied`` not
-    placed yet; every picture of ``nearest`` once."""
+def explored(nearest: list[QueuedPicture], varied: list[QueuedPicture], every: int) -> list[QueuedPicture]:
+    """``nearest`` with every ``every``-th place given to the next picture of ``varied`` not placed
+    yet; every picture of ``nearest`` once."""
     if not nearest:
         return []
     wanted = {(p.artwork_id, p.page) for p in nearest}
@@ -140,7 +143,7 @@ def explored(nearest: list[QueuedPicture], varied: list[QueuedPicture]) -> list[
     out: list[QueuedPicture] = []
     close, far = iter(nearest), iter(p for p in varied if (p.artwork_id, p.page) in wanted)
     while len(out) < len(nearest):
-        source = far if len(out) % EXPLORE_EVERY == EXPLORE_EVERY - 1 else close
+        source = far if len(out) % every == every - 1 else close
         picture = next((p for p in source if (p.artwork_id, p.page) not in placed), None)
         if picture is None:  # one source ran out: the other fills the rest
             source = close if source is far else far

@@ -71,6 +71,7 @@ class Command(OfflineCommand):
                           write_lock, lock, self.settings.get("REVIEW_CLASS_NAME") or "wanted")
         site = ReviewSite(catalog, root, lock, classifier_model=Path(classifier) if classifier else None,
                           phash_distance=self.settings.getint("CURATE_PHASH_DISTANCE"), learner=learner,
+                          explore_every=max(0, self.settings.getint("REVIEW_EXPLORE_EVERY")),
                           write_lock=write_lock)
         listening = socket.socket()
         try:

@@ -30,13 +30,17 @@ def status_of(output: Path, artwork_id: str, page: int = 0) -> tuple:
 
 
 def start_review(output: Path, *settings: str) -> tuple[subprocess.Popen, str]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "scrapy", "review", "--port", "0", "-s", f"OUTPUT_DIR={output}",
-         *(arg for setting in settings for arg in ("-s", setting))],
-        cwd=REPO, env=crawl_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    """The review server on a free port. Its log (one access line a request) goes to a file beside
+    ``output``: a pipe nobody reads fills after a few hundred requests and blocks the server."""
+    log = output.parent / "review-server.log"
+    with open(log, "ab") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scrapy", "review", "--port", "0", "-s", f"OUTPUT_DIR={output}",
+             *(arg for setting in settings for arg in ("-s", setting))],
+            cwd=REPO, env=crawl_env(), stdout=subprocess.PIPE, stderr=sink, text=True,
+        )
     line = server.stdout.readline()
-    assert line.startswith("Review page: http://127.0.0.1:"), line + server.stderr.read()
+    assert line.startswith("Review page: http://127.0.0.1:"), line + log.read_text(errors="replace")
     return server, line.split()[2]
 
 

@@ -43,6 +43,8 @@ def test_with_a_model_every_fifth_question_comes_from_the_diverse_sample():
     scores = {"1": 0.51, "2": 0.48, "3": 0.53, "4": 0.46, "5": 0.56, "6": 0.43, "7": 0.60, "8": 0.95}
     rows = [picture(artwork_id, score=score) for artwork_id, score in scores.items()]
     assert keys(order_queue(rows, "uncertain", threshold=0.5)) == ["1:0", "2:0", "3:0", "4:0", "8:0", "5:0", "6:0", "7:0"]
+    assert keys(order_queue(rows, "uncertain", threshold=0.5, explore_every=3))[:6] == ["1:0", "2:0", "8:0", "3:0", "4:0", "7:0"]
+    assert keys(order_queue(rows, "uncertain", threshold=0.5, explore_every=0)) == [str(n) + ":0" for n in range(1, 9)]
 
 
 def test_without_scores_one_per_near_duplicate_group_dealt_across_clusters():
