@@ -66,9 +66,10 @@ class Command(ActionCommand):
         group.add_argument("--class-name", default="wanted", metavar="NAME",
                            help="the target class's name with --from-catalog (default wanted)")
         group.add_argument("--learner", choices=("linear", "cnn"), default="linear",
-                           help="with --from-catalog: linear (default; a logistic regression over frozen "
-                                "EfficientNet-Lite0 features, seconds, writes OUT/classifier-linear.npz) or cnn "
-                                "(the small CNN above, from scratch, writes OUT/classifier.keras)")
+                           help="with --from-catalog: linear (default; a logistic regression over a frozen "
+                                "network's features, LABEL_FEATURES: CCIP, the tagger's penultimate layer or "
+                                "EfficientNet-Lite0; seconds; writes OUT/classifier-linear.npz) or cnn (the small "
+                                "CNN above, from scratch, writes OUT/classifier.keras)")
         group.add_argument("--weak-tag", metavar="TAG",
                            help="with the linear learner: pictures carrying TAG (any alias) that nobody labelled "
                                 "count as the target class, weighted down (default: LABEL_WEAK_TAG, none)")
