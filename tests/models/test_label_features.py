@@ -37,15 +37,20 @@ def test_the_penultimate_layer_is_what_each_taggers_head_reads(tmp_path):
     # tiny WD14: mean over the picture of each BGR channel (0..255), then MatMul: its input is the means
     expected = np.stack([np.asarray(image.resize((32, 32), Image.Resampling.BICUBIC), np.float32)[:, :, ::-1]
                          .mean(axis=(0, 1)) for image in PICTURES])
-    assert wd14.kind == "tagger" and wd14.version.startswith("wd14-") and wd14.version.endswith("/penultimate")
-    assert np.allclose(wd14(PICTURES), expected, atol=1e-3)
+    assert wd14.kind == "tagger" and wd14.version.startswith("wd14-") and wd14.version.endswith("/penultimate-whole-head")
+    assert np.allclose(wd14(PICTURES), np.concatenate([expected, expected], axis=1), atol=1e-3)  # square: head = whole
+    tall = Image.new("RGB", (20, 60), (255, 0, 0))
+    tall.paste((0, 0, 255), (0, 30, 20, 60))  # red above, blue below: the head region is the red top
+    whole, head = wd14([tall])[0].reshape(2, 3)
+    assert head[2] > whole[2] + 20 and head[0] < whole[0] - 20  # BGR: more red, less blue in the head
 
     # tiny DeepDanbooru: a stem conv passes R, G, B and a constant 1; the 1x1 head reads it, averaged;
     # as Keras 3 loads it, and as tf_keras loads a Keras-2 .h5 with raw TF ops (the released models' kind)
     means = np.stack([preprocess_image(image, 32, 32).mean(axis=(0, 1)) for image in PICTURES])
     for fmt in ("keras", "keras2-h5"):
         deepdanbooru = TaggerFeatures(build_project(tmp_path / fmt, size=32, fmt=fmt))
-        assert np.allclose(deepdanbooru(PICTURES), np.concatenate([means, np.ones((12, 1))], axis=1), atol=1e-4), fmt
+        read = np.concatenate([means, np.ones((12, 1))], axis=1)
+        assert np.allclose(deepdanbooru(PICTURES), np.concatenate([read, read], axis=1), atol=1e-4), fmt
 
     no_head = helper.make_graph(  # scores straight from a mean: nothing dense to read before them
         [helper.make_node("ReduceMean", ["input_1"], ["means"], axes=[1, 2], keepdims=0),
