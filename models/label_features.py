@@ -101,57 +101,70 @@ class Lite0Features:
         return np.concatenate(out) if out else np.zeros((0, 2 * 1280), np.float32)
 
 
-class TaggerFeatures:
-    """A tagger's penultimate layer on the whole picture and its head region; the tagger loads on the
-    first call."""
+class PretrainedFeatures:
+    """A network from a folder (a tagger's, CCIP's) on the whole picture and its head region, loaded on
+    the first call; subclasses say how to load it and embed a batch."""
+
+    kind = ""
+
+    def __init__(self, source: str | Path, version: str, description: str, batch: int = 16) -> None:
+        self.source, self.version, self.description, self.batch = str(source), version, description, batch
+        self.model: Any = None
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if self.model is None:
+            self.model = self._load()
+        out = []
+        for start in range(0, len(images), self.batch):
+            chunk = list(images[start:start + self.batch])
+            out.append(np.concatenate([self._embed(chunk), self._embed(heads(chunk))], axis=1))
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _embed(self, images: list[Image.Image]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TaggerFeatures(PretrainedFeatures):
+    """A tagger's penultimate layer (a WD14 ONNX model or a DeepDanbooru project)."""
 
     kind = "tagger"
 
     def __init__(self, source: str | Path, batch: int = 16) -> None:
         from models.taggers import tagger_version
 
-        self.source = str(source)
-        self.version = f"{tagger_version(source)}/penultimate-whole-head"
-        self.description = f"the tagger's penultimate layer ({self.version}), whole + head region"
-        self.batch = batch
-        self.tagger: Any = None
+        version = f"{tagger_version(source)}/penultimate-whole-head"
+        super().__init__(source, version, f"the tagger's penultimate layer ({version}), whole + head region", batch)
 
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def _load(self) -> Any:
         from models.taggers import load_tagger
 
-        if self.tagger is None:
-            self.tagger = load_tagger(self.source)
-        if not images:
-            return np.zeros((0, 0), np.float32)
-        whole = self.tagger.features(images, batch_size=self.batch)
-        head = self.tagger.features(heads(images), batch_size=self.batch)
-        return np.concatenate([whole, head], axis=1).astype(np.float32)
+        return load_tagger(self.source)
+
+    def _embed(self, images: list[Image.Image]) -> np.ndarray:
+        return np.asarray(self.model.features(images, batch_size=len(images)), dtype=np.float32)
 
 
-class CcipFeatures:
-    """CCIP's feature model on the whole picture and its head region; loads on the first call."""
+class CcipFeatures(PretrainedFeatures):
+    """CCIP's feature model."""
 
     kind = "ccip"
 
     def __init__(self, source: str | Path, batch: int = 16) -> None:
         from models.ccip import ccip_version
 
-        self.source = str(source)
-        self.version = f"{ccip_version(source)}/whole-head"
-        self.description = f"CCIP features ({self.version}), whole + head region"
-        self.batch = batch
-        self.model: Any = None
+        version = f"{ccip_version(source)}/whole-head"
+        super().__init__(source, version, f"CCIP features ({version}), whole + head region", batch)
 
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def _load(self) -> Any:
         from models.ccip import CcipModel
 
-        if self.model is None:
-            self.model = CcipModel(self.source)
-        out = []
-        for start in range(0, len(images), self.batch):
-            chunk = list(images[start:start + self.batch])
-            out.append(np.concatenate([self.model.embed(chunk), self.model.embed(heads(chunk))], axis=1))
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+        return CcipModel(self.source)
+
+    def _embed(self, images: list[Image.Image]) -> np.ndarray:
+        return np.asarray(self.model.embed(images), dtype=np.float32)
 
 
 def extractor_for(settings: BaseSettings) -> Extractor:
