@@ -200,9 +200,7 @@ def linear_learner(features: np.ndarray, weak: np.ndarray | None = None, naive: 
         if naive:
             return LinearClassifier.fit(features[indexes], answers, regularisation=0.05).scores(features)
         extra: list[int] = [] if weak is None else [int(i) for i in np.flatnonzero(weak) if i not in set(indexes)]
-        rows = [*indexes, *extra]
-        weights = [1.0] * len(indexes) + [WEAK_WEIGHT] * len(extra)
-        model = LinearClassifier.fit(features[rows], [*answers, *([True] * len(extra))], pool=features, weights=weights)
+        model = LinearClassifier.fit(features[indexes], answers, pool=features, weak=(features[extra], WEAK_WEIGHT))
         return model.scores(features)
 
     return learn

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,11 +104,10 @@ WEAK_WEIGHT = 0.3  # a weak positive's weight against a click's 1 (LABEL_WEAK_WE
 @dataclass
 class Embedded:
     """Features of stored pictures: one row per picture in ``keys`` (artwork id, page) that could be
-    read; ``errors`` says why the others could not."""
+    read (the others are left out: ``scrapy curate`` says why a picture cannot be read)."""
 
     keys: list[tuple[str, int]]
     features: Any  # np.ndarray (len(keys), D)
-    errors: dict[tuple[str, int], str]
 
     def sample(self, most: int) -> Any:
         """At most ``most`` rows of the features, the same ones every time for the same pictures."""
@@ -124,21 +123,23 @@ def sample(items: list[Any], most: int, seed: int = 0) -> list[Any]:
     return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), most))]
 
 
-def features_cache(settings: Any) -> FeatureCache | None:
-    """The feature cache LABEL_FEATURES_CACHE names, or None when it says off; the caller closes it."""
+def features_cache(settings: Any) -> AbstractContextManager[FeatureCache | None]:
+    """``with features_cache(settings) as cache``: the feature cache LABEL_FEATURES_CACHE names, closed
+    at the end; None when it says off."""
     from core.storage import catalog_path
 
     where = str(settings.get("LABEL_FEATURES_CACHE") or "")
     if where.lower() == "off":
-        return None
+        return nullcontext(None)
     return FeatureCache(Path(where) if where else catalog_path(settings).parent / FEATURES_CACHE_NAME)
 
 
 def embed_stored(root: Path, pictures: list[tuple[str, int, str]], cache: FeatureCache | None = None,
-                 extractor: Extractor | None = None) -> Embedded:
+                 extractor: Extractor | None = None, known: Embedded | None = None) -> Embedded:
     """Features of (artwork id, page, stored path) pictures by ``extractor`` (default lite0), read as the
-    classify stage reads them; through ``cache`` (models.label_features.FeatureCache), keyed by the
-    file's sha256 and the extractor's version, when given."""
+    classify stage reads them; those in ``known`` (embedded already in this run) taken from it, the
+    others through ``cache`` (models.label_features.FeatureCache), keyed by the file's sha256 and the
+    extractor's version, when given."""
     import hashlib
 
     import numpy as np
@@ -147,28 +148,29 @@ def embed_stored(root: Path, pictures: list[tuple[str, int, str]], cache: Featur
     from stages.picture_model import open_pictures
 
     extractor = extractor if extractor is not None else Lite0Features()
+    ready = dict(zip(known.keys, known.features)) if known is not None else {}
     digests: dict[int, str] = {}
-    errors: dict[tuple[str, int], str] = {}
     for i, (artwork_id, page, stored) in enumerate(pictures):
-        try:
-            digests[i] = hashlib.sha256((root / stored).read_bytes()).hexdigest()
-        except OSError as exc:
-            errors[(artwork_id, page)] = f"could not read {stored}: {exc.strerror or exc}"
-    known = cache.get(list(digests.values()), extractor.version) if cache is not None else {}
-    missing = [i for i, digest in digests.items() if digest not in known]
+        if (artwork_id, page) not in ready:
+            try:
+                digests[i] = hashlib.sha256((root / stored).read_bytes()).hexdigest()
+            except OSError:
+                continue  # gone or unreadable: left out, as open_pictures leaves it out
+    found = cache.get(list(digests.values()), extractor.version) if cache is not None else {}
+    missing = [i for i, digest in digests.items() if digest not in found]
     if missing:
-        images, readable, reasons = open_pictures(root, [pictures[i][2] for i in missing])
+        images, readable, _reasons = open_pictures(root, [pictures[i][2] for i in missing])
         vectors = extractor(images) if images else np.zeros((0, 0), np.float32)
         fresh = {digests[missing[j]]: vectors[n] for n, j in enumerate(readable)}
-        for j, reason in enumerate(reasons):
-            if reason is not None:
-                errors[pictures[missing[j]][:2]] = reason
         if cache is not None and fresh:
             cache.put(fresh, extractor.version)
-        known = {**known, **fresh}
-    rows = [i for i in range(len(pictures)) if i in digests and digests[i] in known]
-    features = np.stack([known[digests[i]] for i in rows]) if rows else np.zeros((0, 0), np.float32)
-    return Embedded([pictures[i][:2] for i in rows], features, errors)
+        found = {**found, **fresh}
+    for i, digest in digests.items():
+        if digest in found:
+            ready[pictures[i][:2]] = found[digest]
+    keys = [(artwork_id, page) for artwork_id, page, _ in pictures if (artwork_id, page) in ready]
+    features = np.stack([ready[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
+    return Embedded(keys, features)
 
 
 def sortable_pictures(catalog: Path) -> list[tuple[str, int, str]]:
@@ -205,11 +207,9 @@ def train_linear(catalog: Path, root: Path, out_dir: Path, target: str = "wanted
     the catalogue's), a logistic regression, its held-out figures by cross-validation over the labels;
     with ``weak_tag``, the pictures carrying that tag and not labelled by hand join as positives of
     weight ``weak_weight``; features by ``extractor`` (models/label_features.py; default lite0; ``pool``
-    must come from the same one). Written to ``out_dir/classifier-linear.npz`` with its card; returns
-    the model's path and card."""
+    must come from the same one; its pictures are not read again). Written to
+    ``out_dir/classifier-linear.npz`` with its card; returns the model's path and card."""
     import time
-
-    import numpy as np
 
     from models.label_features import Lite0Features, describe
     from models.label_learner import LinearClassifier, cross_validated
@@ -218,9 +218,9 @@ def train_linear(catalog: Path, root: Path, out_dir: Path, target: str = "wanted
     started = time.perf_counter()
     labelled = manual_labels(catalog)
     decided = {(artwork_id, page): decision for artwork_id, page, decision, _ in labelled}
-    embedded = embed_stored(root, [(a, p, stored) for a, p, _, stored in labelled], cache, extractor)
+    embedded = embed_stored(root, [(a, p, stored) for a, p, _, stored in labelled], cache, extractor, pool)
     wanted = [decided[key] == "keep" for key in embedded.keys]
-    weak = embed_stored(root, weak_positives(catalog, weak_tag, set(decided)), cache, extractor) if weak_tag else None
+    weak = embed_stored(root, weak_positives(catalog, weak_tag, set(decided)), cache, extractor, pool) if weak_tag else None
     weak_count = len(weak.keys) if weak is not None else 0
     missing = len(labelled) - len(embedded.keys)
     counts = {target: sum(wanted), OTHER_CLASS: len(wanted) - sum(wanted)}
@@ -228,14 +228,9 @@ def train_linear(catalog: Path, root: Path, out_dir: Path, target: str = "wanted
     if pool is None:  # a sample before embedding: a first run on a big catalogue need not embed all of it
         pool = embed_stored(root, sample(sortable_pictures(catalog), POOL_MAX), cache, extractor)
     spread = pool.sample(POOL_MAX) if len(pool.keys) >= 2 else embedded.features
-    features, answers, weights = embedded.features, np.array(wanted, bool), np.ones(len(wanted))
-    if weak is not None and weak_count:
-        features = np.concatenate([features, weak.features])
-        answers = np.concatenate([answers, np.ones(weak_count, bool)])
-        weights = np.concatenate([weights, np.full(weak_count, weak_weight)])
-    model = LinearClassifier.fit(features, answers, (target, OTHER_CLASS), pool=spread, weights=weights)
-    held_out = cross_validated(embedded.features, wanted, pool=spread,
-                               weak=(weak.features, weak_weight) if weak is not None and weak_count else None)
+    weak_features = (weak.features, weak_weight) if weak is not None and weak_count else None
+    model = LinearClassifier.fit(embedded.features, wanted, (target, OTHER_CLASS), pool=spread, weak=weak_features)
+    held_out = cross_validated(embedded.features, wanted, pool=spread, weak=weak_features)
     labels = CatalogLabels(counts, missing, str(catalog))
     data: dict[str, Any] = {"images": len(wanted), "per_class": counts, **labels.card_section(),
                             "standardised_over": len(spread)}

@@ -141,16 +141,12 @@ class Learner:
         scratch = self.model_dir / f".training-{labels}"
         if self._extractor is None:
             self._extractor = extractor_for(self.settings)
-        cache = features_cache(self.settings)
-        try:
+        with features_cache(self.settings) as cache:
             pool = embed_stored(self.root, sortable_pictures(self.catalog_path), cache, self._extractor)
             path, card = train_linear(self.catalog_path, self.root, scratch, self.class_name, cache=cache,
                                       weak_tag=self.settings.get("LABEL_WEAK_TAG") or None,
                                       weak_weight=self.settings.getfloat("LABEL_WEAK_WEIGHT"), pool=pool,
                                       extractor=self._extractor)
-        finally:
-            if cache is not None:
-                cache.close()
         final = self.model_dir / f"classifier-linear-{labels:05d}.npz"
         path.replace(final)  # the arrays first, then the card: a model file is never without its card
         path.with_suffix(".json").replace(final.with_suffix(".json"))

@@ -245,3 +245,9 @@ class FeatureCache:
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -64,20 +64,25 @@ class LinearClassifier:
     @classmethod
     def fit(cls, features: np.ndarray, wanted: Sequence[bool] | np.ndarray, classes: tuple[str, str] = ("wanted", "other"),
             regularisation: float = REGULARISATION, pool: np.ndarray | None = None,
-            weights: Sequence[float] | np.ndarray | None = None) -> LinearClassifier:
+            weak: tuple[np.ndarray, float] | None = None) -> LinearClassifier:
         """Learn from ``features`` (N, D) and whether each picture is the target, standardised over
         ``pool`` (the features of the pictures to be sorted) when given, else over ``features``;
-        ``weights``: each label's weight (default 1)."""
+        ``weak``: (features, weight) of weak positives, learnt as the target at that weight (a label's is 1)."""
         from sklearn.linear_model import LogisticRegression
 
         y = np.asarray(wanted, dtype=bool)
+        weights = np.ones(len(y))
+        if weak is not None and len(weak[0]):
+            features = np.concatenate([features, weak[0]])
+            y = np.concatenate([y, np.ones(len(weak[0]), bool)])
+            weights = np.concatenate([weights, np.full(len(weak[0]), weak[1])])
         if y.all() or not y.any():
             raise LinearClassifierError(f"needs pictures of both classes, got {int(y.sum())} wanted of {len(y)}")
         spread_over = features if pool is None or len(pool) < 2 else pool
         mean = spread_over.mean(axis=0)
         std = spread_over.std(axis=0) + 1e-6
         model = LogisticRegression(C=regularisation, class_weight="balanced", max_iter=5000)
-        model.fit((features - mean) / std, y, sample_weight=None if weights is None else np.asarray(weights, float))
+        model.fit((features - mean) / std, y, sample_weight=weights)
         return cls(mean.astype(np.float32), std.astype(np.float32), model.coef_[0].astype(np.float32),
                    float(model.intercept_[0]), classes)
 
@@ -148,8 +153,8 @@ def cross_validated(features: np.ndarray, wanted: Sequence[bool], folds: int = 5
                     weak: tuple[np.ndarray, float] | None = None) -> dict[str, Any] | None:
     """Held-out figures from the labels alone: each label scored by a model fitted on the others'
     folds (stratified), precision / recall / accuracy of "wanted" at ``threshold``; None with fewer
-    than two labels of a class. ``pool`` as ``LinearClassifier.fit``'s; ``weak``: (features, weight)
-    of weak positives, in every fold's training and never held out (they are no truth to score)."""
+    than two labels of a class. ``pool`` and ``weak`` as ``LinearClassifier.fit``'s: the weak positives
+    are in every fold's training and never held out (they are no truth to score)."""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(wanted, dtype=bool)
@@ -159,13 +164,7 @@ def cross_validated(features: np.ndarray, wanted: Sequence[bool], folds: int = 5
     splitter = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=0)
     held_out = np.zeros(len(y))
     for train, test in splitter.split(features, y):
-        x, labels, weights = features[train], y[train], np.ones(len(train))
-        if weak is not None and len(weak[0]):
-            x = np.concatenate([x, weak[0]])
-            labels = np.concatenate([labels, np.ones(len(weak[0]), bool)])
-            weights = np.concatenate([weights, np.full(len(weak[0]), weak[1])])
-        model = LinearClassifier.fit(x, labels, pool=pool, weights=weights)
-        held_out[test] = model.scores(features[test])
+        held_out[test] = LinearClassifier.fit(features[train], y[train], pool=pool, weak=weak).scores(features[test])
     said = held_out >= threshold
     true_positive = int((said & y).sum())
     return {
@@ -176,4 +175,3 @@ def cross_validated(features: np.ndarray, wanted: Sequence[bool], folds: int = 5
         "accuracy": round(float((said == y).mean()), 4),
         "threshold": threshold,
     }
-

@@ -209,31 +209,32 @@ class WD14Tagger:
                               np.asarray)
 
     def _run(self, batch: np.ndarray, training: bool = False) -> np.ndarray:
-        """One ``session.run``: a model with a fixed batch > 1 gets the batch filled up, the extra rows dropped."""
-        count = len(batch)
-        if self.fixed_batch and count < self.fixed_batch:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
-        scores = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+        """The scores of one batch (``_filled_run``), checked against the tag list."""
+        scores = self._filled_run(self.session, None, batch)
         if scores.ndim != 2 or scores.shape[1] != len(self.tags):
             raise TaggerError(f"{self.model_path.name} gave scores of shape {scores.shape}; "
                               f"{TAGS_FILE} lists {len(self.tags)} tags")
-        return scores[:count]
+        return scores
+
+    def _filled_run(self, session: Any, outputs: list[str] | None, batch: np.ndarray) -> np.ndarray:
+        """One ``session.run``'s first output: a model with a fixed batch > 1 gets the batch filled up,
+        the extra rows dropped."""
+        count = len(batch)
+        if self.fixed_batch and count < self.fixed_batch:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
+        return np.asarray(session.run(outputs, {self.input_name: batch})[0], dtype=np.float32)[:count]
 
     def features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """(len(images), D) float32: the penultimate layer (module docstring), one run per batch."""
         if self._penultimate is None:
             self._penultimate = penultimate_session(self.model_path)
         session, name, pooled = self._penultimate
-        step = self.fixed_batch or batch_size
-        rows = []
-        for start in range(0, len(images), step):
-            batch = np.stack([self.preprocess(image) for image in images[start:start + step]])
-            count = len(batch)
-            if self.fixed_batch and count < self.fixed_batch:
-                batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
-            out = np.asarray(session.run([name], {self.input_name: batch})[0], dtype=np.float32)[:count]
-            rows.append(out.mean(axis=(2, 3)) if pooled and out.ndim == 4 else out.reshape(count, -1))
-        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+        def run(batch: np.ndarray, training: bool = False) -> np.ndarray:
+            out = self._filled_run(session, [name], batch)
+            return out.mean(axis=(2, 3)) if pooled and out.ndim == 4 else out.reshape(len(out), -1)
+
+        return batched_scores(run, self.preprocess, images, self.fixed_batch or batch_size, 0, np.asarray)
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[dict[str, float]]:
         """Per picture, {tag: score}: the best rating tag, then the others at or above their threshold."""

@@ -118,14 +118,10 @@ class Command(ActionCommand):
             weight = self.settings.getfloat("LABEL_WEAK_WEIGHT") if opts.weak_weight is None else opts.weak_weight
             if not 0 < weight <= 1:
                 raise UsageError(f"--weak-weight must be over 0 and at most 1, not {weight}", print_help=False)
-            cache = features_cache(self.settings)
-            try:
+            with features_cache(self.settings) as cache:
                 path, card = train_linear(catalog, files_root(self.settings), Path(out), opts.class_name, cache=cache,
                                           weak_tag=opts.weak_tag or self.settings.get("LABEL_WEAK_TAG") or None,
                                           weak_weight=weight, extractor=extractor_for(self.settings))
-            finally:
-                if cache is not None:
-                    cache.close()
             weak = card["data"].get("weak_positives")
             print(json.dumps({"model": str(path), "features": card["extractor"]["version"], "labels": card["data"]["labels"],
                               **({"weak_positives": weak} if weak else {}), **card["metrics"]}, indent=2,
